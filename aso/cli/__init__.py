@@ -1,0 +1,76 @@
+"""The ``aso`` command: a thin click layer over the library.
+
+Subcommands live in modules of this package and are imported only when used, so
+``aso status`` does not pay for importing the FTS service or the REST server.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+import click
+
+from aso import __version__
+
+#: command name -> "module:attribute" (modules relative to aso.cli)
+COMMANDS: dict[str, str] = {
+    "init": "setup:init",
+    "config-reference": "setup:config_reference",
+    "server": "state_cmds:server",
+    "inject": "state_cmds:inject",
+    "status": "state_cmds:status",
+    "kill": "state_cmds:kill",
+    "retry": "state_cmds:retry",
+    "fts-server": "fts_cmds:fts_server",
+    "transfer": "component_cmds:transfer",
+    "monitor": "component_cmds:monitor",
+    "reporter": "component_cmds:reporter",
+    "retry-manager": "component_cmds:retry_manager",
+    "publisher": "component_cmds:publisher",
+    "catalog": "catalog_cmds:catalog",
+    "demo": "demo_cmds:demo",
+}
+
+
+class LazyGroup(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(name for name in COMMANDS if self._load(name) is not None)
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        return self._load(name)
+
+    @staticmethod
+    def _load(name: str) -> click.Command | None:
+        target = COMMANDS.get(name)
+        if target is None:
+            return None
+        module_name, _, attr = target.partition(":")
+        try:
+            module = importlib.import_module(f"aso.cli.{module_name}")
+        except ModuleNotFoundError as exc:
+            if exc.name == f"aso.cli.{module_name}":
+                return None  # that part is not built yet
+            raise
+        return getattr(module, attr, None)
+
+
+@click.group(cls=LazyGroup)
+@click.version_option(__version__, prog_name="aso")
+@click.option(
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False),
+    envvar="ASO_CONFIG",
+    help="Configuration file (default: $ASO_CONFIG, then ./aso.toml).",
+)
+@click.option("--log-level", default=None, help="Override aso.log_level (DEBUG, INFO, WARNING, ERROR).")
+@click.pass_context
+def cli(ctx: click.Context, config_path: str | None, log_level: str | None) -> None:
+    """Asynchronous stage-out: move grid job outputs with FTS3 and publish them."""
+    from aso.cli.common import AppContext
+
+    ctx.obj = AppContext(config_path=config_path, log_level=log_level)
+
+
+def main() -> None:
+    cli(prog_name="aso")

@@ -1,0 +1,3 @@
+from aso.cli import main
+
+main()

@@ -1,0 +1,320 @@
+"""Configuration: one TOML file, a section per component, every option with a default.
+
+Options are declared once in :data:`OPTIONS`; loading, validation, ``aso init`` and
+``docs/configuration.md`` all come from that table, so none of them can drift.
+Relative paths in the file are resolved against the file's own folder.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+from aso.errors import ConfigError
+
+CONFIG_ENV = "ASO_CONFIG"
+DEFAULT_FILE = "aso.toml"
+
+PERMANENT_ERROR_PATTERNS = [
+    "canceled because it stayed in the queue for too long",
+    "permission denied",
+    "disk quota exceeded",
+    "operation not permitted",
+    "mkdir\\(\\) fail",
+    "open/create error",
+    "mkdir: cannot create directory",
+    "does not have enough space",
+    "checksum do not match",
+    "no such file or directory",
+]
+
+
+@dataclass(frozen=True)
+class Option:
+    section: str
+    name: str
+    default: Any
+    help: str
+    kind: str = ""  # "path" (resolved against the config folder), "url", or "" (by default type)
+
+    @property
+    def key(self) -> str:
+        return f"{self.section}.{self.name}"
+
+
+def _o(section: str, name: str, default: Any, help: str, kind: str = "") -> Option:
+    return Option(section, name, default, help, kind)
+
+
+OPTIONS: list[Option] = [
+    # general
+    _o("aso", "worker", "asoworker", "This installation's worker name (CRAB's asoworker): rows it acquires carry it."),
+    _o("aso", "instance", "prod", "CRAB REST instance name, the <instance> in /crabserver/<instance>/filetransfers."),
+    _o("aso", "log_level", "INFO", "Log level of every component (DEBUG, INFO, WARNING, ERROR)."),
+    _o("aso", "lock_dir", "locks", "Folder of the per-component lock files.", "path"),
+    # state backend
+    _o("state", "url", "sqlite:///state.db", "State backend: a database URL (sqlite:///PATH, postgresql+psycopg://...) for the local backend, or http(s)://host:port for an aso server.", "url"),
+    _o("state", "token", "", "Bearer token sent to the aso server (REST backend only)."),
+    _o("state", "timeout", 60.0, "Seconds before a REST request to the state server gives up."),
+    _o("state", "retries", 5, "Attempts for a REST request that meets a connection error or a 5xx answer."),
+    _o("state", "backoff", 0.5, "First back-off in seconds between REST retries; it doubles each time."),
+    _o("state", "ca_bundle", "", "CA bundle to verify an https state server ('' = system default).", "path"),
+    # REST server
+    _o("server", "host", "127.0.0.1", "Address aso server listens on."),
+    _o("server", "port", 8080, "Port aso server listens on."),
+    _o("server", "db_url", "", "Database the server serves ('' = state.url when that is a database URL).", "url"),
+    _o("server", "threads", 8, "Worker threads of the built-in WSGI server."),
+    _o("server", "max_body_bytes", 16 * 1024 * 1024, "Largest request body accepted; larger ones get 413."),
+    _o("server", "max_batch", 10000, "Largest number of rows one REST call may carry."),
+    _o("server", "tokens", [], "List of {token, identity, role} tables; role is service, operator or user."),
+    # sandboxes
+    _o("sandbox", "root", "sandboxes", "Root of the on-disk hand-offs (monitor/, reporter/, submit/).", "path"),
+    # FTS client side
+    _o("fts", "delegation_lifetime", 48 * 3600, "Lifetime in seconds of a proxy delegated to FTS."),
+    _o("fts", "delegation_renew_below", 24 * 3600, "Re-delegate when less than this many seconds are left."),
+    _o("fts", "bulk_size", 100, "Job ids per bulk status request."),
+    _o("fts", "timeout", 30.0, "Seconds before an FTS request gives up."),
+    _o("fts", "ca_dir", "", "Folder of CA certificates to verify FTS servers ('' = X509_CERT_DIR or the system default).", "path"),
+    _o("fts", "verify_checksum", "both", "FTS checksum mode: both, source, target or none."),
+    _o("fts", "overwrite", True, "Let FTS overwrite an existing destination file."),
+    _o("fts", "retry", 3, "FTS-side retries per file."),
+    _o("fts", "retry_delay", 600, "Seconds FTS waits between its own retries."),
+    _o("fts", "max_time_in_queue", 10, "Hours an FTS job may stay queued before FTS cancels it."),
+    _o("fts", "priority", 3, "FTS job priority (1 to 5)."),
+    # credentials
+    _o("credentials", "source", "directory", "Where user proxies come from: directory or myproxy."),
+    _o("credentials", "directory", "proxies", "directory source: folder holding one proxy file per user, named <user>.pem.", "path"),
+    _o("credentials", "cache_dir", "proxy-cache", "Where retrieved proxies are cached (mode 0600).", "path"),
+    _o("credentials", "min_time_left", 3600, "A proxy with less than this many seconds left is not used."),
+    _o("credentials", "myproxy_server", "localhost", "myproxy source: MyProxy host."),
+    _o("credentials", "myproxy_port", 7512, "myproxy source: MyProxy port."),
+    _o("credentials", "myproxy_lifetime", 168 * 3600, "myproxy source: lifetime in seconds asked of MyProxy."),
+    _o("credentials", "myproxy_account", "", "myproxy source: host of the CRAB REST server, used in CRAB's credential name (sha1(dn + '_' + account))."),
+    _o("credentials", "service_cert", "", "myproxy source: service certificate (a trusted retriever).", "path"),
+    _o("credentials", "service_key", "", "myproxy source: service key.", "path"),
+    _o("credentials", "ca_dir", "", "myproxy source: CA folder to verify the MyProxy server.", "path"),
+    _o("credentials", "user_dns", {}, "myproxy source: map of user name to certificate DN."),
+    # components
+    _o("transfer", "max_files_per_job", 50, "Files per FTS job (one job per link chunk)."),
+    _o("transfer", "acquire_limit", 10000, "Rows acquired per user per pass."),
+    _o("transfer", "threads", 8, "Users handled at once."),
+    _o("transfer", "max_retry", 3, "Submission attempts before a row is FAILED instead of RETRY."),
+    _o("monitor", "threads", 4, "Bulk status requests in flight at once."),
+    _o("monitor", "job_timeout", 72000, "Seconds after submission before a job still unfinished is abandoned."),
+    _o("monitor", "file_timeout", 18000, "Seconds without any change before a job is abandoned."),
+    _o("reporter", "threads", 8, "Users handled at once."),
+    _o("reporter", "permanent_errors", PERMANENT_ERROR_PATTERNS, "Regular expressions (case-insensitive): a failure reason matching one fails the file at once."),
+    _o("reporter", "reason_length", 1000, "Failure reasons are cut to this many characters."),
+    _o("retry_manager", "cooloff", 7200, "Seconds a RETRY row waits before going back to NEW."),
+    _o("retry_manager", "stuck_after", 3600, "Seconds after which an ACQUIRED or SUBMITTED row without a sandbox entry is recovered."),
+    _o("publisher", "max_files_per_block", 100, "Files per published block."),
+    _o("publisher", "block_closure_timeout", 9400, "Seconds since a task's last publication after which a partial block is published."),
+    _o("publisher", "expiration", 3 * 86400, "Seconds after which waiting files are published, or failed, whatever happens."),
+    _o("publisher", "threads", 5, "Users handled at once."),
+    _o("publisher", "max_retry", 3, "Publication attempts before a file is FAILED."),
+    _o("publisher", "catalog", "local", "Catalog plug-in: local or dbs."),
+    _o("publisher", "catalog_url", "sqlite:///catalog.db", "local: database URL of the catalog; dbs: the DBS writer URL.", "url"),
+    # embedded FTS service
+    _o("fts_server", "host", "127.0.0.1", "Address aso fts-server listens on."),
+    _o("fts_server", "port", 8446, "Port aso fts-server listens on."),
+    _o("fts_server", "db", "fts.db", "SQLite database of the embedded FTS service.", "path"),
+    _o("fts_server", "cert", "", "Host certificate; with key and ca_dir the service speaks HTTPS.", "path"),
+    _o("fts_server", "key", "", "Host key.", "path"),
+    _o("fts_server", "ca_dir", "", "Folder of trusted CA certificates for client authentication.", "path"),
+    _o("fts_server", "workers", 4, "Copies running at once."),
+    _o("fts_server", "per_link", 2, "Copies running at once per source host -> destination host."),
+]
+
+_BY_KEY = {o.key: o for o in OPTIONS}
+SECTIONS = list(dict.fromkeys(o.section for o in OPTIONS))
+
+
+@dataclass
+class Site:
+    name: str
+    prefix: str
+    fts: str
+
+    def pfn(self, lfn: str) -> str:
+        return self.prefix.rstrip("/") + "/" + lfn.lstrip("/")
+
+
+@dataclass
+class Config:
+    values: dict[str, dict[str, Any]]
+    sites: dict[str, Site] = field(default_factory=dict)
+    path: Path | None = None
+
+    def __getattr__(self, section: str) -> SimpleNamespace:
+        values = self.__dict__.get("values", {})
+        if section in values:
+            return SimpleNamespace(**values[section])
+        raise AttributeError(section)
+
+    def get(self, key: str) -> Any:
+        section, _, name = key.partition(".")
+        return self.values[section][name]
+
+    def site(self, name: str) -> Site:
+        try:
+            return self.sites[name]
+        except KeyError:
+            raise ConfigError(f"sites.{name}: no such site in the configuration") from None
+
+    @property
+    def base_dir(self) -> Path:
+        return self.path.parent if self.path else Path.cwd()
+
+
+def _check_type(option: Option, value: Any) -> Any:
+    default = option.default
+    want = type(default)
+    if want is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if want is int and isinstance(value, bool):
+        raise ConfigError(f"{option.key}: expected an integer, got {value!r}")
+    if not isinstance(value, want):
+        raise ConfigError(f"{option.key}: expected {want.__name__}, got {type(value).__name__} {value!r}")
+    return value
+
+
+def _resolve(option: Option, value: Any, base: Path) -> Any:
+    if not isinstance(value, str) or not value:
+        return value
+    if option.kind == "path":
+        p = Path(os.path.expanduser(value))
+        return str(p if p.is_absolute() else (base / p))
+    if option.kind == "url" and value.startswith("sqlite:///") and not value.startswith("sqlite:////"):
+        rest = value[len("sqlite:///"):]
+        if rest and rest != ":memory:":
+            return "sqlite:///" + str(base / rest)
+    return value
+
+
+def from_dict(data: dict[str, Any], base_dir: Path | None = None, path: Path | None = None) -> Config:
+    """Build a validated :class:`Config` from parsed TOML; unknown keys are errors."""
+    base = base_dir or (path.parent if path else Path.cwd())
+    values: dict[str, dict[str, Any]] = {s: {} for s in SECTIONS}
+    for option in OPTIONS:
+        values[option.section][option.name] = _resolve(option, option.default, base)
+    sites: dict[str, Site] = {}
+    for section, body in data.items():
+        if section == "sites":
+            if not isinstance(body, dict):
+                raise ConfigError("sites: expected a table of site tables")
+            for name, spec in body.items():
+                if not isinstance(spec, dict) or not isinstance(spec.get("prefix"), str) or not isinstance(spec.get("fts"), str):
+                    raise ConfigError(f"sites.{name}: needs string keys 'prefix' and 'fts'")
+                extra = set(spec) - {"prefix", "fts"}
+                if extra:
+                    raise ConfigError(f"sites.{name}.{sorted(extra)[0]}: unknown key")
+                prefix = spec["prefix"]
+                if prefix.startswith("file://") and not prefix.startswith("file:///"):
+                    raise ConfigError(f"sites.{name}.prefix: file URLs need an absolute path (file:///...)")
+                sites[name] = Site(name, prefix, spec["fts"])
+            continue
+        if section not in values:
+            raise ConfigError(f"{section}: unknown section (known: {', '.join(SECTIONS + ['sites'])})")
+        if not isinstance(body, dict):
+            raise ConfigError(f"{section}: expected a table")
+        for name, value in body.items():
+            option = _BY_KEY.get(f"{section}.{name}")
+            if option is None:
+                raise ConfigError(f"{section}.{name}: unknown option")
+            values[section][name] = _resolve(option, _check_type(option, value), base)
+    return Config(values=values, sites=sites, path=path)
+
+
+def find_config_path(explicit: str | os.PathLike | None = None) -> Path | None:
+    if explicit:
+        return Path(explicit)
+    env = os.environ.get(CONFIG_ENV)
+    if env:
+        return Path(env)
+    local = Path.cwd() / DEFAULT_FILE
+    return local if local.exists() else None
+
+
+def load_config(explicit: str | os.PathLike | None = None) -> Config:
+    """Load ``--config``, else ``$ASO_CONFIG``, else ``./aso.toml``, else the defaults."""
+    path = find_config_path(explicit)
+    if path is None:
+        return from_dict({})
+    try:
+        data = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: configuration file not found") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    return from_dict(data, path=path.resolve())
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k} = {_toml_value(v)}" for k, v in value.items()) + "}"
+    raise TypeError(value)
+
+
+def render_toml(overrides: dict[str, dict[str, Any]], sites: dict[str, dict[str, str]]) -> str:
+    """A commented aso.toml: every option with its default, the overrides set."""
+    lines = ["# aso configuration. Every option is listed with its default; see docs/configuration.md.", ""]
+    for section in SECTIONS:
+        lines.append(f"[{section}]")
+        for option in (o for o in OPTIONS if o.section == section):
+            lines.append(f"# {option.help}")
+            if option.name in overrides.get(section, {}):
+                lines.append(f"{option.name} = {_toml_value(overrides[section][option.name])}")
+            elif isinstance(option.default, (list, dict)):
+                lines.append(f"# {option.name} = {_toml_value(option.default)}")
+            else:
+                lines.append(f"# {option.name} = {_toml_value(option.default)}")
+        lines.append("")
+    for name, spec in sites.items():
+        lines.append(f"[sites.{name}]")
+        lines.append(f"prefix = {_toml_value(spec['prefix'])}")
+        lines.append(f"fts = {_toml_value(spec['fts'])}")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def render_reference_markdown() -> str:
+    """docs/configuration.md, generated from :data:`OPTIONS`."""
+    out = [
+        "# Configuration reference",
+        "",
+        "Generated from `aso/config.py` by `aso config-reference`; a test checks it is current.",
+        "",
+        "aso reads one TOML file: `--config FILE`, else `$ASO_CONFIG`, else `./aso.toml`.",
+        "Relative paths are resolved against the folder of that file. Unknown sections or",
+        "options are errors that name the option.",
+        "",
+    ]
+    for section in SECTIONS:
+        out += [f"## [{section}]", "", "| option | default | meaning |", "|---|---|---|"]
+        for option in (o for o in OPTIONS if o.section == section):
+            default = _toml_value(option.default).replace("|", "\\|")
+            if len(default) > 60:
+                default = default[:57] + "..."
+            out.append(f"| `{option.name}` | `{default}` | {option.help.replace('|', '/')} |")
+        out.append("")
+    out += [
+        "## [sites.NAME]",
+        "",
+        "One table per storage site: `prefix` is the storage URL the LFN is appended to",
+        "(`file:///...`, `http(s)://...`, `root://...`), `fts` the FTS endpoint that serves",
+        "transfers into that site.",
+        "",
+    ]
+    return "\n".join(out)

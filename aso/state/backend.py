@@ -1,0 +1,267 @@
+"""The one interface every component uses to read and change transfer state.
+
+Two implementations: ``local`` (the store in process, for database URLs) and ``rest``
+(an ``aso server`` over HTTP, for http(s) URLs). A component cannot tell which it has.
+
+Conventions:
+- Rows are dicts keyed by CRAB's column names (``tm_id``, ``tm_username``, ...); states in
+  rows are names (``"NEW"``), times are epoch seconds (int).
+- Every operation takes and returns lists and is one statement (or ``executemany``) per
+  batch in the store, one request per batch over REST.
+- A backend is bound to one worker name (CRAB's ``asoworker``): acquire/update/retry act
+  only for that worker.
+- Errors: :class:`aso.errors.ValidationError` (bad input, nothing written),
+  :class:`aso.errors.TransitionError` (a disallowed state change; the whole call is refused),
+  :class:`aso.errors.ForbiddenError`, :class:`aso.errors.BackendUnavailable`.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any
+
+from aso.states import PublicationState, TransferState
+
+#: Columns of a transfer row, in CRAB's order plus ours; REST reads answer with these.
+TRANSFER_COLUMNS = [
+    "tm_id",
+    "tm_username",
+    "tm_taskname",
+    "tm_source",
+    "tm_destination",
+    "tm_source_lfn",
+    "tm_destination_lfn",
+    "tm_filesize",
+    "tm_checksum",
+    "tm_publish",
+    "tm_jobid",
+    "tm_job_retry_count",
+    "tm_type",
+    "tm_aso_worker",
+    "tm_transfer_state",
+    "tm_publication_state",
+    "tm_transfer_retry_count",
+    "tm_publication_retry_count",
+    "tm_transfer_max_retry_count",
+    "tm_publication_max_retry_count",
+    "tm_transfer_failure_reason",
+    "tm_publication_failure_reason",
+    "tm_fts_id",
+    "tm_fts_instance",
+    "tm_dbs_blockname",
+    "tm_block_complete",
+    "tm_start_time",
+    "tm_last_update",
+    "tm_end_time",
+    "tm_creation_time",
+]
+
+
+@dataclass
+class TransferUpdate:
+    """One row's change in ``update_transfers``.
+
+    ``expect_state`` / ``expect_fts_id`` are guards: a row that does not match them is
+    *skipped* (reported in the result, not an error). This is how a late FTS result for a
+    row that was killed, resolved or resubmitted meanwhile is ignored. A row that matches the
+    guards but whose transition is not allowed makes the whole call fail (TransitionError).
+    """
+
+    id: str
+    state: TransferState | str
+    reason: str | None = None
+    retry_increment: int = 0
+    fts_id: str | None = None
+    fts_instance: str | None = None
+    expect_state: TransferState | str | None = None
+    expect_fts_id: str | None = None
+
+
+@dataclass
+class PublicationUpdate:
+    id: str
+    state: PublicationState | str
+    reason: str | None = None
+    retry_increment: int = 0
+    block_name: str | None = None
+    publish_flag: int | None = None
+
+
+@dataclass
+class UpdateResult:
+    updated: list[str] = field(default_factory=list)
+    #: rows left alone because a guard did not match: {"id", "state", "reason"}
+    skipped: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass
+class InjectResult:
+    inserted: list[str] = field(default_factory=list)
+    #: finished rows re-initialised to NEW by a job retry
+    reinitialised: list[str] = field(default_factory=list)
+    #: rows left alone: {"id", "state", "reason"} (still in flight, or same job retry)
+    skipped: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass
+class KillResult:
+    killed: list[str] = field(default_factory=list)
+    #: {"id", "state", "reason"}: already terminal, unknown, or not the caller's
+    failed_kill: list[dict[str, Any]] = field(default_factory=list)
+
+
+class StateBackend(ABC):
+    worker: str
+
+    # -- injection and user-facing reads -------------------------------------------------
+    @abstractmethod
+    def inject(self, requests: list[dict[str, Any]]) -> InjectResult:
+        """Insert transfer requests (CRAB's fileusertransfers PUT fields: username, taskname,
+        source, destination, source_lfn, destination_lfn, filesize, checksum (adler32),
+        publish, job_id, job_retry_count, type, start_time; optional transfer_state NEW|DONE,
+        max_retry). Validated as a whole first; any bad request → ValidationError, nothing
+        written. Row id = sha224(source_lfn). Re-injection: a row in flight is skipped; a
+        finished row with a different (job_retry_count, start_time) is re-initialised; the
+        same job retry is skipped. Tasks are created on first sight."""
+
+    @abstractmethod
+    def get_transfers(self, ids: list[str]) -> list[dict[str, Any]]:
+        """Rows by id (unknown ids are simply absent)."""
+
+    @abstractmethod
+    def list_transfers(
+        self,
+        *,
+        user: str | None = None,
+        task: str | None = None,
+        states: list[TransferState | str] | None = None,
+        limit: int = 10000,
+    ) -> list[dict[str, Any]]:
+        """Rows filtered by user, task and transfer states, oldest first."""
+
+    @abstractmethod
+    def statistics(self, *, user: str | None = None, task: str | None = None) -> list[dict[str, Any]]:
+        """Counts: [{"username", "taskname", "transfer_state", "publication_state", "count"}]."""
+
+    # -- the transfer pipeline -----------------------------------------------------------
+    @abstractmethod
+    def active_users(self) -> list[str]:
+        """Users with NEW rows nobody owns, or ACQUIRED rows owned by this worker."""
+
+    @abstractmethod
+    def acquire_transfers(self, users: list[str], limit: int) -> int:
+        """NEW rows with no worker → ACQUIRED by this worker, at most ``limit`` per user,
+        oldest first. Safe against concurrent acquirers (no row is acquired twice).
+        Returns the number acquired."""
+
+    @abstractmethod
+    def acquired_transfers(self, user: str | None = None, limit: int = 10000) -> list[dict[str, Any]]:
+        """ACQUIRED rows of this worker (optionally one user), at most ``limit`` (exact)."""
+
+    @abstractmethod
+    def update_transfers(self, updates: list[TransferUpdate]) -> UpdateResult:
+        """Apply state changes in one batch. Sets tm_last_update; sets tm_end_time on
+        DONE/FAILED/KILLED; keeps fts id/instance when not given; adds retry_increment.
+        Marking SUBMITTED a row that is now KILL records the fts id and keeps KILL, so the
+        retry manager can cancel it. All-or-nothing on TransitionError."""
+
+    @abstractmethod
+    def retry_transfers(self, cooloff: int) -> int:
+        """RETRY rows of this worker last updated more than ``cooloff`` s ago → NEW, worker
+        cleared, retry count +1. Returns how many."""
+
+    @abstractmethod
+    def stuck_transfers(self, states: list[TransferState | str], older_than: int, limit: int = 10000) -> list[dict[str, Any]]:
+        """Rows of this worker in ``states`` not updated for ``older_than`` seconds."""
+
+    @abstractmethod
+    def release_transfers(self, ids: list[str]) -> int:
+        """ACQUIRED rows of this worker → NEW with the worker cleared (recovery of rows a
+        dead submitter acquired but never submitted)."""
+
+    @abstractmethod
+    def request_kill(self, *, task: str | None = None, ids: list[str] | None = None) -> KillResult:
+        """Rows in flight (NEW, ACQUIRED, SUBMITTED, RETRY) → KILL. Exactly one of task/ids.
+        Over REST as a user, only the caller's own rows."""
+
+    @abstractmethod
+    def transfers_to_kill(self, limit: int = 5000) -> list[dict[str, Any]]:
+        """Rows in KILL (any worker or none), oldest first."""
+
+    @abstractmethod
+    def mark_killed(self, ids: list[str], reason: str | None = None) -> int:
+        """KILL rows → KILLED."""
+
+    @abstractmethod
+    def retry_failed(self, *, task: str | None = None, ids: list[str] | None = None) -> int:
+        """Operator: FAILED (and KILLED) rows → NEW, worker cleared, retry count reset."""
+
+    # -- publication ---------------------------------------------------------------------
+    @abstractmethod
+    def acquire_publication(self) -> int:
+        """Publication NEW/RETRY → ACQUIRED for this worker, only where the transfer is DONE
+        and tm_publish = 1, and only rows owned by this worker (never steals NULL-worker
+        rows of another publisher: CRAB #5835)."""
+
+    @abstractmethod
+    def acquired_publication(self, user: str | None = None, limit: int = 100000) -> list[dict[str, Any]]:
+        """Publication ACQUIRED rows of this worker whose transfer is DONE."""
+
+    @abstractmethod
+    def update_publication(self, updates: list[PublicationUpdate]) -> UpdateResult:
+        """Publication state changes in one batch (transitions enforced, all-or-nothing)."""
+
+    @abstractmethod
+    def retry_publication(self, *, task: str | None = None, ids: list[str] | None = None) -> int:
+        """Operator: publication FAILED → NEW, retry count reset."""
+
+    # -- tasks and file metadata ---------------------------------------------------------
+    @abstractmethod
+    def get_task(self, task: str) -> dict[str, Any] | None:
+        """{"tm_taskname", "tm_username", "tm_task_status", "tm_last_publication",
+        "tm_publish_name" (output dataset), "tm_publish_dbs_url", "tm_creation_time"}."""
+
+    @abstractmethod
+    def upsert_tasks(self, tasks: list[dict[str, Any]]) -> int:
+        """Create or update tasks (keys as in get_task; tm_taskname and tm_username required)."""
+
+    @abstractmethod
+    def update_last_publication(self, task: str, when: int | None = None) -> None:
+        """Record the task's last publication time (epoch s; now when None)."""
+
+    @abstractmethod
+    def put_file_metadata(self, entries: list[dict[str, Any]]) -> int:
+        """[{"lfn", "taskname", "metadata": {...}}]; replaces existing entries per LFN."""
+
+    @abstractmethod
+    def get_file_metadata(self, lfns: list[str]) -> dict[str, dict[str, Any]]:
+        """LFN → metadata document, for the LFNs that have one."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release connections."""
+
+
+def open_backend(url: str, *, worker: str, token: str = "", instance: str = "prod", **options: Any) -> StateBackend:
+    """The backend for ``url``: REST for http(s)://, the in-process store otherwise."""
+    if url.startswith(("http://", "https://")):
+        from aso.state.rest_client import RestBackend
+
+        return RestBackend(url, worker=worker, token=token, instance=instance, **options)
+    from aso.state.local import LocalBackend
+
+    return LocalBackend(url, worker=worker)
+
+
+def backend_from_config(config) -> StateBackend:
+    """The backend a component should use, from the [state] and [aso] sections."""
+    return open_backend(
+        config.state.url,
+        worker=config.aso.worker,
+        token=config.state.token,
+        instance=config.aso.instance,
+        timeout=config.state.timeout,
+        retries=config.state.retries,
+        backoff=config.state.backoff,
+        ca_bundle=config.state.ca_bundle,
+    )
