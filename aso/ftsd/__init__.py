@@ -1,0 +1,1 @@
+"""The embedded FTS3-compatible transfer service (``aso fts-server``)."""
