@@ -42,7 +42,7 @@ class Service:
         self.proc: subprocess.Popen | None = None
 
     def start(self, timeout: float = 30.0) -> Service:
-        self._logfile = open(self.log, "ab")
+        self._logfile = open(self.log, "ab")  # noqa: SIM115 - lives as long as the child
         self.proc = subprocess.Popen(
             self.args, stdout=self._logfile, stderr=subprocess.STDOUT, env=self.env, cwd=self.cwd,
             start_new_session=True,
