@@ -26,7 +26,7 @@ COMMANDS: dict[str, str] = {
     "monitor": "component_cmds:monitor",
     "reporter": "component_cmds:reporter",
     "retry-manager": "component_cmds:retry_manager",
-    "publisher": "component_cmds:publisher",
+    "publisher": "publisher_cmds:publisher",
     "catalog": "catalog_cmds:catalog",
     "demo": "demo_cmds:demo",
 }
