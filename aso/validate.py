@@ -28,8 +28,9 @@ def lfn_id(lfn: str) -> str:
 
 
 def username(value, field: str = "username") -> str:
-    if not isinstance(value, str) or not USERNAME_RE.match(value):
-        raise ValidationError(field, f"{value!r} is not a user name ([A-Za-z0-9_.-], 1 to 64 characters)")
+    # '.' and '..' match the character class but would escape a sandbox folder.
+    if not isinstance(value, str) or not USERNAME_RE.match(value) or value in (".", ".."):
+        raise ValidationError(field, f"{value!r} is not a user name ([A-Za-z0-9_.-], 1 to 64 characters, not '.' or '..')")
     return value
 
 
