@@ -1,0 +1,97 @@
+"""The in-process backend: the store, bound to this installation's worker name."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aso import validate
+from aso.state.backend import (
+    InjectResult,
+    KillResult,
+    PublicationUpdate,
+    StateBackend,
+    TransferUpdate,
+    UpdateResult,
+)
+from aso.state.store import Store
+
+
+class LocalBackend(StateBackend):
+    def __init__(self, url: str, *, worker: str, store: Store | None = None):
+        self.worker = validate.worker(worker)
+        self.store = store or Store(url)
+
+    def inject(self, requests: list[dict[str, Any]]) -> InjectResult:
+        return self.store.inject(requests)
+
+    def get_transfers(self, ids: list[str]) -> list[dict[str, Any]]:
+        return self.store.get_transfers(ids)
+
+    def list_transfers(self, *, user=None, task=None, states=None, limit: int = 10000) -> list[dict[str, Any]]:
+        return self.store.list_transfers(user=user, task=task, states=states, limit=limit)
+
+    def statistics(self, *, user=None, task=None) -> list[dict[str, Any]]:
+        return self.store.statistics(user=user, task=task)
+
+    def active_users(self) -> list[str]:
+        return self.store.active_users(worker=self.worker)
+
+    def acquire_transfers(self, users: list[str], limit: int) -> int:
+        return self.store.acquire_transfers(users, limit, worker=self.worker)
+
+    def acquired_transfers(self, user=None, limit: int = 10000) -> list[dict[str, Any]]:
+        return self.store.acquired_transfers(user, limit, worker=self.worker)
+
+    def update_transfers(self, updates: list[TransferUpdate]) -> UpdateResult:
+        return self.store.update_transfers(updates, worker=self.worker)
+
+    def retry_transfers(self, cooloff: int) -> int:
+        return self.store.retry_transfers(cooloff, worker=self.worker)
+
+    def stuck_transfers(self, states, older_than: int, limit: int = 10000) -> list[dict[str, Any]]:
+        return self.store.stuck_transfers(states, older_than, limit, worker=self.worker)
+
+    def release_transfers(self, ids: list[str]) -> int:
+        return self.store.release_transfers(ids, worker=self.worker)
+
+    def request_kill(self, *, task=None, ids=None) -> KillResult:
+        return self.store.request_kill(task=task, ids=ids)
+
+    def transfers_to_kill(self, limit: int = 5000) -> list[dict[str, Any]]:
+        return self.store.transfers_to_kill(limit)
+
+    def mark_killed(self, ids: list[str], reason: str | None = None) -> int:
+        return self.store.mark_killed(ids, reason)
+
+    def retry_failed(self, *, task=None, ids=None) -> int:
+        return self.store.retry_failed(task=task, ids=ids)
+
+    def acquire_publication(self) -> int:
+        return self.store.acquire_publication(worker=self.worker)
+
+    def acquired_publication(self, user=None, limit: int = 100000) -> list[dict[str, Any]]:
+        return self.store.acquired_publication(user, limit, worker=self.worker)
+
+    def update_publication(self, updates: list[PublicationUpdate]) -> UpdateResult:
+        return self.store.update_publication(updates, worker=self.worker)
+
+    def retry_publication(self, *, task=None, ids=None) -> int:
+        return self.store.retry_publication(task=task, ids=ids)
+
+    def get_task(self, task: str) -> dict[str, Any] | None:
+        return self.store.get_task(task)
+
+    def upsert_tasks(self, tasks: list[dict[str, Any]]) -> int:
+        return self.store.upsert_tasks(tasks)
+
+    def update_last_publication(self, task: str, when: int | None = None) -> None:
+        self.store.update_last_publication(task, when)
+
+    def put_file_metadata(self, entries: list[dict[str, Any]]) -> int:
+        return self.store.put_file_metadata(entries)
+
+    def get_file_metadata(self, lfns: list[str]) -> dict[str, dict[str, Any]]:
+        return self.store.get_file_metadata(lfns)
+
+    def close(self) -> None:
+        self.store.close()

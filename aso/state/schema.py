@@ -1,0 +1,110 @@
+"""Tables of the state store and their migrations.
+
+Column names are CRAB's (``filetransfersdb``), so CRAB's tools and habits carry over.
+The ``schema_version`` table records which migrations ran; opening a database applies the
+missing ones, so a newer aso upgrades an older database instead of breaking on it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Index,
+    Integer,
+    MetaData,
+    SmallInteger,
+    String,
+    Table,
+    Text,
+)
+from sqlalchemy.engine import Connection
+
+metadata = MetaData()
+
+transfers = Table(
+    "filetransfersdb",
+    metadata,
+    Column("tm_id", String(60), primary_key=True),
+    Column("tm_username", String(64), nullable=False),
+    Column("tm_taskname", String(255), nullable=False),
+    Column("tm_source", String(100), nullable=False),
+    Column("tm_destination", String(100), nullable=False),
+    Column("tm_source_lfn", String(1000), nullable=False),
+    Column("tm_destination_lfn", String(1000), nullable=False),
+    Column("tm_filesize", BigInteger, nullable=False),
+    Column("tm_checksum", String(16)),
+    Column("tm_publish", SmallInteger, nullable=False, default=0),
+    Column("tm_jobid", String(64)),
+    Column("tm_job_retry_count", Integer, nullable=False, default=0),
+    Column("tm_type", String(20), nullable=False, default="output"),
+    Column("tm_aso_worker", String(100)),
+    Column("tm_transfer_state", SmallInteger, nullable=False),
+    Column("tm_publication_state", SmallInteger, nullable=False),
+    Column("tm_transfer_retry_count", Integer, nullable=False, default=0),
+    Column("tm_publication_retry_count", Integer, nullable=False, default=0),
+    Column("tm_transfer_max_retry_count", Integer, nullable=False, default=2),
+    Column("tm_publication_max_retry_count", Integer, nullable=False, default=2),
+    Column("tm_transfer_failure_reason", String(1000)),
+    Column("tm_publication_failure_reason", String(1000)),
+    Column("tm_fts_id", String(255)),
+    Column("tm_fts_instance", String(255)),
+    Column("tm_dbs_blockname", String(1000)),
+    Column("tm_block_complete", String(20)),
+    Column("tm_start_time", BigInteger),
+    Column("tm_last_update", BigInteger, nullable=False),
+    Column("tm_end_time", BigInteger),
+    Column("tm_creation_time", BigInteger, nullable=False),
+    # CRAB's indexes, plus the ones our per-user and stuck-row queries need.
+    Index("ix_ftdb_taskname", "tm_taskname"),
+    Index("ix_ftdb_worker_tstate", "tm_aso_worker", "tm_transfer_state"),
+    Index("ix_ftdb_worker_pstate", "tm_aso_worker", "tm_publication_state"),
+    Index("ix_ftdb_publish", "tm_publish", "tm_publication_state", "tm_transfer_state"),
+    Index("ix_ftdb_user_tstate", "tm_username", "tm_transfer_state"),
+    Index("ix_ftdb_tstate_update", "tm_transfer_state", "tm_last_update"),
+)
+
+tasks = Table(
+    "tasks",
+    metadata,
+    Column("tm_taskname", String(255), primary_key=True),
+    Column("tm_username", String(64), nullable=False),
+    Column("tm_task_status", String(50), nullable=False, default="SUBMITTED"),
+    Column("tm_last_publication", BigInteger),
+    Column("tm_publish_name", String(500)),
+    Column("tm_publish_dbs_url", String(500)),
+    Column("tm_creation_time", BigInteger, nullable=False),
+)
+
+file_metadata = Table(
+    "filemetadata",
+    metadata,
+    Column("fmd_lfn", String(1000), primary_key=True),
+    Column("fmd_taskname", String(255), nullable=False),
+    Column("fmd_metadata", Text, nullable=False),
+    Column("fmd_update_time", BigInteger, nullable=False),
+    Index("ix_fmd_taskname", "fmd_taskname"),
+)
+
+schema_version = Table(
+    "schema_version",
+    metadata,
+    Column("version", Integer, primary_key=True),
+    Column("applied", BigInteger, nullable=False),
+)
+
+
+def _create_v1(conn: Connection) -> None:
+    metadata.create_all(conn, tables=[transfers, tasks, file_metadata], checkfirst=True)
+
+
+#: Ordered migrations: (version, function). Append; never edit a released one.
+MIGRATIONS: list[tuple[int, Callable[[Connection], None]]] = [
+    (1, _create_v1),
+]
+
+LATEST_VERSION = MIGRATIONS[-1][0]
+
+TASK_COLUMNS = [c.name for c in tasks.columns]
