@@ -57,13 +57,13 @@ transfers = Table(
     Column("tm_last_update", BigInteger, nullable=False),
     Column("tm_end_time", BigInteger),
     Column("tm_creation_time", BigInteger, nullable=False),
-    # CRAB's indexes, plus the ones our per-user and stuck-row queries need.
+    # CRAB's indexes, plus per-user state for acquisition. Every index costs each bulk
+    # update a B-tree write per row, so stuck-row scans reuse (worker, state).
     Index("ix_ftdb_taskname", "tm_taskname"),
     Index("ix_ftdb_worker_tstate", "tm_aso_worker", "tm_transfer_state"),
     Index("ix_ftdb_worker_pstate", "tm_aso_worker", "tm_publication_state"),
     Index("ix_ftdb_publish", "tm_publish", "tm_publication_state", "tm_transfer_state"),
     Index("ix_ftdb_user_tstate", "tm_username", "tm_transfer_state"),
-    Index("ix_ftdb_tstate_update", "tm_transfer_state", "tm_last_update"),
 )
 
 tasks = Table(
