@@ -519,6 +519,11 @@ class Store:
                 if u.expect_fts_id is not None and row["tm_fts_id"] != u.expect_fts_id:
                     result.skipped.append({"id": u.id, "state": now_state.name, "reason": f"belongs to FTS job {row['tm_fts_id']}, not {u.expect_fts_id}"})
                     continue
+                if now_state == state and (u.fts_id is None or u.fts_id == row["tm_fts_id"]):
+                    # A repeated update (a retried request, a result handed over twice) is
+                    # already applied: report it, change nothing.
+                    result.skipped.append({"id": u.id, "state": now_state.name, "reason": f"already {state.name}"})
+                    continue
                 target = state
                 if state == T.SUBMITTED and now_state == T.KILL:
                     # Killed while being submitted: keep KILL but record where it went, so the
@@ -768,6 +773,9 @@ class Store:
                     result.skipped.append({"id": u.id, "state": None, "reason": "no such transfer"})
                     continue
                 now_state = P(row["tm_publication_state"])
+                if now_state == state:
+                    result.skipped.append({"id": u.id, "state": now_state.name, "reason": f"already {state.name}"})
+                    continue
                 if state not in PUBLICATION_TRANSITIONS[now_state]:
                     raise TransitionError(u.id, now_state.name, state.name, kind="publication")
                 params.append(

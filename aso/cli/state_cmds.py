@@ -1,0 +1,164 @@
+"""Commands around the state backend: ``server``, ``inject``, ``status``, ``kill``, ``retry``."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections import defaultdict
+
+import click
+from rich.table import Table
+
+from aso.cli.common import (
+    EXIT_FAILED,
+    console,
+    echo_json,
+    err_console,
+    handle_errors,
+    pass_app,
+)
+from aso.errors import ValidationError
+from aso.states import PublicationState, TransferState
+
+
+@click.command()
+@click.option("--host", default=None, help="Address to listen on (default: server.host).")
+@click.option("--port", type=int, default=None, help="Port to listen on (default: server.port).")
+@click.option("--db-url", default=None, help="Database to serve (default: server.db_url, else state.url).")
+@click.option("--threads", type=int, default=None, help="Worker threads (default: server.threads).")
+@pass_app
+@handle_errors
+def server(app, host, port, db_url, threads) -> None:
+    """Serve the state backend over CRAB's REST API (filetransfers, fileusertransfers, ...).
+
+    Tokens, roles and limits come from the [server] section. For several processes use
+    gunicorn: ASO_CONFIG=aso.toml gunicorn -w 4 -b 127.0.0.1:8080 'aso.state.server:app_from_env()'
+    """
+    import logging
+    import signal
+
+    from cheroot import wsgi
+
+    from aso.state.server import app_from_config
+
+    config = app.config
+    if db_url:
+        config.values["server"]["db_url"] = db_url
+    wsgi_app = app_from_config(config)
+    host = host or config.server.host
+    port = port if port is not None else config.server.port
+    httpd = wsgi.Server((host, port), wsgi_app, numthreads=threads or config.server.threads)
+    signal.signal(signal.SIGTERM, lambda *_: httpd.stop())
+    logging.getLogger("aso.server").info("aso server on http://%s:%d (instance %s)", host, port, config.aso.instance)
+    try:
+        httpd.start()
+    except KeyboardInterrupt:
+        httpd.stop()
+
+
+@click.command()
+@click.argument("source", type=click.File("r"))
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@pass_app
+@handle_errors
+def inject(app, source, as_json: bool) -> None:
+    """Inject transfer requests from FILE (or - for stdin): a JSON list of objects.
+
+    Each object has username, taskname, source, destination, source_lfn, destination_lfn,
+    filesize, and optionally checksum (adler32), publish, job_id, job_retry_count, type,
+    start_time. The whole list is validated first; one bad request writes nothing.
+    """
+    try:
+        requests = json.load(source)
+    except json.JSONDecodeError as exc:
+        raise ValidationError("file", f"not valid JSON: {exc}") from None
+    result = app.backend().inject(requests)
+    if as_json:
+        echo_json({"inserted": result.inserted, "reinitialised": result.reinitialised, "skipped": result.skipped})
+        return
+    console.print(
+        f"inserted {len(result.inserted)}, re-initialised {len(result.reinitialised)}, skipped {len(result.skipped)}"
+    )
+    for skip in result.skipped[:20]:
+        console.print(f"  skipped {skip['id'][:12]}… ({skip['state']}): {skip['reason']}")
+
+
+@click.command()
+@click.option("--user", default=None, help="Only this user.")
+@click.option("--task", default=None, help="Only this task.")
+@click.option("--json", "as_json", is_flag=True, help="Print counts as JSON.")
+@pass_app
+@handle_errors
+def status(app, user, task, as_json: bool) -> None:
+    """Counts of transfers per state, per user and task (and publication states)."""
+    rows = app.backend().statistics(user=user, task=task)
+    if as_json:
+        echo_json(rows)
+        return
+    per_task: dict[tuple[str, str], dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    pub: dict[tuple[str, str], dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    for r in rows:
+        key = (r["username"], r["taskname"])
+        per_task[key][r["transfer_state"]] += r["count"]
+        pub[key][r["publication_state"]] += r["count"]
+    if not per_task:
+        console.print("no transfers")
+        return
+    table = Table(title="transfers per state")
+    table.add_column("user")
+    table.add_column("task")
+    for state in TransferState:
+        table.add_column(state.name, justify="right")
+    table.add_column("published", justify="right")
+    totals: dict[str, int] = defaultdict(int)
+    for (u, t), counts in sorted(per_task.items()):
+        for k, v in counts.items():
+            totals[k] += v
+        done = pub[(u, t)].get(PublicationState.DONE.name, 0)
+        wanted = sum(v for k, v in pub[(u, t)].items() if k != PublicationState.NOT_REQUIRED.name)
+        table.add_row(u, t, *[str(counts.get(s.name, 0) or "") for s in TransferState], f"{done}/{wanted}" if wanted else "")
+    if len(per_task) > 1:
+        table.add_row("[bold]total", "", *[f"[bold]{totals.get(s.name, 0) or ''}" for s in TransferState], "")
+    console.print(table)
+
+
+@click.command()
+@click.option("--task", default=None, help="Kill every transfer of this task still in flight.")
+@click.option("--ids", default=None, help="Comma-separated transfer ids to kill.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@pass_app
+@handle_errors
+def kill(app, task, ids, as_json: bool) -> None:
+    """Request a kill: rows in flight go to KILL; the retry manager cancels them in FTS."""
+    id_list = [i.strip() for i in ids.split(",") if i.strip()] if ids else None
+    if (task is None) == (id_list is None):
+        raise ValidationError("--task/--ids", "give exactly one of --task or --ids")
+    result = app.backend().request_kill(task=task, ids=id_list)
+    if as_json:
+        echo_json({"killed": result.killed, "failed_kill": result.failed_kill})
+    else:
+        console.print(f"kill requested for {len(result.killed)} transfers; {len(result.failed_kill)} could not be killed")
+        for f in result.failed_kill[:20]:
+            err_console.print(f"  {f['id'][:12]}…: {f['reason']}")
+    if result.failed_kill and not result.killed:
+        sys.exit(EXIT_FAILED)
+
+
+@click.command()
+@click.option("--task", default=None, help="The task whose failed transfers go back to NEW.")
+@click.option("--ids", default=None, help="Comma-separated transfer ids instead of a task.")
+@click.option("--publication", is_flag=True, help="Retry failed publication instead of failed transfers.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@pass_app
+@handle_errors
+def retry(app, task, ids, publication: bool, as_json: bool) -> None:
+    """Operator: put FAILED (and KILLED) transfers back to NEW, or failed publication."""
+    id_list = [i.strip() for i in ids.split(",") if i.strip()] if ids else None
+    if (task is None) == (id_list is None):
+        raise ValidationError("--task/--ids", "give exactly one of --task or --ids")
+    backend = app.backend()
+    count = (backend.retry_publication if publication else backend.retry_failed)(task=task, ids=id_list)
+    if as_json:
+        echo_json({"retried": count, "publication": publication})
+    else:
+        console.print(f"{count} {'publications' if publication else 'transfers'} back to NEW")

@@ -1,0 +1,263 @@
+"""The StateBackend contract, run against local SQLite, local PostgreSQL and REST over SQLite."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from aso.errors import TransitionError, ValidationError
+from aso.state.backend import PublicationUpdate, TransferUpdate
+from aso.validate import lfn_id
+
+
+def request(i: int, user: str = "alice", task: str = "task_a", publish: int = 0, **extra) -> dict:
+    return {
+        "username": user,
+        "taskname": task,
+        "source": "T2_XX_Source",
+        "destination": "T2_YY_Dest",
+        "source_lfn": f"/store/temp/user/{user}/{task}/file_{i}.root",
+        "destination_lfn": f"/store/user/{user}/{task}/file_{i}.root",
+        "filesize": 1000 + i,
+        "checksum": "0000abcd",
+        "publish": publish,
+        "job_id": str(i),
+        "job_retry_count": 0,
+        "type": "output",
+        "start_time": 1_700_000_000,
+        **extra,
+    }
+
+
+def ids_of(rows):
+    return sorted(r["tm_id"] for r in rows)
+
+
+def state_of(backend, row_id):
+    return backend.get_transfers([row_id])[0]["tm_transfer_state"]
+
+
+def submit(backend, n=3, user="alice", task="task_a", publish=0):
+    backend.inject([request(i, user, task, publish) for i in range(n)])
+    backend.acquire_transfers([user], 1000)
+    rows = backend.acquired_transfers(user=user)
+    backend.update_transfers([TransferUpdate(r["tm_id"], "SUBMITTED", fts_id="job-1", fts_instance="https://fts:8446") for r in rows])
+    return [r["tm_id"] for r in rows]
+
+
+def test_inject_and_read_back(backend):
+    result = backend.inject([request(1), request(2, publish=1)])
+    assert len(result.inserted) == 2 and not result.skipped
+    rows = backend.get_transfers([lfn_id(request(1)["source_lfn"]), lfn_id(request(2)["source_lfn"])])
+    assert {r["tm_transfer_state"] for r in rows} == {"NEW"}
+    assert {r["tm_publication_state"] for r in rows} == {"NOT_REQUIRED", "NEW"}
+    row = next(r for r in rows if r["tm_publish"] == 1)
+    assert row["tm_checksum"] == "0000abcd"
+    assert row["tm_username"] == "alice" and row["tm_aso_worker"] is None
+    assert row["tm_id"] == lfn_id(row["tm_source_lfn"])
+    task = backend.get_task("task_a")
+    assert task["tm_username"] == "alice"
+
+
+def test_bad_request_writes_nothing(backend):
+    bad = request(2)
+    bad["destination_lfn"] = "/store/../etc/passwd"
+    with pytest.raises(ValidationError) as err:
+        backend.inject([request(1), bad])
+    assert err.value.field == "[1].destination_lfn"
+    assert backend.list_transfers() == []
+
+
+def test_reinjection_rules(backend):
+    backend.inject([request(1)])
+    again = backend.inject([request(1)])
+    assert again.skipped and again.skipped[0]["reason"] == "still in flight"
+    row_id = lfn_id(request(1)["source_lfn"])
+    backend.acquire_transfers(["alice"], 10)
+    backend.update_transfers([TransferUpdate(row_id, "SUBMITTED", fts_id="j")])
+    backend.update_transfers([TransferUpdate(row_id, "FAILED", reason="boom")])
+    same = backend.inject([request(1)])
+    assert same.skipped[0]["reason"] == "same job retry already recorded"
+    retried = backend.inject([request(1, job_retry_count=1, start_time=1_700_000_500)])
+    assert retried.reinitialised == [row_id]
+    row = backend.get_transfers([row_id])[0]
+    assert row["tm_transfer_state"] == "NEW" and row["tm_fts_id"] is None and row["tm_job_retry_count"] == 1
+
+
+def test_direct_stageout_is_done_at_injection(backend):
+    backend.inject([request(1, transfer_state="DONE", publish=1)])
+    row = backend.list_transfers()[0]
+    assert row["tm_transfer_state"] == "DONE" and row["tm_publication_state"] == "NEW"
+
+
+def test_active_users_and_acquire_with_exact_limit(make_backend):
+    a, b = make_backend("worker-a"), make_backend("worker-b")
+    a.inject([request(i) for i in range(5)] + [request(i, user="bob") for i in range(3)])
+    assert a.active_users() == ["alice", "bob"]
+    assert a.acquire_transfers(["alice", "bob"], 2) == 4
+    assert len(a.acquired_transfers()) == 4
+    assert len(a.acquired_transfers(user="bob", limit=1)) == 1
+    assert b.acquire_transfers(["alice", "bob"], 10) == 4  # the rest only
+    assert a.active_users() == ["alice", "bob"]  # ACQUIRED by a
+    assert len(b.acquired_transfers()) == 4
+    assert a.acquire_transfers(["alice"], 10) == 0
+
+
+def test_update_transfers_and_transition_rules(backend):
+    ids = submit(backend, 3)
+    row = backend.get_transfers([ids[0]])[0]
+    assert row["tm_fts_id"] == "job-1" and row["tm_fts_instance"] == "https://fts:8446"
+    with pytest.raises(TransitionError) as err:
+        backend.update_transfers([TransferUpdate(ids[0], "DONE"), TransferUpdate(ids[1], "NEW")])
+    assert (err.value.row_id, err.value.current, err.value.requested) == (ids[1], "SUBMITTED", "NEW")
+    assert state_of(backend, ids[0]) == "SUBMITTED"  # all-or-nothing
+    result = backend.update_transfers([
+        TransferUpdate(ids[0], "DONE"),
+        TransferUpdate(ids[1], "RETRY", reason="x" * 2000),
+        TransferUpdate(ids[2], "FAILED", reason="no space"),
+    ])
+    assert sorted(result.updated) == sorted(ids)
+    rows = {r["tm_id"]: r for r in backend.get_transfers(ids)}
+    assert rows[ids[0]]["tm_end_time"] is not None and rows[ids[0]]["tm_fts_id"] == "job-1"
+    assert len(rows[ids[1]]["tm_transfer_failure_reason"]) == 1000
+    assert rows[ids[2]]["tm_transfer_failure_reason"] == "no space"
+
+
+def test_unknown_state_is_a_validation_error(backend):
+    ids = submit(backend, 1)
+    with pytest.raises(ValidationError, match="FINISHED"):
+        backend.update_transfers([TransferUpdate(ids[0], "FINISHED")])
+
+
+def test_guards_skip_late_results(backend):
+    ids = submit(backend, 2)
+    backend.request_kill(ids=[ids[0]])
+    result = backend.update_transfers([
+        TransferUpdate(ids[0], "DONE", expect_state="SUBMITTED", expect_fts_id="job-1"),
+        TransferUpdate(ids[1], "DONE", expect_state="SUBMITTED", expect_fts_id="another-job"),
+    ])
+    assert result.updated == []
+    assert {s["id"] for s in result.skipped} == set(ids)
+    assert state_of(backend, ids[0]) == "KILL" and state_of(backend, ids[1]) == "SUBMITTED"
+    repeat = backend.update_transfers([TransferUpdate(ids[1], "SUBMITTED", fts_id="job-1")])
+    assert repeat.skipped[0]["reason"] == "already SUBMITTED"
+
+
+def test_submitted_while_killed_keeps_kill_and_records_the_job(backend):
+    backend.inject([request(1)])
+    backend.acquire_transfers(["alice"], 10)
+    (row,) = backend.acquired_transfers()
+    backend.request_kill(task="task_a")
+    backend.update_transfers([TransferUpdate(row["tm_id"], "SUBMITTED", fts_id="job-9", fts_instance="https://f")])
+    row = backend.get_transfers([row["tm_id"]])[0]
+    assert row["tm_transfer_state"] == "KILL" and row["tm_fts_id"] == "job-9"
+    assert backend.transfers_to_kill()[0]["tm_fts_id"] == "job-9"
+
+
+def test_retry_after_cooloff(backend):
+    ids = submit(backend, 2)
+    backend.update_transfers([TransferUpdate(i, "RETRY", reason="transient") for i in ids])
+    assert backend.retry_transfers(3600) == 0
+    time.sleep(1.1)
+    assert backend.retry_transfers(0) == 2
+    row = backend.get_transfers([ids[0]])[0]
+    assert row["tm_transfer_state"] == "NEW" and row["tm_aso_worker"] is None and row["tm_transfer_retry_count"] == 1
+
+
+def test_kill_and_mark_killed(backend):
+    ids = submit(backend, 3)
+    backend.update_transfers([TransferUpdate(ids[2], "DONE")])
+    result = backend.request_kill(task="task_a")
+    assert sorted(result.killed) == sorted(ids[:2])
+    assert result.failed_kill[0]["id"] == ids[2] and result.failed_kill[0]["state"] == "DONE"
+    assert ids_of(backend.transfers_to_kill()) == sorted(ids[:2])
+    with pytest.raises(TransitionError):
+        backend.mark_killed(ids)  # ids[2] is DONE
+    assert backend.mark_killed(ids[:2], reason="killed by the user") == 2
+    assert {state_of(backend, i) for i in ids[:2]} == {"KILLED"}
+    by_id = backend.request_kill(ids=[ids[0], "f" * 56])
+    assert by_id.killed == [] and {f["reason"] for f in by_id.failed_kill} == {"already KILLED", "no such transfer"}
+
+
+def test_kill_needs_task_or_ids(backend):
+    with pytest.raises(ValidationError):
+        backend.request_kill()
+
+
+def test_retry_failed_by_operator(backend):
+    ids = submit(backend, 2)
+    backend.update_transfers([TransferUpdate(i, "FAILED", reason="x") for i in ids])
+    assert backend.retry_failed(task="task_a") == 2
+    row = backend.get_transfers([ids[0]])[0]
+    assert row["tm_transfer_state"] == "NEW" and row["tm_transfer_failure_reason"] is None
+
+
+def test_stuck_and_release(backend):
+    backend.inject([request(i) for i in range(3)])
+    backend.acquire_transfers(["alice"], 10)
+    assert backend.stuck_transfers(["ACQUIRED"], 3600) == []
+    time.sleep(1.1)
+    stuck = backend.stuck_transfers(["ACQUIRED", "SUBMITTED"], 0)
+    assert len(stuck) == 3
+    assert backend.release_transfers([r["tm_id"] for r in stuck]) == 3
+    assert {r["tm_transfer_state"] for r in backend.list_transfers()} == {"NEW"}
+
+
+def test_publication_flow_and_ownership(make_backend):
+    a, b = make_backend("worker-a"), make_backend("worker-b")
+    ids = submit(a, 3, publish=1)
+    a.update_transfers([TransferUpdate(i, "DONE") for i in ids[:2]])
+    assert b.acquire_publication() == 0  # never steals another worker's rows
+    assert a.acquire_publication() == 2
+    rows = a.acquired_publication()
+    assert ids_of(rows) == sorted(ids[:2])
+    with pytest.raises(TransitionError):
+        a.update_publication([PublicationUpdate(ids[2], "DONE")])  # still NEW
+    result = a.update_publication([
+        PublicationUpdate(ids[0], "DONE", block_name="/a/b/USER#1"),
+        PublicationUpdate(ids[1], "FAILED", reason="no metadata", retry_increment=1),
+    ])
+    assert sorted(result.updated) == sorted(ids[:2])
+    got = {r["tm_id"]: r for r in a.get_transfers(ids)}
+    assert got[ids[0]]["tm_dbs_blockname"] == "/a/b/USER#1"
+    assert got[ids[1]]["tm_publication_failure_reason"] == "no metadata"
+    assert got[ids[1]]["tm_publication_retry_count"] == 1
+    assert a.retry_publication(task="task_a") == 1
+    assert a.get_transfers([ids[1]])[0]["tm_publication_state"] == "NEW"
+
+
+def test_statistics_and_listing(backend):
+    backend.inject([request(i) for i in range(3)] + [request(i, user="bob", task="task_b") for i in range(2)])
+    stats = backend.statistics()
+    assert {(s["username"], s["taskname"], s["transfer_state"], s["count"]) for s in stats} == {
+        ("alice", "task_a", "NEW", 3), ("bob", "task_b", "NEW", 2)}
+    assert len(backend.statistics(user="bob")) == 1
+    assert len(backend.list_transfers(task="task_b")) == 2
+    assert len(backend.list_transfers(user="alice", limit=2)) == 2
+    assert backend.list_transfers(states=["DONE"]) == []
+
+
+def test_tasks_and_metadata(backend):
+    backend.upsert_tasks([{"tm_taskname": "task_z", "tm_username": "alice", "tm_publish_name": "/Prim/alice-proc/USER"}])
+    backend.upsert_tasks([{"tm_taskname": "task_z", "tm_username": "alice", "tm_task_status": "COMPLETED"}])
+    task = backend.get_task("task_z")
+    assert task["tm_task_status"] == "COMPLETED" and task["tm_publish_name"] == "/Prim/alice-proc/USER"
+    assert task["tm_last_publication"] is None
+    backend.update_last_publication("task_z", 1_700_000_123)
+    assert backend.get_task("task_z")["tm_last_publication"] == 1_700_000_123
+    assert backend.get_task("nosuch") is None
+    lfn = "/store/user/alice/task_z/f.root"
+    backend.put_file_metadata([{"lfn": lfn, "taskname": "task_z", "metadata": {"inevents": 10, "runlumi": {"1": [1, 2]}}}])
+    backend.put_file_metadata([{"lfn": lfn, "taskname": "task_z", "metadata": {"inevents": 11}}])
+    assert backend.get_file_metadata([lfn, "/store/none"]) == {lfn: {"inevents": 11}}
+
+
+def test_bulk_batch(backend):
+    n = 1200  # over the store's IN-list chunk, so chunking is exercised
+    backend.inject([request(i) for i in range(n)])
+    assert backend.acquire_transfers(["alice"], n) == n
+    rows = backend.acquired_transfers(limit=n)
+    result = backend.update_transfers([TransferUpdate(r["tm_id"], "SUBMITTED", fts_id=f"job-{k % 7}") for k, r in enumerate(rows)])
+    assert len(result.updated) == n
+    assert len(backend.get_transfers([r["tm_id"] for r in rows])) == n
