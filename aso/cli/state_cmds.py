@@ -47,8 +47,13 @@ def server(app, host, port, db_url, threads) -> None:
     wsgi_app = app_from_config(config)
     host = host or config.server.host
     port = port if port is not None else config.server.port
-    httpd = wsgi.Server((host, port), wsgi_app, numthreads=threads or config.server.threads)
-    signal.signal(signal.SIGTERM, lambda *_: httpd.stop())
+    httpd = wsgi.Server((host, port), wsgi_app, numthreads=threads or config.server.threads, shutdown_timeout=2)
+
+    def _terminate(*_):
+        # Leave the serve loop from the main thread; start() then stops the pool.
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, _terminate)
     logging.getLogger("aso.server").info("aso server on http://%s:%d (instance %s)", host, port, config.aso.instance)
     try:
         httpd.start()
