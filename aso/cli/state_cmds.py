@@ -109,10 +109,12 @@ def status(app, user, task, as_json: bool) -> None:
     if not per_task:
         console.print("no transfers")
         return
+    # Only the states that occur get a column, so the table fits a terminal.
+    present = [s for s in TransferState if any(s.name in c for c in per_task.values())]
     table = Table(title="transfers per state")
-    table.add_column("user")
-    table.add_column("task")
-    for state in TransferState:
+    table.add_column("user", no_wrap=True)
+    table.add_column("task", no_wrap=True)
+    for state in present:
         table.add_column(state.name, justify="right")
     table.add_column("published", justify="right")
     totals: dict[str, int] = defaultdict(int)
@@ -121,9 +123,9 @@ def status(app, user, task, as_json: bool) -> None:
             totals[k] += v
         done = pub[(u, t)].get(PublicationState.DONE.name, 0)
         wanted = sum(v for k, v in pub[(u, t)].items() if k != PublicationState.NOT_REQUIRED.name)
-        table.add_row(u, t, *[str(counts.get(s.name, 0) or "") for s in TransferState], f"{done}/{wanted}" if wanted else "")
+        table.add_row(u, t, *[str(counts.get(s.name, 0)) for s in present], f"{done}/{wanted}" if wanted else "-")
     if len(per_task) > 1:
-        table.add_row("[bold]total", "", *[f"[bold]{totals.get(s.name, 0) or ''}" for s in TransferState], "")
+        table.add_row("[bold]total", "", *[f"[bold]{totals.get(s.name, 0)}" for s in present], "")
     console.print(table)
 
 
