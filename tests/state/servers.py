@@ -24,9 +24,14 @@ def write_server_config(tmp_path: Path, db_url: str | None = None, port: int | N
     return path
 
 
-def start_state_server(tmp_path: Path, db_url: str | None = None, port: int | None = None) -> tuple[Service, str]:
-    """Start ``aso server`` on a free loopback port; returns the service and its base URL."""
-    config = write_server_config(tmp_path, db_url)
+def start_state_server(
+    tmp_path: Path, db_url: str | None = None, port: int | None = None, extra: str = ""
+) -> tuple[Service, str]:
+    """Start ``aso server`` on a free loopback port; returns the service and its base URL.
+
+    ``extra`` is appended to the [server] section (e.g. ``max_body_bytes = 2000``).
+    """
+    config = write_server_config(tmp_path, db_url, extra=extra)
     port = port or free_port()
     service = Service(
         aso_command("--config", str(config), "server", "--host", "127.0.0.1", "--port", str(port)),

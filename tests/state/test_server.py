@@ -166,6 +166,20 @@ def test_malformed_json_and_oversized_bodies(api):
     assert r.status_code in (400, 413)
 
 
+def test_body_over_the_configured_limit_is_413_and_writes_nothing(tmp_path):
+    service, url = start_state_server(tmp_path, extra="max_body_bytes = 4000")
+    try:
+        big = [unique(i, "frank", "task_big") for i in range(30)]
+        r = requests.put(f"{url}/crabserver/test/fileusertransfers", json=big, headers={"Authorization": "Bearer service-token"}, timeout=10)
+        assert r.status_code == 413 and r.json()["field"] == "body"
+        small = requests.put(f"{url}/crabserver/test/fileusertransfers", json=big[:2], headers={"Authorization": "Bearer service-token"}, timeout=10)
+        assert small.status_code == 200
+        listed = backend_for(url, "service-token").list_transfers(task="task_big")
+        assert len(listed) == 2
+    finally:
+        service.stop()
+
+
 def test_transition_refusal_is_409_with_details(server):
     service = backend_for(server, "service-token", worker="w409")
     task = f"task{time.time_ns()}"
@@ -208,3 +222,26 @@ def test_client_retries_until_a_late_server_comes_up(tmp_path):
     down = open_backend(f"http://127.0.0.1:{free_port()}", worker="w", token="t", retries=2, backoff=0.05)
     with pytest.raises(BackendUnavailable, match="unreachable after 2 attempts"):
         down.active_users()
+
+
+def test_gunicorn_serves_the_app_with_several_workers(tmp_path):
+    """The documented multi-process deployment: gunicorn workers sharing one database."""
+    import shutil
+
+    from tests.procs import Service
+    from tests.state.servers import write_server_config
+
+    config = write_server_config(tmp_path)
+    port = free_port()
+    gunicorn = shutil.which("gunicorn")
+    assert gunicorn, "gunicorn is part of the 'server' extra"
+    with Service(
+        [gunicorn, "-w", "2", "-b", f"127.0.0.1:{port}", "aso.state.server:app_from_env()"],
+        port, tmp_path / "gunicorn.log", env={"ASO_CONFIG": str(config)},
+    ):
+        backend = backend_for(f"http://127.0.0.1:{port}", "service-token")
+        backend.inject([request(i, "gina", "task_g") for i in range(50)])
+        # Several requests, likely spread over both workers, see one database.
+        counts = [sum(s["count"] for s in backend.statistics(user="gina")) for _ in range(6)]
+        assert counts == [50] * 6
+        backend.close()
