@@ -138,15 +138,27 @@ class Api:
     def _worker(p: Params) -> str:
         return validate.worker(p.get("asoworker", required=True))
 
-    def _aligned(self, p: Params, key: str, names: list[str]) -> tuple[list, dict[str, list]]:
-        ids = self._batch(key, p.getlist(key))
+    def _aligned(self, p: Params, required: str, optional: list[str]) -> tuple[list, Callable[[str, int], Any]]:
+        """``list_of_ids`` and the lists aligned with it (CRAB's parallel-list encoding).
+
+        Returns the ids and ``at(name, i)``, the i-th value of a list (None when the list was
+        not sent or the value is empty).
+        """
+        ids = self._batch("list_of_ids", p.getlist("list_of_ids"))
         lists = {}
-        for name in names:
+        for name in [required, *optional]:
             values = p.getlist(name)
             if values is not None and len(values) != len(ids):
-                raise ValidationError(name, f"has {len(values)} items but {key} has {len(ids)}")
+                raise ValidationError(name, f"has {len(values)} items but list_of_ids has {len(ids)}")
             lists[name] = values
-        return ids, lists
+        if lists[required] is None:
+            raise ValidationError(required, "is required")
+
+        def at(name: str, i: int) -> Any:
+            values = lists[name]
+            return _optional(values[i]) if values is not None else None
+
+        return ids, at
 
     # filetransfers: the pipeline
     def acquire_transfers(self, p: Params, who: Identity) -> Any:
@@ -166,22 +178,14 @@ class Api:
 
     def update_transfers(self, p: Params, who: Identity) -> Any:
         worker = self._worker(p)
-        names = [
-            "list_of_transfer_state", "list_of_failure_reason", "list_of_retry_value",
-            "list_of_fts_instance", "list_of_fts_id", "list_of_expected_state", "list_of_expected_fts_id",
-        ]
-        ids, lists = self._aligned(p, "list_of_ids", names)
-        if lists["list_of_transfer_state"] is None:
-            raise ValidationError("list_of_transfer_state", "is required")
-
-        def at(name: str, i: int) -> Any:
-            values = lists[name]
-            return _optional(values[i]) if values is not None else None
-
+        ids, at = self._aligned(p, "list_of_transfer_state", [
+            "list_of_failure_reason", "list_of_retry_value", "list_of_fts_instance",
+            "list_of_fts_id", "list_of_expected_state", "list_of_expected_fts_id",
+        ])
         updates = [
             TransferUpdate(
                 id=row_id,
-                state=lists["list_of_transfer_state"][i],
+                state=at("list_of_transfer_state", i),
                 reason=at("list_of_failure_reason", i),
                 retry_increment=at("list_of_retry_value", i) or 0,
                 fts_id=at("list_of_fts_id", i),
@@ -253,15 +257,9 @@ class Api:
 
     def update_publication(self, p: Params, who: Identity) -> Any:
         worker = self._worker(p)
-        names = ["list_of_publication_state", "list_of_failure_reason", "list_of_retry_value", "list_of_block_name", "list_of_publish_flag"]
-        ids, lists = self._aligned(p, "list_of_ids", names)
-        if lists["list_of_publication_state"] is None:
-            raise ValidationError("list_of_publication_state", "is required")
-
-        def at(name: str, i: int) -> Any:
-            values = lists[name]
-            return _optional(values[i]) if values is not None else None
-
+        ids, at = self._aligned(p, "list_of_publication_state", [
+            "list_of_failure_reason", "list_of_retry_value", "list_of_block_name", "list_of_publish_flag",
+        ])
         flag = _optional(p.get("publish_flag"))
         updates = []
         for i, row_id in enumerate(ids):
@@ -270,7 +268,7 @@ class Api:
             updates.append(
                 PublicationUpdate(
                     id=row_id,
-                    state=lists["list_of_publication_state"][i],
+                    state=at("list_of_publication_state", i),
                     reason=at("list_of_failure_reason", i),
                     retry_increment=at("list_of_retry_value", i) or 0,
                     block_name=at("list_of_block_name", i),

@@ -503,13 +503,9 @@ class Store:
 
     def _update_transfers(self, updates: list[TransferUpdate], worker: str) -> UpdateResult:
         validate.worker(worker)
+        _check_batch_ids([u.id for u in updates])
         parsed = []
-        seen = set()
         for i, u in enumerate(updates):
-            validate.row_id(u.id, f"list_of_ids[{i}]")
-            if u.id in seen:
-                raise ValidationError(f"list_of_ids[{i}]", f"{u.id} appears twice in one update")
-            seen.add(u.id)
             state = T.parse(u.state, f"list_of_transfer_state[{i}]")
             expect = T.parse(u.expect_state, f"list_of_expected_state[{i}]") if u.expect_state is not None else None
             inc = validate.non_negative_int(u.retry_increment, f"list_of_retry_value[{i}]")
@@ -764,13 +760,9 @@ class Store:
 
     def update_publication(self, updates: list[PublicationUpdate], *, worker: str) -> UpdateResult:
         validate.worker(worker)
+        _check_batch_ids([u.id for u in updates])
         parsed = []
-        seen = set()
         for i, u in enumerate(updates):
-            validate.row_id(u.id, f"list_of_ids[{i}]")
-            if u.id in seen:
-                raise ValidationError(f"list_of_ids[{i}]", f"{u.id} appears twice in one update")
-            seen.add(u.id)
             state = P.parse(u.state, f"list_of_publication_state[{i}]")
             inc = validate.non_negative_int(u.retry_increment, f"list_of_retry_value[{i}]")
             if u.publish_flag not in (None, 0, 1):
@@ -908,6 +900,16 @@ class Store:
                 for r in conn.execute(select(file_metadata).where(file_metadata.c.fmd_lfn.in_(chunk))).mappings():
                     out[r["fmd_lfn"]] = json.loads(r["fmd_metadata"])
         return out
+
+
+def _check_batch_ids(ids: list[str]) -> None:
+    """Every id well-formed and present once: a batch names each row a single time."""
+    seen: set[str] = set()
+    for i, row_id in enumerate(ids):
+        validate.row_id(row_id, f"list_of_ids[{i}]")
+        if row_id in seen:
+            raise ValidationError(f"list_of_ids[{i}]", f"{row_id} appears twice in one update")
+        seen.add(row_id)
 
 
 def _uniform(rows: Iterable[dict[str, Any]], columns: list[str]) -> list[dict[str, Any]]:
