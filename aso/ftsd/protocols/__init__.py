@@ -1,0 +1,36 @@
+"""Protocol plug-ins: one module per URL scheme behind the interface in ``base``."""
+
+from __future__ import annotations
+
+from urllib.parse import urlsplit
+
+from aso.ftsd.protocols.base import CopyError, Destination, Source
+
+
+def source_for(url: str, timeout: float = 60.0) -> Source:
+    scheme = urlsplit(url).scheme
+    if scheme == "file":
+        from aso.ftsd.protocols.file import FileSource
+
+        return FileSource(url)
+    if scheme in ("http", "https"):
+        from aso.ftsd.protocols.http import HttpSource
+
+        return HttpSource(url, timeout=timeout)
+    raise CopyError("SOURCE", 93, f"protocol {scheme!r} is not supported by this service")
+
+
+def destination_for(url: str, part_name: str, timeout: float = 60.0) -> Destination:
+    scheme = urlsplit(url).scheme
+    if scheme == "file":
+        from aso.ftsd.protocols.file import FileDestination
+
+        return FileDestination(url, part_name)
+    if scheme in ("http", "https"):
+        from aso.ftsd.protocols.http import HttpDestination
+
+        return HttpDestination(url, timeout=timeout)
+    raise CopyError("DESTINATION", 93, f"protocol {scheme!r} is not supported by this service")
+
+
+__all__ = ["CopyError", "Destination", "Source", "destination_for", "source_for"]

@@ -1,0 +1,82 @@
+"""The interface every protocol plug-in implements.
+
+A copy reads a :class:`Source` from an offset and writes a :class:`Destination` that keeps
+a partial file under a temporary name, so an interrupted copy can resume from what was
+written and a failed one never leaves a half file at the destination path.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+
+
+class CopyError(Exception):
+    """A failure in FTS3's terms: scope (SOURCE, DESTINATION, TRANSFER), errno, text."""
+
+    def __init__(self, scope: str, code: int, message: str, recoverable: bool = True):
+        self.scope = scope
+        self.code = code
+        self.message = message
+        self.recoverable = recoverable
+        super().__init__(self.reason)
+
+    @property
+    def reason(self) -> str:
+        return f"{self.scope} [{self.code}] {self.message}"
+
+    @classmethod
+    def from_os(cls, scope: str, exc: OSError, what: str) -> CopyError:
+        code = exc.errno or errno.EIO
+        permanent = code in (errno.ENOENT, errno.EACCES, errno.EPERM, errno.EISDIR, errno.ENOTDIR)
+        return cls(scope, code, f"{what}: {os.strerror(code)}", recoverable=not permanent)
+
+
+class Source(ABC):
+    url: str
+
+    @abstractmethod
+    def size(self) -> int:
+        """Size in bytes; CopyError(SOURCE, 2) when the file does not exist."""
+
+    @abstractmethod
+    def read_from(self, offset: int, buffer_size: int) -> Iterator[bytes | memoryview]:
+        """Chunks from ``offset`` to the end."""
+
+    def close(self) -> None:  # noqa: B027 - optional
+        pass
+
+
+class Destination(ABC):
+    url: str
+    #: False where a partial write cannot be continued (e.g. an HTTP PUT)
+    resumable: bool = False
+
+    @abstractmethod
+    def exists(self) -> bool:
+        """Whether a complete file is at the destination path."""
+
+    @abstractmethod
+    def partial_size(self) -> int:
+        """Bytes already written by an earlier, interrupted attempt (0 if none)."""
+
+    @abstractmethod
+    def write(self, chunks: Iterator[bytes | memoryview], offset: int, on_progress) -> int:
+        """Write ``chunks`` starting at ``offset``; call ``on_progress(total_written)``."""
+
+    @abstractmethod
+    def commit(self, overwrite: bool) -> None:
+        """Make the written data the destination file (atomic rename)."""
+
+    @abstractmethod
+    def discard(self) -> None:
+        """Remove what an attempt wrote."""
+
+    @abstractmethod
+    def adler32(self) -> str:
+        """adler32 of the data written (or of the committed file)."""
+
+    def close(self) -> None:  # noqa: B027 - optional
+        pass
