@@ -25,7 +25,8 @@ class RangeHandler(http.server.SimpleHTTPRequestHandler):
         if not os.path.isfile(path):
             self.send_error(404)
             return
-        data = open(path, "rb").read()
+        with open(path, "rb") as fh:
+            data = fh.read()
         start = 0
         if "Range" in self.headers:
             start = int(self.headers["Range"].split("=")[1].rstrip("-"))
