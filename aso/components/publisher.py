@@ -1,0 +1,276 @@
+"""The publisher: record transferred files in a catalog, in blocks.
+
+Rules (docs/publication.md explains them for operators):
+
+- Only rows of this worker whose transfer is DONE and whose publish flag is set are acquired.
+- Per task and output dataset, files the catalog already holds are marked DONE with the
+  block that holds them (this is also how a pass killed after the catalog commit and before
+  the state update finishes its work: nothing is published twice).
+- Full blocks (``max_files_per_block``) are published at once. The remainder (the "tail") is
+  published only when the task is final, when the task's published data have lagged more
+  than ``block_closure_timeout`` (measured from the last publication, or, for a task never
+  published, from when its oldest waiting file became ready), or when the oldest waiting file
+  is older than ``expiration`` (then whatever cannot be published is FAILED, not retried).
+- Rows not ready stay ACQUIRED for the next pass (they are this worker's; nobody else may take
+  them, and ACQUIRED -> ACQUIRED costs no write).
+- Block names are ``<dataset>#<uuid5 of the sorted LFNs>``: the same file set always gets the
+  same name, and the catalog refuses a block name twice.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections import defaultdict
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from aso.catalogs.base import Block, Catalog, CatalogFile
+from aso.state.backend import PublicationUpdate, StateBackend
+
+log = logging.getLogger("aso.publisher")
+
+#: CRAB task states after which no more files will come for the task.
+FINAL_TASK_STATES = frozenset({"COMPLETED", "FAILED", "KILLED", "REMOVED", "FINISHED"})
+_BLOCK_NAMESPACE = uuid.UUID("6f1c3a52-8d0e-4a55-9b3e-0a5e2b7c9d41")
+NO_METADATA = "no file metadata found for this LFN (not an EDM file, or the job did not upload its metadata)"
+
+
+@dataclass
+class PublisherSettings:
+    max_files_per_block: int = 100
+    block_closure_timeout: int = 9400
+    expiration: int = 3 * 86400
+    threads: int = 5
+    max_retry: int = 3
+
+    @classmethod
+    def from_config(cls, config) -> PublisherSettings:
+        p = config.publisher
+        return cls(
+            max_files_per_block=int(p.max_files_per_block),
+            block_closure_timeout=int(p.block_closure_timeout),
+            expiration=int(p.expiration),
+            threads=int(p.threads),
+            max_retry=int(p.max_retry),
+        )
+
+
+@dataclass
+class PublishSummary:
+    acquired: int = 0
+    rows: int = 0
+    tasks: int = 0
+    blocks: int = 0
+    published: int = 0
+    already_in_catalog: int = 0
+    failed: int = 0
+    retry: int = 0
+    waiting: int = 0
+    errors: list[str] = field(default_factory=list)
+
+    def add(self, other: PublishSummary) -> None:
+        for name in ("rows", "tasks", "blocks", "published", "already_in_catalog", "failed", "retry", "waiting"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        self.errors.extend(other.errors)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class TaskPlan:
+    """What one pass will do for one task, decided before anything is written."""
+
+    task: str
+    #: blocks to publish, each with the row ids it carries
+    blocks: list[tuple[Block, list[str]]] = field(default_factory=list)
+    #: rows already in the catalog: id -> block name
+    already: dict[str, str] = field(default_factory=dict)
+    #: rows that fail now: id -> reason
+    failures: dict[str, str] = field(default_factory=dict)
+    #: rows left ACQUIRED for a later pass
+    waiting: list[str] = field(default_factory=list)
+    #: True when the tail was published because the files expired: failures are final
+    expired: bool = False
+    rows: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+def block_name(dataset: str, lfns: list[str]) -> str:
+    """``<dataset>#<uuid>``, the uuid derived from the file set so a re-run names it alike."""
+    return f"{dataset}#{uuid.uuid5(_BLOCK_NAMESPACE, chr(10).join(sorted(lfns)))}"
+
+
+def _ready_time(row: dict[str, Any]) -> int:
+    """When the file became publishable: its transfer end, else its last change."""
+    for key in ("tm_end_time", "tm_last_update", "tm_start_time"):
+        if row.get(key):
+            return int(row[key])
+    return 0
+
+
+def tail_due(task: dict[str, Any] | None, oldest_ready: int, settings: PublisherSettings, now: int) -> tuple[bool, bool]:
+    """(publish the partial block now?, because the files expired?)."""
+    expired = now - oldest_ready > settings.expiration
+    if expired:
+        return True, True
+    if task and str(task.get("tm_task_status") or "").upper() in FINAL_TASK_STATES:
+        return True, False
+    # A task never published starts its clock when its oldest waiting file became ready:
+    # a new task's first files wait as long as any later tail (CRAB forced them at once).
+    since = (task or {}).get("tm_last_publication") or oldest_ready
+    return now - int(since) > settings.block_closure_timeout, False
+
+
+def plan_task(
+    backend: StateBackend,
+    catalog: Catalog,
+    settings: PublisherSettings,
+    taskname: str,
+    rows: list[dict[str, Any]],
+    now: int | None = None,
+) -> TaskPlan:
+    """Decide blocks, failures and waiting rows for one task's ACQUIRED rows (reads only)."""
+    now = int(time.time()) if now is None else now
+    plan = TaskPlan(task=taskname, rows={r["tm_id"]: r for r in rows})
+    task = backend.get_task(taskname)
+    metadata = backend.get_file_metadata(sorted({r["tm_destination_lfn"] for r in rows}))
+    by_dataset: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for row in rows:
+        meta = metadata.get(row["tm_destination_lfn"])
+        if meta is None:
+            plan.failures[row["tm_id"]] = NO_METADATA
+            continue
+        dataset = meta.get("outdataset") or (task or {}).get("tm_publish_name")
+        if not dataset:
+            plan.failures[row["tm_id"]] = "no output dataset: neither the file metadata nor the task names one"
+            continue
+        by_dataset[dataset].append(row)
+    for dataset, ds_rows in sorted(by_dataset.items()):
+        held = catalog.dataset_files(dataset)
+        todo = []
+        for row in ds_rows:
+            lfn = row["tm_destination_lfn"]
+            if lfn in held:
+                plan.already[row["tm_id"]] = held[lfn]
+            else:
+                todo.append(row)
+        todo.sort(key=lambda r: (_ready_time(r), r["tm_destination_lfn"]))
+        size = settings.max_files_per_block
+        chunks = [todo[i : i + size] for i in range(0, len(todo), size)]
+        if chunks and len(chunks[-1]) < size:
+            publish_tail, expired = tail_due(task, _ready_time(chunks[-1][0]), settings, now)
+            plan.expired = plan.expired or expired
+            if not publish_tail:
+                plan.waiting.extend(r["tm_id"] for r in chunks.pop())
+        for chunk in chunks:
+            files = [
+                CatalogFile(
+                    lfn=r["tm_destination_lfn"],
+                    size=int(r["tm_filesize"] or 0),
+                    adler32=str(r["tm_checksum"] or ""),
+                    metadata=metadata[r["tm_destination_lfn"]],
+                )
+                for r in chunk
+            ]
+            block = Block(dataset, block_name(dataset, [f.lfn for f in files]), files)
+            plan.blocks.append((block, [r["tm_id"] for r in chunk]))
+    return plan
+
+
+def _failure(row: dict[str, Any], reason: str, settings: PublisherSettings, final: bool) -> PublicationUpdate:
+    attempts = int(row.get("tm_publication_retry_count") or 0) + 1
+    if final or attempts >= settings.max_retry:
+        return PublicationUpdate(id=row["tm_id"], state="FAILED", reason=reason[:1000])
+    return PublicationUpdate(id=row["tm_id"], state="RETRY", reason=reason[:1000], retry_increment=1)
+
+
+def execute_plan(
+    backend: StateBackend, catalog: Catalog, settings: PublisherSettings, plan: TaskPlan
+) -> PublishSummary:
+    """Publish the plan's blocks and record every outcome (one state update per block)."""
+    summary = PublishSummary(rows=len(plan.rows), tasks=1, waiting=len(plan.waiting))
+    if plan.already:
+        backend.update_publication(
+            [PublicationUpdate(id=i, state="DONE", block_name=b) for i, b in sorted(plan.already.items())]
+        )
+        summary.already_in_catalog += len(plan.already)
+    if plan.failures:
+        # Missing metadata or dataset is not cured by retrying: fail at once.
+        backend.update_publication(
+            [PublicationUpdate(id=i, state="FAILED", reason=r) for i, r in sorted(plan.failures.items())]
+        )
+        summary.failed += len(plan.failures)
+    published_any = False
+    for block, ids in plan.blocks:
+        try:
+            catalog.publish_block(block)
+        except Exception as exc:  # noqa: BLE001 - any catalog failure is recorded on the rows
+            reason = f"publication of block {block.name} failed: {exc}"
+            log.warning("%s: %s", plan.task, reason)
+            summary.errors.append(reason)
+            updates = [_failure(plan.rows[i], reason, settings, plan.expired) for i in ids]
+            backend.update_publication(updates)
+            summary.failed += sum(1 for u in updates if u.state == "FAILED")
+            summary.retry += sum(1 for u in updates if u.state == "RETRY")
+            continue
+        # The catalog commit is durable now; if we die before the next line, the next pass
+        # finds these LFNs in the catalog and marks them DONE without publishing again.
+        backend.update_publication([PublicationUpdate(id=i, state="DONE", block_name=block.name) for i in ids])
+        summary.blocks += 1
+        summary.published += len(ids)
+        published_any = True
+    if published_any:
+        backend.update_last_publication(plan.task)
+    return summary
+
+
+def publish_user(
+    backend: StateBackend, catalog: Catalog, settings: PublisherSettings, rows: list[dict[str, Any]], now: int | None = None
+) -> PublishSummary:
+    summary = PublishSummary()
+    by_task: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for row in rows:
+        by_task[row["tm_taskname"]].append(row)
+    for taskname, task_rows in sorted(by_task.items()):
+        try:
+            plan = plan_task(backend, catalog, settings, taskname, task_rows, now)
+            summary.add(execute_plan(backend, catalog, settings, plan))
+        except Exception as exc:  # noqa: BLE001 - one task's trouble must not stop the others
+            log.exception("task %s: publication pass failed", taskname)
+            summary.errors.append(f"{taskname}: {exc}")
+            summary.rows += len(task_rows)
+            summary.waiting += len(task_rows)
+    return summary
+
+
+def run_publisher(
+    backend: StateBackend,
+    catalog: Catalog,
+    settings: PublisherSettings,
+    *,
+    now: int | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> PublishSummary:
+    """One publication pass: acquire, then publish per user in ``settings.threads`` threads.
+
+    ``progress(done_users, total_users)`` is called as users finish.
+    """
+    summary = PublishSummary(acquired=backend.acquire_publication())
+    rows = backend.acquired_publication()
+    by_user: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for row in rows:
+        by_user[row["tm_username"]].append(row)
+    users = sorted(by_user)
+    if progress:
+        progress(0, len(users))
+    with ThreadPoolExecutor(max_workers=max(1, settings.threads)) as pool:
+        futures = [pool.submit(publish_user, backend, catalog, settings, by_user[u], now) for u in users]
+        for done, future in enumerate(futures, 1):
+            summary.add(future.result())
+            if progress:
+                progress(done, len(users))
+    return summary

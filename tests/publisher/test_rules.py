@@ -1,0 +1,127 @@
+"""Publisher rules on a real state backend (SQLite in process, and a real REST server)."""
+
+from __future__ import annotations
+
+import time
+
+from aso.catalogs.base import Block, CatalogFile
+from aso.components.publisher import NO_METADATA, block_name, run_publisher
+from tests.publisher.helpers import DATASET, add_files, lfn, pub_states
+
+
+def test_full_blocks_published_tail_waits(backend, catalog, settings):
+    lfns = add_files(backend, "task_full", 25)
+    summary = run_publisher(backend, catalog, settings)
+    assert (summary.acquired, summary.blocks, summary.published, summary.waiting) == (25, 2, 20, 5)
+    states = pub_states(backend, "task_full")
+    assert sorted(states.values()).count("DONE") == 20
+    assert sorted(states.values()).count("ACQUIRED") == 5
+    held = catalog.dataset_files(DATASET)
+    assert len(held) == 20 and len(set(held.values())) == 2
+    rows = {r["tm_destination_lfn"]: r for r in backend.list_transfers(task="task_full")}
+    for name in lfns:
+        if name in held:
+            assert rows[name]["tm_dbs_blockname"] == held[name]
+    assert backend.get_task("task_full")["tm_last_publication"] is not None
+    # A second pass at the same moment publishes nothing new: the tail is still not due.
+    again = run_publisher(backend, catalog, settings)
+    assert (again.blocks, again.waiting) == (0, 5)
+
+
+def test_tail_closed_when_task_final(backend, catalog, settings):
+    add_files(backend, "task_final", 7, task_status="COMPLETED")
+    summary = run_publisher(backend, catalog, settings)
+    assert (summary.blocks, summary.published, summary.waiting) == (1, 7, 0)
+    assert set(pub_states(backend, "task_final").values()) == {"DONE"}
+
+
+def test_tail_closed_by_time_since_last_publication(backend, catalog, settings):
+    add_files(backend, "task_time", 13)
+    first = run_publisher(backend, catalog, settings)
+    assert (first.published, first.waiting) == (10, 3)
+    last = backend.get_task("task_time")["tm_last_publication"]
+    assert abs(last - time.time()) < 60
+    not_yet = run_publisher(backend, catalog, settings, now=last + settings.block_closure_timeout - 5)
+    assert not_yet.waiting == 3 and not_yet.published == 0
+    due = run_publisher(backend, catalog, settings, now=last + settings.block_closure_timeout + 5)
+    assert (due.published, due.waiting) == (3, 0)
+    assert set(pub_states(backend, "task_time").values()) == {"DONE"}
+
+
+def test_never_published_task_waits_from_its_oldest_file(backend, catalog, settings):
+    # CRAB forced every tail of a task without a previous publication at once; we don't.
+    add_files(backend, "task_new", 4)
+    now = int(time.time())
+    assert run_publisher(backend, catalog, settings, now=now).waiting == 4
+    assert backend.get_task("task_new")["tm_last_publication"] is None
+    due = run_publisher(backend, catalog, settings, now=now + settings.block_closure_timeout + 60)
+    assert due.published == 4
+    assert backend.get_task("task_new")["tm_last_publication"] is not None
+
+
+def test_expiration_publishes_and_fails_what_cannot_be(backend, catalog, settings):
+    add_files(backend, "task_exp", 3)
+    # One of the files was already published by someone else in another dataset: the
+    # catalog refuses the block; expired files are failed, not retried.
+    catalog.publish_block(
+        Block("/Other/x-v1/USER", block_name("/Other/x-v1/USER", [lfn("task_exp", 0)]), [CatalogFile(lfn("task_exp", 0), 1, "00000001")])
+    )
+    summary = run_publisher(backend, catalog, settings, now=int(time.time()) + settings.expiration + 60)
+    assert summary.failed == 3 and summary.retry == 0
+    rows = backend.list_transfers(task="task_exp")
+    assert {r["tm_publication_state"] for r in rows} == {"FAILED"}
+    assert all("already in the catalog" in r["tm_publication_failure_reason"] for r in rows)
+
+
+def test_expiration_alone_publishes_tail(backend, catalog, settings):
+    add_files(backend, "task_exp2", 2)
+    summary = run_publisher(backend, catalog, settings, now=int(time.time()) + settings.expiration + 60)
+    assert summary.published == 2
+
+
+def test_catalog_refusal_retries_then_fails(local_backend, catalog, settings):
+    backend = local_backend
+    add_files(backend, "task_retry", 2, task_status="COMPLETED")
+    catalog.publish_block(
+        Block("/Other/x-v1/USER", block_name("/Other/x-v1/USER", [lfn("task_retry", 1)]), [CatalogFile(lfn("task_retry", 1), 1, "00000001")])
+    )
+    for attempt in range(1, settings.max_retry):
+        summary = run_publisher(backend, catalog, settings)
+        assert summary.retry == 2, attempt
+        rows = backend.list_transfers(task="task_retry")
+        assert {r["tm_publication_state"] for r in rows} == {"RETRY"}
+        assert {r["tm_publication_retry_count"] for r in rows} == {attempt}
+    last = run_publisher(backend, catalog, settings)
+    assert last.failed == 2
+    assert {r["tm_publication_state"] for r in backend.list_transfers(task="task_retry")} == {"FAILED"}
+
+
+def test_missing_metadata_fails_with_reason(backend, catalog, settings):
+    add_files(backend, "task_meta", 3, metadata=False, task_status="COMPLETED")
+    summary = run_publisher(backend, catalog, settings)
+    assert summary.failed == 3 and summary.published == 0
+    rows = backend.list_transfers(task="task_meta")
+    assert {r["tm_publication_state"] for r in rows} == {"FAILED"}
+    assert {r["tm_publication_failure_reason"] for r in rows} == {NO_METADATA}
+    assert catalog.dataset_files(DATASET) == {}
+
+
+def test_files_already_in_catalog_are_not_published_again(backend, catalog, settings):
+    lfns = add_files(backend, "task_held", 12, task_status="COMPLETED")
+    existing = Block(DATASET, block_name(DATASET, lfns[:3]), [CatalogFile(x, 1000, "00000001") for x in lfns[:3]])
+    assert catalog.publish_block(existing) is True
+    summary = run_publisher(backend, catalog, settings)
+    assert (summary.already_in_catalog, summary.published, summary.blocks) == (3, 9, 1)
+    held = catalog.dataset_files(DATASET)
+    assert len(held) == 12
+    assert {held[x] for x in lfns[:3]} == {existing.name}
+    rows = {r["tm_destination_lfn"]: r for r in backend.list_transfers(task="task_held")}
+    assert all(rows[x]["tm_dbs_blockname"] == existing.name for x in lfns[:3])
+
+
+def test_several_users_and_tasks(local_backend, catalog, settings):
+    add_files(local_backend, "task_u1", 10, user="alice")
+    add_files(local_backend, "task_u2", 20, user="bob", dataset="/Primary/bob-Proc-v1/USER")
+    summary = run_publisher(local_backend, catalog, settings)
+    assert (summary.tasks, summary.blocks, summary.published) == (2, 3, 30)
+    assert len(catalog.dataset_files("/Primary/bob-Proc-v1/USER")) == 20
