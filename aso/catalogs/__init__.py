@@ -22,4 +22,12 @@ def open_catalog(kind: str, url: str, **options) -> Catalog:
 
 
 def catalog_from_config(config) -> Catalog:
-    return open_catalog(config.publisher.catalog, config.publisher.catalog_url)
+    """The configured catalog. DBS authenticates with the installation's service
+    certificate ([credentials] service_cert/service_key) and verifies with its CA folder."""
+    kind = config.publisher.catalog
+    if kind != "dbs":
+        return open_catalog(kind, config.publisher.catalog_url)
+    creds = config.credentials
+    cert = (str(creds.service_cert), str(creds.service_key)) if creds.service_cert and creds.service_key else None
+    verify: bool | str = str(creds.ca_dir) if creds.ca_dir else True
+    return open_catalog("dbs", config.publisher.catalog_url, cert=cert, verify=verify)

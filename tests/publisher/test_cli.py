@@ -85,3 +85,22 @@ def test_bad_catalog_kind_is_exit_2(tmp_path):
     config = _config(tmp_path, extra='catalog = "nosuch"\n')
     result = CliRunner().invoke(cli, ["--config", str(config), "catalog", "list"])
     assert result.exit_code == 2
+
+
+def test_dbs_catalog_from_config_uses_service_certificate(tmp_path):
+    from aso.catalogs import catalog_from_config
+    from aso.catalogs.dbs import DbsCatalog
+    from aso.config import load_config
+
+    (tmp_path / "cert.pem").write_text("x")
+    (tmp_path / "key.pem").write_text("x")
+    path = tmp_path / "dbs.toml"
+    path.write_text(
+        '[publisher]\ncatalog = "dbs"\ncatalog_url = "https://dbs.example.org/dbs/prod/phys03/DBSWriter"\n'
+        f'[credentials]\nservice_cert = "{tmp_path / "cert.pem"}"\nservice_key = "{tmp_path / "key.pem"}"\n'
+    )
+    catalog = catalog_from_config(load_config(str(path)))
+    assert isinstance(catalog, DbsCatalog)
+    assert catalog.session.cert == (str(tmp_path / "cert.pem"), str(tmp_path / "key.pem"))
+    assert catalog.reader == "https://dbs.example.org/dbs/prod/phys03/DBSReader"
+    catalog.close()
