@@ -125,3 +125,15 @@ def test_several_users_and_tasks(local_backend, catalog, settings):
     summary = run_publisher(local_backend, catalog, settings)
     assert (summary.tasks, summary.blocks, summary.published) == (2, 3, 30)
     assert len(catalog.dataset_files("/Primary/bob-Proc-v1/USER")) == 20
+
+
+def test_local_catalog_rejects_bad_blocks(catalog):
+    import pytest
+
+    from aso.errors import ValidationError
+
+    with pytest.raises(ValidationError, match="files"):
+        catalog.publish_block(Block(DATASET, f"{DATASET}#x", []))
+    with pytest.raises(ValidationError, match="block"):
+        catalog.publish_block(Block(DATASET, "/Other/x/USER#x", [CatalogFile("/store/a.root", 1, "00000001")]))
+    assert catalog.listing() == []
