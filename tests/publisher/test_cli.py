@@ -104,3 +104,27 @@ def test_dbs_catalog_from_config_uses_service_certificate(tmp_path):
     assert catalog.session.cert == (str(tmp_path / "cert.pem"), str(tmp_path / "key.pem"))
     assert catalog.reader == "https://dbs.example.org/dbs/prod/phys03/DBSReader"
     catalog.close()
+
+
+def test_publisher_loop_runs_passes_until_interrupted(tmp_path):
+    import signal
+    import time
+
+    backend = open_backend(f"sqlite:///{tmp_path / 'state.db'}", worker=WORKER)
+    add_files(backend, "task_loop", 4, task_status="COMPLETED")
+    config = _config(tmp_path)
+    proc = subprocess.Popen(
+        aso_command("--config", str(config), "publisher", "--loop", "--interval", "0.2"),
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and {r["tm_publication_state"] for r in backend.list_transfers(task="task_loop")} != {"DONE"}:
+        time.sleep(0.1)
+    time.sleep(0.6)  # a few more (empty) passes
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    lines = [x for x in out.splitlines() if x.startswith("publisher:")]
+    assert len(lines) >= 2
+    assert "4 published" in lines[0] and "0 published" in lines[-1]
+    backend.close()
