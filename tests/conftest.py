@@ -14,3 +14,12 @@ def postgres_url() -> str:
     if not url:
         pytest.skip("ASO_TEST_POSTGRES_URL is not set (.ci/run sets it; see README)")
     return url
+
+
+@pytest.fixture(scope="session")
+def pki(tmp_path_factory):
+    """A throwaway CA folder, a localhost host certificate and users alice and bob with 12 h
+    RFC 3820 proxies (see tests/pki.py); shared by the whole run, so never modify its files."""
+    from tests.pki import build_pki
+
+    return build_pki(tmp_path_factory.mktemp("pki"))
