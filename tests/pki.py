@@ -7,11 +7,19 @@ own extra proxies with ``TestPki.proxy``).
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.x509.oid import NameOID
+
 from aso.x509.pki import (
+    INHERIT_ALL_PROXY_CERT_INFO,
     CertificateAuthority,
     Credential,
     make_ca,
@@ -19,6 +27,8 @@ from aso.x509.pki import (
     make_proxy,
     make_user_cert,
 )
+from aso.x509.proxy import PROXY_CERT_INFO_OID
+from tests.procs import Service, aso_command, free_port
 
 
 @dataclass
@@ -94,3 +104,52 @@ def build_pki(root: Path, users: tuple[str, ...] = ("alice", "bob")) -> TestPki:
     for name in users:
         pki.add_user(name)
     return pki
+
+
+def sign_delegation_request(csr_pem: str | bytes, issuer: Credential, *, hours: float = 12) -> bytes:
+    """What a delegating client PUTs: a proxy of ``issuer`` for the CSR's key (subject =
+    issuer + CN=<unix time>, serial copied, proxyCertInfo critical inheritAll, signed by the
+    issuer's key), followed by the issuer certificate and its chain."""
+    csr = x509.load_pem_x509_csr(csr_pem.encode() if isinstance(csr_pem, str) else csr_pem)
+    now = dt.datetime.now(dt.UTC).replace(microsecond=0)
+    subject = x509.Name([*issuer.cert.subject.rdns,
+                         x509.RelativeDistinguishedName([x509.NameAttribute(NameOID.COMMON_NAME, str(int(time.time())))])])
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(issuer.cert.subject)
+        .public_key(csr.public_key())
+        .serial_number(issuer.cert.serial_number)
+        .not_valid_before(now)
+        .not_valid_after(now + dt.timedelta(hours=hours))
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.UnrecognizedExtension(PROXY_CERT_INFO_OID, INHERIT_ALL_PROXY_CERT_INFO), critical=True)
+        .sign(issuer.key, hashes.SHA256())
+    )
+    return cert.public_bytes(serialization.Encoding.PEM) + issuer.cert_pem() + issuer.chain_pem()
+
+
+@dataclass
+class HttpsFtsServer:
+    service: Service
+    url: str
+    ca_dir: Path
+    db: Path
+    log: Path
+
+
+@contextlib.contextmanager
+def fts_server_https(pki: TestPki, folder: Path, *extra: str) -> Iterator[HttpsFtsServer]:
+    """A real ``aso fts-server`` over HTTPS with the PKI's host certificate and CA folder."""
+    port = free_port()
+    db, log = folder / "fts.db", folder / "fts-server.log"
+    args = aso_command(
+        "fts-server", "--host", "127.0.0.1", "--port", str(port), "--db", str(db),
+        "--cert", str(pki.host_cert_path), "--key", str(pki.host_key_path), "--ca-dir", str(pki.ca_dir), *extra,
+    )
+    service = Service(args, port, log, cwd=str(folder))
+    service.start()
+    try:
+        yield HttpsFtsServer(service, f"https://localhost:{port}", pki.ca_dir, db, log)
+    finally:
+        service.stop()

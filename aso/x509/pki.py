@@ -26,7 +26,7 @@ from aso.x509.proxy import PROXY_CERT_INFO_OID, dn_slash, subject_hash
 #: proxyCertInfo value for "inherit all" with no path length: SEQUENCE { SEQUENCE { OID
 #: id-ppl-inheritAll (1.3.6.1.5.5.7.21.1) } }, DER-encoded by hand because `cryptography` has
 #: no type for this extension.
-_INHERIT_ALL_PROXY_CERT_INFO = bytes.fromhex("300c300a06082b06010505071501")
+INHERIT_ALL_PROXY_CERT_INFO = bytes.fromhex("300c300a06082b06010505071501")
 
 #: The subject prefix of every certificate this module issues, unless told otherwise.
 DEFAULT_BASE = (("DC", "org"), ("DC", "aso-test"))
@@ -354,7 +354,7 @@ def make_proxy(
             ),
             critical=True,
         )
-        .add_extension(x509.UnrecognizedExtension(PROXY_CERT_INFO_OID, _INHERIT_ALL_PROXY_CERT_INFO), critical=True)
+        .add_extension(x509.UnrecognizedExtension(PROXY_CERT_INFO_OID, INHERIT_ALL_PROXY_CERT_INFO), critical=True)
         .sign(issuer.key, hashes.SHA256())
     )
     return Credential(cert, key, (issuer.cert, *issuer.chain))
