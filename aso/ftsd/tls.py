@@ -15,8 +15,10 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from pathlib import Path
 
+from cheroot import server as cheroot_server
 from cheroot import wsgi
 from cheroot.ssl.pyopenssl import pyOpenSSLAdapter
 from cryptography.hazmat.primitives import serialization
@@ -95,6 +97,45 @@ class ClientCertificateGateway(wsgi.Gateway_10):
         return env
 
 
+#: "GET //jobs HTTP/1.1": the official client joins endpoint and path with an extra slash.
+_LEADING_SLASHES = re.compile(rb"^([A-Za-z]+ )//+")
+
+
+class _CollapseLeadingSlashes:
+    """rfile stand-in for reading the request line only."""
+
+    def __init__(self, rfile):
+        self._rfile = rfile
+
+    def readline(self, *args):
+        return _LEADING_SLASHES.sub(rb"\1/", self._rfile.readline(*args), count=1)
+
+    def __getattr__(self, name):
+        return getattr(self._rfile, name)
+
+
+class DoubleSlashRequest(cheroot_server.HTTPRequest):
+    """cheroot parses a request target ``//whoami`` as an authority ("whoami") and answers
+    400 before the application sees it; read ``//x`` as ``/x`` instead."""
+
+    def read_request_line(self):
+        rfile = self.rfile
+        self.rfile = _CollapseLeadingSlashes(rfile)
+        try:
+            return super().read_request_line()
+        finally:
+            self.rfile = rfile
+
+
+class DoubleSlashConnection(cheroot_server.HTTPConnection):
+    RequestHandlerClass = DoubleSlashRequest
+
+
+def accept_double_slashes(server: cheroot_server.HTTPServer) -> None:
+    """Make a cheroot server (HTTP or HTTPS) serve ``//path`` as ``/path``."""
+    server.ConnectionClass = DoubleSlashConnection
+
+
 def make_https_server(
     app,
     host: str,
@@ -115,6 +156,7 @@ def make_https_server(
         raise FileNotFoundError(f"--ca-dir {ca_dir}: no such directory")
     server = wsgi.Server((host, port), app, numthreads=threads)
     server.gateway = ClientCertificateGateway
+    accept_double_slashes(server)
     server.ssl_adapter = ClientCertificateAdapter(str(cert), str(key), str(ca_dir))
     # Build the context now so a bad certificate or key fails at startup, not at first client.
     server.ssl_adapter.context = server.ssl_adapter.get_context()
