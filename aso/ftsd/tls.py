@@ -40,6 +40,11 @@ class ClientCertificateAdapter(pyOpenSSLAdapter):
         super().__init__(certificate, private_key)
         self.ca_dir = ca_dir
 
+    def get_environ(self) -> dict[str, str]:
+        # The base class reads the server certificate through deprecated pyOpenSSL calls to
+        # fill SSL_SERVER_* variables that nothing here uses.
+        return {"wsgi.url_scheme": "https", "HTTPS": "on"}
+
     def get_context(self) -> SSL.Context:
         ctx = SSL.Context(SSL.TLS_SERVER_METHOD)
         ctx.set_min_proto_version(SSL.TLS1_2_VERSION)
