@@ -153,3 +153,64 @@ def fts_server_https(pki: TestPki, folder: Path, *extra: str) -> Iterator[HttpsF
         yield HttpsFtsServer(service, f"https://localhost:{port}", pki.ca_dir, db, log)
     finally:
         service.stop()
+
+
+def x509_test_app(db_path: Path):
+    """The X.509 half of the FTS service on its own: aso's delegation blueprint, credential
+    store and identity_from_environ on a bare Flask app, wired the way the service's app wires
+    them. ``GET /`` answers the version document the official client reads when it connects
+    (it is the service's, which this app does not have)."""
+    from flask import Flask, g, jsonify, request
+
+    from aso.ftsd.credentials_store import CredentialStore
+    from aso.ftsd.delegation import bp
+    from aso.ftsd.errors import FtsHttpError
+    from aso.ftsd.identity import identity_from_environ
+
+    app = Flask("x509-test")
+    app.extensions["aso_credentials"] = CredentialStore(db_path)
+    app.register_blueprint(bp)
+
+    @app.before_request
+    def _identify():
+        g.identity = identity_from_environ(request.environ)
+
+    @app.errorhandler(FtsHttpError)
+    def _fts_error(exc: FtsHttpError):
+        return jsonify(exc.body()), exc.status
+
+    @app.get("/")
+    def _versions():
+        version = {"major": 3, "minor": 13, "patch": 4}
+        return jsonify({"delegation": {"major": 1, "minor": 0, "patch": 0}, "api": version, "core": version, "schema": version})
+
+    return app
+
+
+@dataclass
+class HttpsTestServer:
+    url: str
+    ca_dir: Path
+    db: Path
+    port: int
+
+
+@contextlib.contextmanager
+def x509_test_server(pki: TestPki, folder: Path) -> Iterator[HttpsTestServer]:
+    """``x509_test_app`` served by aso's HTTPS server (make_https_server) in a thread."""
+    import threading
+
+    from aso.ftsd.tls import make_https_server
+
+    port = free_port()
+    db = folder / "credentials.db"
+    srv = make_https_server(x509_test_app(db), "127.0.0.1", port, cert=pki.host_cert_path, key=pki.host_key_path,
+                            ca_dir=pki.ca_dir, threads=4)
+    srv.prepare()
+    thread = threading.Thread(target=srv.serve, daemon=True, name=f"https-{port}")
+    thread.start()
+    try:
+        yield HttpsTestServer(f"https://localhost:{port}", pki.ca_dir, db, port)
+    finally:
+        srv.stop()
+        thread.join(10)
