@@ -506,6 +506,8 @@ class Store:
         _check_batch_ids([u.id for u in updates])
         parsed = []
         for i, u in enumerate(updates):
+            _short(u.fts_id, f"list_of_fts_id[{i}]", 255)
+            _short(u.fts_instance, f"list_of_fts_instance[{i}]", 255)
             state = T.parse(u.state, f"list_of_transfer_state[{i}]")
             expect = T.parse(u.expect_state, f"list_of_expected_state[{i}]") if u.expect_state is not None else None
             inc = validate.non_negative_int(u.retry_increment, f"list_of_retry_value[{i}]")
@@ -848,6 +850,8 @@ class Store:
                 raise ValidationError(f"tasks[{i}].{sorted(unknown)[0]}", "unknown task field")
             validate.taskname(item.get("tm_taskname"), f"tasks[{i}].tm_taskname")
             validate.username(item.get("tm_username"), f"tasks[{i}].tm_username")
+            for key, limit in (("tm_task_status", 50), ("tm_publish_name", 500), ("tm_publish_dbs_url", 500)):
+                _short(item.get(key), f"tasks[{i}].{key}", limit)
             for key in ("tm_last_publication", "tm_creation_time"):
                 if item.get(key) is not None:
                     validate.non_negative_int(item[key], f"tasks[{i}].{key}")
@@ -900,6 +904,12 @@ class Store:
                 for r in conn.execute(select(file_metadata).where(file_metadata.c.fmd_lfn.in_(chunk))).mappings():
                     out[r["fmd_lfn"]] = json.loads(r["fmd_metadata"])
         return out
+
+
+def _short(value: Any, field: str, limit: int) -> None:
+    """A string that fits its column (PostgreSQL would refuse it with a server error)."""
+    if value is not None and (not isinstance(value, str) or len(value) > limit):
+        raise ValidationError(field, f"expected a string of at most {limit} characters")
 
 
 def _check_batch_ids(ids: list[str]) -> None:

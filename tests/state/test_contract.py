@@ -261,3 +261,14 @@ def test_bulk_batch(backend):
     result = backend.update_transfers([TransferUpdate(r["tm_id"], "SUBMITTED", fts_id=f"job-{k % 7}") for k, r in enumerate(rows)])
     assert len(result.updated) == n
     assert len(backend.get_transfers([r["tm_id"] for r in rows])) == n
+
+
+def test_values_longer_than_their_columns_are_refused(backend):
+    ids = submit(backend, 1)
+    with pytest.raises(ValidationError) as err:
+        backend.update_transfers([TransferUpdate(ids[0], "DONE", fts_id="j" * 300)])
+    assert err.value.field == "list_of_fts_id[0]"
+    with pytest.raises(ValidationError) as err:
+        backend.upsert_tasks([{"tm_taskname": "task_a", "tm_username": "alice", "tm_task_status": "S" * 80}])
+    assert err.value.field == "tasks[0].tm_task_status"
+    assert state_of(backend, ids[0]) == "SUBMITTED"
