@@ -64,7 +64,8 @@ def mode_from_param(value, has_value: bool) -> str:
         if value:
             return "b"
         return "t" if has_value else "n"
-    if isinstance(value, str) and value.lower() in ("source", "target", "both", "none"):
+    if isinstance(value, str) and value.lower() in ("source", "target", "both", "none", *MODES):
+        # the official client sends the stored letter itself ("n" when not asked to verify)
         return value.lower()[0]
     raise FtsHttpError(400, f"Invalid value within the request: verify_checksum {value!r} (true, false, source, target, both or none)")
 

@@ -207,7 +207,8 @@ def parse_submission(body: Any, now: float | None = None) -> JobSpec:
         verify_checksum=ck.mode_from_param(params.get("verify_checksum"), has_value),
         overwrite=overwrite,
         priority=priority,
-        retry=max(0, retry),
+        # 0: the service's default; negative: never retried (FTS3's reading)
+        retry=retry,
         retry_delay=max(0, retry_delay),
         max_time_in_queue=int(now + in_queue) if in_queue else None,
         job_metadata=_metadata(params.get("job_metadata"), "job_metadata"),

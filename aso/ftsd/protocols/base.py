@@ -59,8 +59,15 @@ class Destination(ABC):
         """Whether a complete file is at the destination path."""
 
     @abstractmethod
+    def size(self) -> int:
+        """Size of the complete file at the destination path."""
+
+    @abstractmethod
     def partial_size(self) -> int:
         """Bytes already written by an earlier, interrupted attempt (0 if none)."""
+
+    def sync(self) -> None:  # noqa: B027 - optional
+        """Make what ``write`` has written so far durable (called before a checkpoint)."""
 
     @abstractmethod
     def write(self, chunks: Iterator[bytes | memoryview], offset: int, on_progress) -> int:
@@ -76,7 +83,8 @@ class Destination(ABC):
 
     @abstractmethod
     def adler32(self) -> str:
-        """adler32 of the data written (or of the committed file)."""
+        """adler32 of the data at the destination, read back from it (the partial file while
+        it exists, else the committed file)."""
 
     def close(self) -> None:  # noqa: B027 - optional
         pass

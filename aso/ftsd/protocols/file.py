@@ -51,15 +51,26 @@ class FileDestination(Destination):
         self.path = path_of(url)
         # Deterministic per file so that a restarted service finds its partial copy.
         self.part = os.path.join(os.path.dirname(self.path), f".{os.path.basename(self.path)}.{part_name}.part")
+        self._fd: int | None = None
 
     def exists(self) -> bool:
         return os.path.exists(self.path)
+
+    def size(self) -> int:
+        try:
+            return os.stat(self.path).st_size
+        except OSError as exc:
+            raise CopyError.from_os("DESTINATION", exc, f"cannot stat {self.path}") from None
 
     def partial_size(self) -> int:
         try:
             return os.stat(self.part).st_size
         except FileNotFoundError:
             return 0
+
+    def sync(self) -> None:
+        if self._fd is not None:
+            os.fsync(self._fd)
 
     def write(self, chunks, offset: int, on_progress) -> int:
         try:
@@ -68,6 +79,7 @@ class FileDestination(Destination):
         except OSError as exc:
             raise CopyError.from_os("DESTINATION", exc, f"cannot create {self.part}") from None
         written = offset
+        self._fd = fd
         try:
             # Never truncate: what an earlier attempt wrote up to `offset` stays.
             os.ftruncate(fd, offset)
@@ -84,6 +96,7 @@ class FileDestination(Destination):
                 on_progress(written)
             os.fsync(fd)
         finally:
+            self._fd = None
             os.close(fd)
         return written
 

@@ -67,7 +67,6 @@ class HttpDestination(Destination):
         self.url = url
         self.timeout = timeout
         self.session = requests.Session()
-        self._adler = 1
         self._done = False
 
     def exists(self) -> bool:
@@ -75,6 +74,18 @@ class HttpDestination(Destination):
             return self.session.head(self.url, timeout=self.timeout).status_code == 200
         except requests.RequestException as exc:
             raise CopyError("DESTINATION", errno.EHOSTUNREACH, f"cannot reach {self.url}: {exc}") from None
+
+    def size(self) -> int:
+        try:
+            r = self.session.head(self.url, timeout=self.timeout, allow_redirects=True)
+        except requests.RequestException as exc:
+            raise CopyError("DESTINATION", errno.EHOSTUNREACH, f"cannot reach {self.url}: {exc}") from None
+        if r.status_code != 200:
+            raise _error("DESTINATION", r, f"cannot stat {self.url}")
+        try:
+            return int(r.headers["Content-Length"])
+        except (KeyError, ValueError):
+            raise CopyError("DESTINATION", errno.EIO, f"{self.url}: no Content-Length") from None
 
     def partial_size(self) -> int:
         return 0
@@ -85,7 +96,6 @@ class HttpDestination(Destination):
         def body():
             nonlocal written
             for chunk in chunks:
-                self._adler = zlib.adler32(chunk, self._adler)
                 written += len(chunk)
                 on_progress(written)
                 yield bytes(chunk)
@@ -109,7 +119,17 @@ class HttpDestination(Destination):
             self.session.delete(self.url, timeout=self.timeout)
 
     def adler32(self) -> str:
-        return f"{self._adler & 0xFFFFFFFF:08x}"
+        # Read back what the server stored: the checksum of what was sent proves nothing.
+        value = 1
+        try:
+            with self.session.get(self.url, stream=True, timeout=self.timeout) as r:
+                if r.status_code != 200:
+                    raise _error("DESTINATION", r, f"cannot read back {self.url}")
+                for chunk in r.iter_content(chunk_size=1024 * 1024):
+                    value = zlib.adler32(chunk, value)
+        except requests.RequestException as exc:
+            raise CopyError("DESTINATION", errno.ECONNRESET, f"reading back {self.url} failed: {exc}") from None
+        return f"{value & 0xFFFFFFFF:08x}"
 
     def close(self) -> None:
         self.session.close()

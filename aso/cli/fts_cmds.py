@@ -1,0 +1,125 @@
+"""``aso fts-server``: the embedded FTS3-compatible transfer service."""
+
+from __future__ import annotations
+
+import click
+
+from aso.cli.common import EXIT_BAD_INPUT, fail, pass_app
+
+
+def _default(app, name: str):
+    try:
+        return getattr(app.config.fts_server, name)
+    except Exception:  # no configuration file: the option's own default applies
+        from aso.config import OPTIONS
+
+        return next(o.default for o in OPTIONS if o.section == "fts_server" and o.name == name)
+
+
+@click.command("fts-server")
+@click.option("--host", default=None, help="Address to listen on [fts_server.host, 127.0.0.1].")
+@click.option("--port", type=int, default=None, help="Port to listen on [fts_server.port, 8446].")
+@click.option("--db", "db_path", type=click.Path(dir_okay=False), default=None,
+              help="SQLite database of jobs, files and delegated credentials [fts_server.db].")
+@click.option("--cert", type=click.Path(dir_okay=False), default=None,
+              help="Host certificate (PEM). With --key and --ca-dir the service speaks HTTPS and "
+                   "authenticates clients by X.509 certificate or RFC 3820 proxy.")
+@click.option("--key", type=click.Path(dir_okay=False), default=None, help="Host private key (PEM).")
+@click.option("--ca-dir", type=click.Path(file_okay=False), default=None,
+              help="Folder of trusted CA certificates (<hash>.0 files, as /etc/grid-security/certificates).")
+@click.option("--workers", type=int, default=None, help="Copies running at once over the whole service [fts_server.workers, 4].")
+@click.option("--per-link", type=int, default=None,
+              help="Copies running at once per link, source storage to destination storage [fts_server.per_link, 2].")
+@click.option("--local-user-dn", default=None,
+              help="Plain HTTP only: the DN every caller is taken to be [/DC=local/CN=aso local user].")
+@click.option("--default-retry", type=int, default=0, show_default=True,
+              help="Retries for jobs submitted with retry 0 (FTS3's 'server default').")
+@click.option("--checkpoint-seconds", type=float, default=1.0, show_default=True,
+              help="Record copy progress at most this often (and every 256 MiB).")
+@click.option("--poll-seconds", type=float, default=1.0, show_default=True,
+              help="How often the scheduler looks for retries that are due and jobs past max_time_in_queue.")
+@click.option("--threads", type=int, default=16, show_default=True, help="HTTP server threads.")
+@pass_app
+def fts_server(app, host, port, db_path, cert, key, ca_dir, workers, per_link, local_user_dn, default_retry,
+               checkpoint_seconds, poll_seconds, threads) -> None:
+    """Serve FTS3's REST API and copy files (file://, http://, https://).
+
+    Jobs, files, progress and delegated credentials live in the SQLite database; a service
+    killed at any moment and started again forgets no job and resumes partial copies from
+    their last checkpoint. Stop it with SIGTERM or Ctrl-C.
+
+    Exit codes: 0 stopped cleanly, 2 bad option (missing certificate, key or CA folder).
+    """
+    import logging
+    import signal
+    from pathlib import Path
+
+    from cheroot import wsgi
+
+    from aso.ftsd.executor import ExecutorSettings
+    from aso.ftsd.service import DEFAULT_LOCAL_USER, FtsService, ServiceSettings
+    from aso.ftsd.tls import accept_double_slashes, make_https_server
+
+    log = logging.getLogger("aso.fts")
+    host = host or _default(app, "host")
+    port = port if port is not None else int(_default(app, "port"))
+    db_path = db_path or _default(app, "db")
+    cert = cert or _default(app, "cert") or None
+    key = key or _default(app, "key") or None
+    ca_dir = ca_dir or _default(app, "ca_dir") or None
+    workers = workers or int(_default(app, "workers"))
+    per_link = per_link or int(_default(app, "per_link"))
+    if workers < 1 or per_link < 1:
+        fail("--workers and --per-link must be at least 1", EXIT_BAD_INPUT)
+    tls = [cert, key, ca_dir]
+    if any(tls) and not all(tls):
+        fail("HTTPS needs all of --cert, --key and --ca-dir", EXIT_BAD_INPUT)
+    if all(tls) and local_user_dn:
+        fail("--local-user-dn is for plain HTTP; over HTTPS the user is the client certificate's DN", EXIT_BAD_INPUT)
+    https = all(tls)
+    settings = ServiceSettings(
+        db=Path(db_path),
+        workers=workers,
+        per_link=per_link,
+        local_user_dn=None if https else (local_user_dn or DEFAULT_LOCAL_USER),
+        executor=ExecutorSettings(default_retry=default_retry, checkpoint_seconds=checkpoint_seconds,
+                                  poll_seconds=poll_seconds),
+    )
+    if https:
+        try:
+            # Check the files before opening the database, so a typo changes nothing.
+            for what, path in (("--cert", cert), ("--key", key)):
+                if not Path(path).is_file():
+                    raise FileNotFoundError(f"{what} {path}: no such file")
+            if not Path(ca_dir).is_dir():
+                raise FileNotFoundError(f"--ca-dir {ca_dir}: no such directory")
+        except FileNotFoundError as exc:
+            fail(str(exc), EXIT_BAD_INPUT)
+    service = FtsService(settings)
+    wsgi_app = service.app()
+    if https:
+        try:
+            httpd = make_https_server(wsgi_app, host, port, cert=cert, key=key, ca_dir=ca_dir, threads=threads)
+        except Exception as exc:  # unreadable certificate or key, key not matching
+            fail(f"cannot serve HTTPS: {exc}", EXIT_BAD_INPUT)
+        log.info("aso fts-server on https://%s:%d (clients authenticated against %s), database %s", host, port, ca_dir, db_path)
+    else:
+        httpd = wsgi.Server((host, port), wsgi_app, numthreads=threads)
+        accept_double_slashes(httpd)
+        log.warning("aso fts-server on http://%s:%d WITHOUT authentication: every caller is %s (single local user); "
+                    "give --cert, --key and --ca-dir for HTTPS", host, port, settings.local_user_dn)
+    httpd.shutdown_timeout = 2
+
+    def _terminate(*_):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, _terminate)
+    service.start()
+    try:
+        httpd.start()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        httpd.stop()
+        service.stop()
+        log.info("aso fts-server stopped")

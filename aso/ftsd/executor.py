@@ -1,0 +1,217 @@
+"""The executor: a dispatcher thread and a bounded pool of copy workers.
+
+The dispatcher wakes on a submission, on a finished copy, or every ``poll_seconds`` (for
+retry delays and max_time_in_queue); it expires overdue jobs, asks the scheduler which
+queued files may start, claims them in one statement and hands them to the workers.
+
+Progress is checkpointed by time and by bytes, never per buffer: the copy loop itself only
+compares two numbers, so bookkeeping does not throttle the data (Staccato slept 0.1 s per
+64 KiB write).
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from dataclasses import dataclass
+
+from aso.ftsd.db import CopyTask, JobStore
+from aso.ftsd.protocols import CopyError, Destination
+from aso.ftsd.scheduler import Running, Scheduler
+from aso.ftsd.transfer import discard_partial, run_copy
+
+log = logging.getLogger("aso.fts.executor")
+
+
+class Interrupted(Exception):
+    """A copy stopped on purpose: canceled by the user or expired (``canceled``), or the
+    service is stopping (the file goes back to the queue and resumes later)."""
+
+    def __init__(self, canceled: bool):
+        super().__init__("canceled" if canceled else "service stopping")
+        self.canceled = canceled
+
+
+@dataclass
+class ExecutorSettings:
+    workers: int = 4
+    buffer_size: int = 4 * 1024 * 1024
+    checkpoint_seconds: float = 1.0
+    checkpoint_bytes: int = 256 * 1024 * 1024
+    #: retries for jobs submitted with retry 0 ("the server's default")
+    default_retry: int = 0
+    poll_seconds: float = 1.0
+    io_timeout: float = 60.0
+    #: candidates read per scheduling round
+    scan: int = 5000
+
+
+class Executor:
+    def __init__(self, store: JobStore, scheduler: Scheduler, settings: ExecutorSettings):
+        self.store = store
+        self.scheduler = scheduler
+        self.settings = settings
+        self._tasks: queue.Queue[CopyTask | None] = queue.Queue()
+        self._running: dict[int, tuple[str, str]] = {}
+        self._interrupts: set[int] = set()
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._stopping = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self.copied = 0
+
+    # -- life cycle ---------------------------------------------------------------------
+
+    def start(self) -> None:
+        for i in range(self.settings.workers):
+            t = threading.Thread(target=self._worker, name=f"fts-worker-{i}", daemon=True)
+            t.start()
+            self._threads.append(t)
+        dispatcher = threading.Thread(target=self._dispatch_loop, name="fts-dispatcher", daemon=True)
+        dispatcher.start()
+        self._threads.append(dispatcher)
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Interrupt the copies (their checkpoints stay) and put their files back in the queue."""
+        self._stopping.set()
+        self._wake.set()
+        for _ in range(self.settings.workers):
+            self._tasks.put(None)
+        deadline = time.monotonic() + timeout
+        for t in self._threads:
+            t.join(max(0.0, deadline - time.monotonic()))
+        with self._lock:
+            left = list(self._running)
+        # Copies stuck in I/O past the timeout: queued again for the next start.
+        self.store.release(left)
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def interrupt(self, file_ids: list[int]) -> None:
+        """Stop the copies of files that were canceled or expired (the database already says so)."""
+        with self._lock:
+            self._interrupts.update(f for f in file_ids if f in self._running)
+
+    def running(self) -> int:
+        with self._lock:
+            return len(self._running)
+
+    # -- dispatching --------------------------------------------------------------------
+
+    def _dispatch_loop(self) -> None:
+        while not self._stopping.is_set():
+            self._wake.wait(self.settings.poll_seconds)
+            self._wake.clear()
+            if self._stopping.is_set():
+                return
+            try:
+                self.interrupt(self.store.expire_overdue())
+                self.dispatch()
+            except Exception:  # keep dispatching; the database may be busy for a moment
+                log.exception("scheduling round failed")
+                time.sleep(self.settings.poll_seconds)
+
+    def dispatch(self) -> int:
+        """One scheduling round; returns how many copies it started."""
+        with self._lock:
+            running = Running.of(self._running.values())
+        free = self.settings.workers - running.total
+        if free <= 0:
+            return 0
+        chosen = self.scheduler.select(self.store.queued(limit=self.settings.scan), running)[:free]
+        if not chosen:
+            return 0
+        links = {c.file_id: c.link for c in chosen}
+        tasks = self.store.claim(list(links))
+        with self._lock:
+            for task in tasks:
+                self._running[task.file_id] = links[task.file_id]
+        for task in tasks:
+            self._tasks.put(task)
+        return len(tasks)
+
+    # -- copying ------------------------------------------------------------------------
+
+    def _worker(self) -> None:
+        while True:
+            task = self._tasks.get()
+            if task is None:
+                return
+            try:
+                self._run(task)
+            except Exception:
+                log.exception("file %d: unexpected failure while recording its result", task.file_id)
+            finally:
+                with self._lock:
+                    self._running.pop(task.file_id, None)
+                    self._interrupts.discard(task.file_id)
+                self._wake.set()
+
+    def _progress_hook(self, task: CopyTask):
+        s = self.settings
+        last = {"time": time.monotonic(), "bytes": task.transferred}
+
+        def on_progress(written: int, dst: Destination) -> None:
+            if task.file_id in self._interrupts:
+                raise Interrupted(canceled=True)
+            if self._stopping.is_set():
+                raise Interrupted(canceled=False)
+            now = time.monotonic()
+            if dst.resumable and (now - last["time"] >= s.checkpoint_seconds or written - last["bytes"] >= s.checkpoint_bytes):
+                dst.sync()
+                self.store.checkpoint(task.file_id, written)
+                last["time"], last["bytes"] = now, written
+
+        return on_progress
+
+    def _run(self, task: CopyTask) -> None:
+        if not self.store.start(task.file_id):
+            return  # canceled between claim and start
+        if task.transferred:
+            log.info("file %d (job %s): resuming from byte %d", task.file_id, task.job_id, task.transferred)
+        try:
+            result = run_copy(
+                task,
+                buffer_size=self.settings.buffer_size,
+                timeout=self.settings.io_timeout,
+                on_progress=self._progress_hook(task),
+                on_commit=lambda size: self.store.checkpoint(task.file_id, size, committing=True),
+            )
+        except Exception as exc:
+            self._failed(task, exc)
+            return
+        done = self.store.finish(task.file_id, "FINISHED", filesize=result.filesize, checksum=result.checksum)
+        self.copied += 1
+        if done is not None:
+            log.info("file %d (job %s) FINISHED: %d bytes%s; job %s", task.file_id, task.job_id, result.filesize,
+                     f", resumed at {result.resumed_from}" if result.resumed_from else "", done.job_state)
+
+    def _failed(self, task: CopyTask, exc: Exception) -> None:
+        with self._lock:
+            canceled = task.file_id in self._interrupts
+        if canceled or (isinstance(exc, Interrupted) and exc.canceled):
+            discard_partial(task)
+            log.info("file %d (job %s): copy stopped, the file was canceled", task.file_id, task.job_id)
+            return
+        if isinstance(exc, Interrupted):
+            self.store.release([task.file_id])
+            return
+        if isinstance(exc, CopyError):
+            reason, recoverable = exc.reason, exc.recoverable
+        else:
+            log.exception("file %d (job %s): copy failed unexpectedly", task.file_id, task.job_id)
+            reason, recoverable = f"TRANSFER [5] {type(exc).__name__}: {exc}", True
+        done = self.store.finish(task.file_id, "FAILED", reason=reason, recoverable=recoverable,
+                                 default_retry=self.settings.default_retry)
+        if done is None:
+            discard_partial(task)
+            return
+        if not done.retried:
+            discard_partial(task)
+        log.info("file %d (job %s) %s: %s", task.file_id, task.job_id,
+                 "will be retried" if done.retried else "FAILED", reason)
+        if done.retried:
+            self._wake.set()

@@ -1,0 +1,70 @@
+"""The embedded FTS service as one object: database, credentials, scheduler, executor, app.
+
+Starting it recovers what a previous run left: files that were being copied go back to the
+queue with their checkpoints, so their copies resume where the last durable checkpoint was.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from aso.ftsd.credentials_store import CredentialStore
+from aso.ftsd.db import JobStore
+from aso.ftsd.executor import Executor, ExecutorSettings
+from aso.ftsd.identity import Identity, delegation_id
+from aso.ftsd.scheduler import default_scheduler
+
+log = logging.getLogger("aso.fts")
+
+DEFAULT_LOCAL_USER = "/DC=local/CN=aso local user"
+
+
+@dataclass
+class ServiceSettings:
+    db: Path
+    #: copies at once over the whole service
+    workers: int = 4
+    #: copies at once per link (source storage → destination storage)
+    per_link: int = 2
+    #: plain-HTTP mode: every caller is this user (None over HTTPS)
+    local_user_dn: str | None = None
+    host_name: str = field(default_factory=socket.getfqdn)
+    executor: ExecutorSettings = field(default_factory=ExecutorSettings)
+
+
+def local_identity(user_dn: str) -> Identity:
+    dlg = delegation_id(user_dn)
+    return Identity(user_dn=user_dn, vos=(dlg,), delegation_id=dlg, method="unauthenticated")
+
+
+class FtsService:
+    def __init__(self, settings: ServiceSettings):
+        self.settings = settings
+        settings.executor.workers = settings.workers
+        Path(settings.db).parent.mkdir(parents=True, exist_ok=True)
+        self.store = JobStore(settings.db, host=settings.host_name)
+        self.credentials = CredentialStore(settings.db)
+        self.scheduler = default_scheduler(settings.workers, settings.per_link)
+        self.executor = Executor(self.store, self.scheduler, settings.executor)
+        self.local_identity = local_identity(settings.local_user_dn) if settings.local_user_dn else None
+
+    def start(self) -> None:
+        recovered = self.store.recover()
+        if recovered:
+            log.info("recovered %d file(s) that were being copied when the service stopped; they resume from their checkpoints",
+                     len(recovered))
+        self.executor.start()
+        self.executor.wake()
+        log.info("executor: %d workers, scheduler %s", self.settings.workers, self.scheduler.describe())
+
+    def stop(self) -> None:
+        self.executor.stop()
+        self.store.close()
+
+    def app(self):
+        from aso.ftsd.app import create_app
+
+        return create_app(self)

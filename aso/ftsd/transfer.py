@@ -1,0 +1,130 @@
+"""One copy: source plug-in → destination plug-in, resumed, verified, committed.
+
+The order of things follows FTS3's url-copy: refuse an existing destination unless
+overwrite, copy into a partial file, check the size, check checksums per the job's mode,
+then rename into place. The caller decides what a failure means for the file (retry or not);
+this module only says what went wrong, in FTS3's words.
+"""
+
+from __future__ import annotations
+
+import errno
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+from aso.ftsd import checksum as ck
+from aso.ftsd.db import CopyTask
+from aso.ftsd.protocols import CopyError, Destination, destination_for, source_for
+
+ProgressHook = Callable[[int, Destination], None]
+
+
+@dataclass(frozen=True)
+class CopyResult:
+    filesize: int
+    #: "ADLER32:xxxxxxxx" when a checksum was computed, else None
+    checksum: str | None
+    #: byte offset the copy started from (non-zero when it resumed a partial copy)
+    resumed_from: int
+
+
+def _hashing(chunks: Iterator, digest: ck.Adler32) -> Iterator:
+    for chunk in chunks:
+        digest.update(chunk)
+        yield chunk
+
+
+def _strict(task: CopyTask) -> bool:
+    return str(task.internal.get("strict_copy", "")).lower() in ("1", "true", "y", "yes")
+
+
+def _already_committed(dst: Destination, size: int) -> bool:
+    """After a crash between the rename and the database update: the destination is the
+    finished copy when no partial file is left and the sizes agree."""
+    return dst.partial_size() == 0 and dst.exists() and dst.size() == size
+
+
+def _verify_error(problem: str) -> CopyError:
+    scope = "SOURCE" if problem.startswith("Source and user") else "DESTINATION" if problem.startswith("Destination") else "TRANSFER"
+    # A source that does not match what the user asked for will not match on a retry either.
+    return CopyError(scope, errno.EIO, problem, recoverable=scope != "SOURCE")
+
+
+def run_copy(
+    task: CopyTask,
+    *,
+    buffer_size: int,
+    timeout: float,
+    on_progress: ProgressHook,
+    on_commit: Callable[[int], None],
+) -> CopyResult:
+    """Copy one file. ``on_progress(bytes_written, destination)`` is called per buffer (it may
+    raise to interrupt the copy); ``on_commit(size)`` just before the rename, so that a crash
+    after it is recognised on the next attempt. Raises CopyError."""
+    src = source_for(task.source, timeout)
+    dst = destination_for(task.destination, str(task.file_id), timeout)
+    try:
+        wanted = ck.parse(task.checksum)
+        strict = _strict(task)
+        mode = "n" if strict else task.verify_checksum
+        need_source = mode in ("s", "b")
+        need_dest = mode in ("t", "b")
+        size = src.size()
+
+        if task.committing and _already_committed(dst, size):
+            dest_value = dst.adler32() if need_dest or need_source else None
+            return CopyResult(size, f"{wanted.algorithm}:{dest_value}" if dest_value else None, size)
+
+        if not task.overwrite and dst.exists():
+            raise CopyError("DESTINATION", errno.EEXIST, "Destination file exists and overwrite is not enabled", recoverable=False)
+
+        offset = 0
+        if dst.resumable:
+            partial = dst.partial_size()
+            # Resume from what is known to be on disk; a partial file longer than the source
+            # is not a prefix of it.
+            offset = min(partial, task.transferred) if partial <= size else 0
+        digest = ck.Adler32() if need_source and offset == 0 else None
+        chunks = src.read_from(offset, buffer_size)
+        if digest is not None:
+            chunks = _hashing(chunks, digest)
+        written = dst.write(chunks, offset, lambda n: on_progress(n, dst))
+        if not strict and written != size:
+            dst.discard()
+            raise CopyError("TRANSFER", errno.EIO, f"Source and destination file size mismatch ({size} != {written})")
+
+        source_value = None
+        if need_source:
+            if digest is not None:
+                source_value = digest.hexdigest()
+            else:  # resumed: the prefix was read by an earlier attempt, so read the source again
+                whole = ck.Adler32()
+                for chunk in src.read_from(0, buffer_size):
+                    whole.update(chunk)
+                source_value = whole.hexdigest()
+        dest_value = dst.adler32() if need_dest or (need_source and mode == "b") else None
+        problem = ck.verify(mode, wanted, source_value, dest_value)
+        if problem:
+            dst.discard()
+            raise _verify_error(problem)
+
+        on_commit(written)
+        dst.commit(task.overwrite)
+        computed = dest_value or source_value
+        return CopyResult(written, f"{wanted.algorithm}:{computed}" if computed else None, offset)
+    finally:
+        src.close()
+        dst.close()
+
+
+def discard_partial(task: CopyTask, timeout: float = 30.0) -> None:
+    """Remove what attempts at ``task`` left behind (a partial file), best effort."""
+    try:
+        dst = destination_for(task.destination, str(task.file_id), timeout)
+    except CopyError:
+        return
+    try:
+        if dst.resumable:
+            dst.discard()
+    finally:
+        dst.close()
