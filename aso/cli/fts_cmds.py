@@ -38,10 +38,13 @@ def _default(app, name: str):
               help="Record copy progress at most this often (and every 256 MiB).")
 @click.option("--poll-seconds", type=float, default=1.0, show_default=True,
               help="How often the scheduler looks for retries that are due and jobs past max_time_in_queue.")
+@click.option("--fsync/--no-fsync", "durable", default=True, show_default=True,
+              help="fsync local destination files at checkpoints and before reporting them FINISHED. "
+                   "--no-fsync is faster and survives a killed service, but not a power cut.")
 @click.option("--threads", type=int, default=16, show_default=True, help="HTTP server threads.")
 @pass_app
 def fts_server(app, host, port, db_path, cert, key, ca_dir, workers, per_link, local_user_dn, default_retry,
-               checkpoint_seconds, poll_seconds, threads) -> None:
+               checkpoint_seconds, poll_seconds, durable, threads) -> None:
     """Serve FTS3's REST API and copy files (file://, http://, https://).
 
     Jobs, files, progress and delegated credentials live in the SQLite database; a service
@@ -83,7 +86,7 @@ def fts_server(app, host, port, db_path, cert, key, ca_dir, workers, per_link, l
         per_link=per_link,
         local_user_dn=None if https else (local_user_dn or DEFAULT_LOCAL_USER),
         executor=ExecutorSettings(default_retry=default_retry, checkpoint_seconds=checkpoint_seconds,
-                                  poll_seconds=poll_seconds),
+                                  poll_seconds=poll_seconds, durable=durable),
     )
     if https:
         try:

@@ -44,7 +44,10 @@ class ExecutorSettings:
     default_retry: int = 0
     poll_seconds: float = 1.0
     io_timeout: float = 60.0
-    #: candidates read per scheduling round
+    #: fsync local destination files before checkpoints and before the rename, so a power cut
+    #: cannot lose a file the service reported FINISHED
+    durable: bool = True
+    #: most candidates read per scheduling round
     scan: int = 5000
 
 
@@ -121,7 +124,15 @@ class Executor:
         free = self.settings.workers - running.total
         if free <= 0:
             return 0
-        chosen = self.scheduler.select(self.store.queued(limit=self.settings.scan), running)[:free]
+        # Read a few candidates per free slot; read more only when saturated links refused
+        # too many of them (a full scan per finished file would cost more than small copies).
+        limit = min(self.settings.scan, max(64, free * 16))
+        while True:
+            queued = self.store.queued(limit=limit)
+            chosen = self.scheduler.select(queued, running)[:free]
+            if len(chosen) >= free or len(queued) < limit or limit >= self.settings.scan:
+                break
+            limit = min(self.settings.scan, limit * 4)
         if not chosen:
             return 0
         links = {c.file_id: c.link for c in chosen}
@@ -179,6 +190,7 @@ class Executor:
                 timeout=self.settings.io_timeout,
                 on_progress=self._progress_hook(task),
                 on_commit=lambda size: self.store.checkpoint(task.file_id, size, committing=True),
+                durable=self.settings.durable,
             )
         except Exception as exc:
             self._failed(task, exc)

@@ -57,19 +57,21 @@ def run_copy(
     timeout: float,
     on_progress: ProgressHook,
     on_commit: Callable[[int], None],
+    durable: bool = True,
 ) -> CopyResult:
     """Copy one file. ``on_progress(bytes_written, destination)`` is called per buffer (it may
     raise to interrupt the copy); ``on_commit(size)`` just before the rename, so that a crash
     after it is recognised on the next attempt. Raises CopyError."""
     src = source_for(task.source, timeout)
-    dst = destination_for(task.destination, str(task.file_id), timeout)
+    dst = destination_for(task.destination, str(task.file_id), timeout, durable=durable)
     try:
         wanted = ck.parse(task.checksum)
         strict = _strict(task)
         mode = "n" if strict else task.verify_checksum
         need_source = mode in ("s", "b")
         need_dest = mode in ("t", "b")
-        size = src.size()
+        resuming = task.committing or (dst.resumable and task.transferred > 0)
+        size = src.size(full_read_next=not resuming)
 
         if task.committing and _already_committed(dst, size):
             dest_value = dst.adler32() if need_dest or need_source else None
@@ -85,10 +87,17 @@ def run_copy(
             # is not a prefix of it.
             offset = min(partial, task.transferred) if partial <= size else 0
         digest = ck.Adler32() if need_source and offset == 0 else None
-        chunks = src.read_from(offset, buffer_size)
-        if digest is not None:
-            chunks = _hashing(chunks, digest)
-        written = dst.write(chunks, offset, lambda n: on_progress(n, dst))
+        progress = lambda n: on_progress(n, dst)  # noqa: E731
+        written = None
+        local = src.local_path()
+        if digest is None and local is not None:
+            # local to local with nothing to hash on the way: let the kernel copy, as cp does
+            written = dst.copy_from_path(local, offset, progress)
+        if written is None:
+            chunks = src.read_from(offset, buffer_size)
+            if digest is not None:
+                chunks = _hashing(chunks, digest)
+            written = dst.write(chunks, offset, progress)
         if not strict and written != size:
             dst.discard()
             raise CopyError("TRANSFER", errno.EIO, f"Source and destination file size mismatch ({size} != {written})")

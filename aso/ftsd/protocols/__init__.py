@@ -20,12 +20,13 @@ def source_for(url: str, timeout: float = 60.0) -> Source:
     raise CopyError("SOURCE", 93, f"protocol {scheme!r} is not supported by this service")
 
 
-def destination_for(url: str, part_name: str, timeout: float = 60.0) -> Destination:
+def destination_for(url: str, part_name: str, timeout: float = 60.0, durable: bool = True) -> Destination:
+    """``durable``: fsync what is written before a checkpoint and before the rename (local files)."""
     scheme = urlsplit(url).scheme
     if scheme == "file":
         from aso.ftsd.protocols.file import FileDestination
 
-        return FileDestination(url, part_name)
+        return FileDestination(url, part_name, durable=durable)
     if scheme in ("http", "https"):
         from aso.ftsd.protocols.http import HttpDestination
 

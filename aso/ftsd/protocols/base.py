@@ -38,12 +38,17 @@ class Source(ABC):
     url: str
 
     @abstractmethod
-    def size(self) -> int:
-        """Size in bytes; CopyError(SOURCE, 2) when the file does not exist."""
+    def size(self, full_read_next: bool = False) -> int:
+        """Size in bytes; CopyError(SOURCE, 2) when the file does not exist.
+        ``full_read_next``: the caller reads from offset 0 next (a plug-in may start that read now)."""
 
     @abstractmethod
     def read_from(self, offset: int, buffer_size: int) -> Iterator[bytes | memoryview]:
         """Chunks from ``offset`` to the end."""
+
+    def local_path(self) -> str | None:
+        """A path on this machine when the source is a local file (enables kernel copies)."""
+        return None
 
     def close(self) -> None:  # noqa: B027 - optional
         pass
@@ -72,6 +77,11 @@ class Destination(ABC):
     @abstractmethod
     def write(self, chunks: Iterator[bytes | memoryview], offset: int, on_progress) -> int:
         """Write ``chunks`` starting at ``offset``; call ``on_progress(total_written)``."""
+
+    def copy_from_path(self, path: str, offset: int, on_progress) -> int | None:
+        """Copy the local file ``path`` from ``offset`` inside the kernel, as ``write`` would;
+        None when this destination cannot (the caller then streams through ``write``)."""
+        return None
 
     @abstractmethod
     def commit(self, overwrite: bool) -> None:

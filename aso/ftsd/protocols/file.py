@@ -21,11 +21,14 @@ class FileSource(Source):
         self.url = url
         self.path = path_of(url)
 
-    def size(self) -> int:
+    def size(self, full_read_next: bool = False) -> int:
         try:
             return os.stat(self.path).st_size
         except OSError as exc:
             raise CopyError.from_os("SOURCE", exc, f"cannot stat {self.path}") from None
+
+    def local_path(self) -> str:
+        return self.path
 
     def read_from(self, offset: int, buffer_size: int) -> Iterator[memoryview]:
         try:
@@ -43,10 +46,16 @@ class FileSource(Source):
                 yield view[:n]
 
 
+#: bytes per copy_file_range call: progress is reported (and interrupts seen) at this pace
+KERNEL_COPY_CHUNK = 64 * 1024 * 1024
+_NO_KERNEL_COPY = (errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP)
+
+
 class FileDestination(Destination):
     resumable = True
 
-    def __init__(self, url: str, part_name: str):
+    def __init__(self, url: str, part_name: str, durable: bool = True):
+        self.durable = durable
         self.url = url
         self.path = path_of(url)
         # Deterministic per file so that a restarted service finds its partial copy.
@@ -69,21 +78,58 @@ class FileDestination(Destination):
             return 0
 
     def sync(self) -> None:
-        if self._fd is not None:
-            os.fsync(self._fd)
+        if self._fd is not None and self.durable:
+            os.fdatasync(self._fd)
 
-    def write(self, chunks, offset: int, on_progress) -> int:
+    def _open_part(self, offset: int) -> int:
         try:
             os.makedirs(os.path.dirname(self.path), exist_ok=True)
             fd = os.open(self.part, os.O_WRONLY | os.O_CREAT, 0o644)
-        except OSError as exc:
-            raise CopyError.from_os("DESTINATION", exc, f"cannot create {self.part}") from None
-        written = offset
-        self._fd = fd
-        try:
-            # Never truncate: what an earlier attempt wrote up to `offset` stays.
+            # Never truncate below `offset`: what an earlier attempt wrote up to there stays.
             os.ftruncate(fd, offset)
             os.lseek(fd, offset, os.SEEK_SET)
+        except OSError as exc:
+            raise CopyError.from_os("DESTINATION", exc, f"cannot create {self.part}") from None
+        self._fd = fd
+        return fd
+
+    def _close_part(self, fd: int, complete: bool) -> None:
+        try:
+            if complete and self.durable:
+                os.fsync(fd)
+        finally:
+            self._fd = None
+            os.close(fd)
+
+    def copy_from_path(self, path: str, offset: int, on_progress) -> int | None:
+        try:
+            src = os.open(path, os.O_RDONLY)
+        except OSError as exc:
+            raise CopyError.from_os("SOURCE", exc, f"cannot open {path}") from None
+        fd = self._open_part(offset)
+        written, complete = offset, False
+        try:
+            while True:
+                try:
+                    n = os.copy_file_range(src, fd, KERNEL_COPY_CHUNK, offset_src=written)
+                except OSError as exc:
+                    if written == offset and exc.errno in _NO_KERNEL_COPY:
+                        return None  # e.g. across file systems on an older kernel: stream instead
+                    raise CopyError.from_os("DESTINATION", exc, f"write to {self.part} failed") from None
+                if not n:
+                    break
+                written += n
+                on_progress(written)
+            complete = True
+        finally:
+            os.close(src)
+            self._close_part(fd, complete)
+        return written
+
+    def write(self, chunks, offset: int, on_progress) -> int:
+        fd = self._open_part(offset)
+        written, complete = offset, False
+        try:
             for chunk in chunks:
                 try:
                     view = memoryview(chunk)
@@ -94,16 +140,17 @@ class FileDestination(Destination):
                 except OSError as exc:
                     raise CopyError.from_os("DESTINATION", exc, f"write to {self.part} failed") from None
                 on_progress(written)
-            os.fsync(fd)
+            complete = True
         finally:
-            self._fd = None
-            os.close(fd)
+            self._close_part(fd, complete)
         return written
 
     def commit(self, overwrite: bool) -> None:
         if not overwrite and os.path.exists(self.path):
             raise CopyError("DESTINATION", errno.EEXIST, "Destination file exists and overwrite is not enabled", recoverable=False)
         os.replace(self.part, self.path)
+        if not self.durable:
+            return
         dir_fd = os.open(os.path.dirname(self.path), os.O_RDONLY)
         try:
             os.fsync(dir_fd)
