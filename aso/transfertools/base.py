@@ -1,0 +1,113 @@
+"""What every transfer tool offers the transfer pipeline.
+
+A tool is bound to one endpoint and one user's credential: ``delegate`` it, ``submit``
+chunks of transfers (idempotently, keyed by a submission id), ``bulk_query`` many jobs in a
+few requests, ``cancel`` jobs or some of their files. Jobs a tool no longer knows come back
+as ``LOST`` results, never as exceptions, so one unknown job cannot hide the others.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from aso.errors import AsoError
+
+JOB_TERMINAL = ("FINISHED", "FINISHEDDIRTY", "FAILED", "CANCELED", "LOST")
+FILE_TERMINAL = ("FINISHED", "FAILED", "CANCELED")
+
+
+class TransferToolError(AsoError):
+    """A tool call failed. ``transient``: worth retrying later (service down, 5xx, timeout)."""
+
+    def __init__(self, message: str, transient: bool = True, status: int | None = None):
+        super().__init__(message)
+        self.transient = transient
+        self.status = status
+
+
+@dataclass(frozen=True)
+class Transfer:
+    """One file to move: ``id`` is the state backend's row id, carried as file metadata."""
+
+    id: str
+    source: str
+    destination: str
+    filesize: int | None = None
+    #: adler32 as 8 hex digits, or None to let the tool compute and compare
+    checksum: str | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class JobOptions:
+    verify_checksum: str = "both"
+    overwrite: bool = True
+    retry: int = 3
+    retry_delay: int = 600
+    #: hours
+    max_time_in_queue: int = 10
+    priority: int = 3
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class FileResult:
+    #: the row id from the file's metadata (None if the job was not submitted by aso)
+    transfer_id: str | None
+    state: str
+    reason: str | None
+    source: str | None = None
+    destination: str | None = None
+    file_id: int | None = None
+
+    @property
+    def terminal(self) -> bool:
+        return self.state in FILE_TERMINAL
+
+
+@dataclass(frozen=True)
+class JobResult:
+    job_id: str
+    #: the tool's job state, or LOST when the tool does not know the job
+    state: str
+    reason: str | None
+    files: tuple[FileResult, ...] = ()
+
+    @property
+    def terminal(self) -> bool:
+        return self.state in JOB_TERMINAL
+
+
+class TransferTool(ABC):
+    name: str = "tool"
+    endpoint: str = ""
+
+    @abstractmethod
+    def delegate(self, lifetime: dt.timedelta, renew_below: dt.timedelta) -> str | None:
+        """Make sure the service holds a delegated credential with at least ``renew_below``
+        left, delegating ``lifetime`` when not. Returns the delegation id, or None when the
+        service needs no delegation."""
+
+    @abstractmethod
+    def expected_job_id(self, sid: str) -> str:
+        """The job id a submission with ``sid`` gets (known before submitting)."""
+
+    @abstractmethod
+    def submit(self, transfers: Sequence[Transfer], options: JobOptions, sid: str) -> str:
+        """Submit one job; submitting the same ``sid`` again returns the same job id and
+        creates nothing."""
+
+    @abstractmethod
+    def bulk_query(self, job_ids: Sequence[str]) -> dict[str, JobResult]:
+        """Status of every job asked for, with its files; unknown jobs are LOST."""
+
+    @abstractmethod
+    def cancel(self, job_id: str, file_ids: Sequence[int] | None = None) -> None:
+        """Cancel a job, or some of its files."""
+
+    def close(self) -> None:  # noqa: B027 - optional
+        pass

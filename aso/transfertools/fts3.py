@@ -1,0 +1,213 @@
+"""FTS3 through the official client library (``fts3.rest.client``), as CRAB does.
+
+Delegation, submission and cancellation use the client's own classes. Bulk status uses
+plain ``requests`` with the same credentials, because the client raises on a 207
+multi-status answer, and a partial answer must still deliver the jobs it knows.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+import requests
+
+from aso.transfertools.base import (
+    FileResult,
+    JobOptions,
+    JobResult,
+    Transfer,
+    TransferTool,
+    TransferToolError,
+)
+
+#: the file attributes a bulk status asks for
+STATUS_FILE_FIELDS = ("file_id", "file_state", "source_surl", "dest_surl", "reason", "file_metadata")
+#: the key under which a file's row id travels in its metadata (CRAB's name)
+ROW_ID_KEY = "oracleId"
+
+
+def _client_error(exc: Exception, what: str) -> TransferToolError:
+    from fts3.rest.client import exceptions as fx
+
+    transient = isinstance(exc, (fx.ServerError, fx.TryAgain, fx.NeedDelegation, requests.RequestException, OSError))
+    return TransferToolError(f"{what}: {type(exc).__name__}: {exc}", transient=transient)
+
+
+class Fts3Tool(TransferTool):
+    name = "fts3"
+
+    def __init__(self, endpoint: str, proxy_path: str, *, ca_dir: str | None = None, timeout: float = 30.0, bulk_size: int = 100):
+        self.endpoint = endpoint.rstrip("/")
+        self.proxy_path = str(proxy_path)
+        self.ca_dir = ca_dir or None
+        self.timeout = timeout
+        self.bulk_size = bulk_size
+        self._context = None
+        self._whoami: dict | None = None
+        self._http = requests.Session()
+        # Over plain HTTP (aso fts-server's single-user mode) there is no TLS to present a proxy in.
+        self._tls = self.endpoint.startswith("https://")
+        if self._tls:
+            self._http.cert = (self.proxy_path, self.proxy_path)
+        # passed per request: a session-wide value loses to REQUESTS_CA_BUNDLE in the environment
+        self._verify = self.ca_dir or True
+        self._http.headers.update({"Accept": "application/json", "User-Agent": "aso-fts3-tool"})
+
+    # -- the client's context, created on first use (it contacts the endpoint) ---------------
+
+    @property
+    def context(self):
+        if self._context is None:
+            from fts3.rest.client.context import Context
+
+            try:
+                if self._tls:
+                    self._context = Context(self.endpoint, ucert=self.proxy_path, ukey=self.proxy_path, verify=True,
+                                            capath=self.ca_dir, timeout=self.timeout, connectTimeout=self.timeout)
+                else:
+                    class _NoCredentialsContext(Context):
+                        # client 3.14.2's no_creds path reads this attribute without setting it
+                        fts_access_token = None
+
+                    self._context = _NoCredentialsContext(self.endpoint, no_creds=True, timeout=self.timeout,
+                                                          connectTimeout=self.timeout)
+            except Exception as exc:
+                # The client reports a refused connection as BadEndpoint: retrying later is right.
+                raise TransferToolError(f"cannot reach FTS at {self.endpoint}: {type(exc).__name__}: {exc}",
+                                        transient=True) from None
+        return self._context
+
+    def whoami(self) -> dict:
+        if self._whoami is None:
+            try:
+                self._whoami = json.loads(self.context.get("/whoami"))
+            except TransferToolError:
+                raise
+            except Exception as exc:
+                raise _client_error(exc, f"whoami at {self.endpoint}") from None
+        return self._whoami
+
+    # -- the interface -----------------------------------------------------------------
+
+    def delegate(self, lifetime: dt.timedelta, renew_below: dt.timedelta) -> str | None:
+        who = self.whoami()
+        if who.get("method") == "unauthenticated":
+            return None  # a single-user service over plain HTTP takes no credentials
+        from fts3.rest.client.delegator import Delegator
+
+        try:
+            Delegator(self.context).delegate(lifetime=lifetime, force=False, delegate_when_lifetime_lt=renew_below)
+        except Exception as exc:
+            raise _client_error(exc, f"delegation to {self.endpoint}") from None
+        return who["delegation_id"]
+
+    def expected_job_id(self, sid: str) -> str:
+        who = self.whoami()
+        base = uuid.UUID(who["base_id"])
+        return str(uuid.uuid5(uuid.uuid5(base, who["vos"][0]), sid))
+
+    def submission_body(self, transfers: Sequence[Transfer], options: JobOptions, sid: str) -> dict[str, Any]:
+        files = []
+        for t in transfers:
+            entry: dict[str, Any] = {
+                "sources": [t.source],
+                "destinations": [t.destination],
+                "checksum": f"ADLER32:{t.checksum}" if t.checksum else "ADLER32",
+                "metadata": {**t.metadata, ROW_ID_KEY: t.id},
+            }
+            if t.filesize is not None:
+                entry["filesize"] = t.filesize
+            files.append(entry)
+        params = {
+            "verify_checksum": options.verify_checksum,
+            "overwrite": options.overwrite,
+            "retry": options.retry,
+            "retry_delay": options.retry_delay,
+            "max_time_in_queue": options.max_time_in_queue,
+            "priority": options.priority,
+            "job_metadata": options.metadata,
+            "id_generator": "deterministic",
+            "sid": sid,
+        }
+        return {"files": files, "params": params}
+
+    def submit(self, transfers: Sequence[Transfer], options: JobOptions, sid: str) -> str:
+        from fts3.rest.client.exceptions import ClientError
+
+        if not transfers:
+            raise ValueError("nothing to submit")
+        expected = self.expected_job_id(sid)
+        try:
+            answer = self.context.post_json("/jobs", self.submission_body(transfers, options, sid))
+        except ClientError as exc:
+            # the client words a 409 as "Client error: 409"
+            if str(exc).rsplit(":", 1)[-1].strip() == "409":
+                return expected  # submitted before (a rerun after a crash): same job, nothing new
+            raise TransferToolError(f"submission to {self.endpoint} refused: {exc}", transient=False) from None
+        except Exception as exc:
+            raise _client_error(exc, f"submission to {self.endpoint}") from None
+        job_id = json.loads(answer)["job_id"]
+        if job_id != expected:
+            raise TransferToolError(f"FTS gave job id {job_id}, expected {expected} for sid {sid}", transient=False)
+        return job_id
+
+    def bulk_query(self, job_ids: Sequence[str]) -> dict[str, JobResult]:
+        results: dict[str, JobResult] = {}
+        ids = list(dict.fromkeys(job_ids))
+        for i in range(0, len(ids), self.bulk_size):
+            chunk = ids[i:i + self.bulk_size]
+            url = f"{self.endpoint}/jobs/{','.join(chunk)}"
+            try:
+                resp = self._http.get(url, params={"files": ",".join(STATUS_FILE_FIELDS)}, timeout=self.timeout,
+                                      verify=self._verify)
+            except requests.RequestException as exc:
+                raise TransferToolError(f"status from {self.endpoint}: {exc}", transient=True) from None
+            if resp.status_code == 404 and len(chunk) == 1:
+                results[chunk[0]] = _lost(chunk[0], "404 Not Found")
+                continue
+            if resp.status_code not in (200, 207):
+                raise TransferToolError(f"status from {self.endpoint}: HTTP {resp.status_code} {resp.text[:300]}",
+                                        transient=resp.status_code >= 500, status=resp.status_code)
+            body = resp.json()
+            for element in body if isinstance(body, list) else [body]:
+                job_id = element.get("job_id")
+                if job_id not in chunk:
+                    continue
+                status = str(element.get("http_status", "200"))
+                if not status.startswith("200"):
+                    results[job_id] = _lost(job_id, status, element.get("http_message"))
+                    continue
+                results[job_id] = JobResult(job_id, element["job_state"], element.get("reason"), tuple(
+                    FileResult(
+                        transfer_id=(f.get("file_metadata") or {}).get(ROW_ID_KEY),
+                        state=f.get("file_state"),
+                        reason=f.get("reason") or None,
+                        source=f.get("source_surl"),
+                        destination=f.get("dest_surl"),
+                        file_id=f.get("file_id"),
+                    )
+                    for f in element.get("files") or ()
+                ))
+        return results
+
+    def cancel(self, job_id: str, file_ids: Sequence[int] | None = None) -> None:
+        from fts3.rest.client.exceptions import NotFound
+
+        path = f"/jobs/{job_id}" + (f"/files/{','.join(str(f) for f in file_ids)}" if file_ids else "")
+        try:
+            self.context.delete(path)
+        except NotFound:
+            return  # FTS does not know the job: there is nothing left to cancel
+        except Exception as exc:
+            raise _client_error(exc, f"cancel {job_id} at {self.endpoint}") from None
+
+    def close(self) -> None:
+        self._http.close()
+
+
+def _lost(job_id: str, status: str, message: str | None = None) -> JobResult:
+    return JobResult(job_id, "LOST", f"FTS does not know this job any more ({status}{': ' + message if message else ''})")
