@@ -28,8 +28,6 @@ PERMANENT_ERROR_PATTERNS = [
     "open/create error",
     "mkdir: cannot create directory",
     "does not have enough space",
-    "checksum do not match",
-    "no such file or directory",
 ]
 
 

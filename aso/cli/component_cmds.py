@@ -1,0 +1,162 @@
+"""``aso transfer``, ``aso monitor``, ``aso reporter``, ``aso retry-manager``: one pass each
+(or a loop of them), thin layers over :mod:`aso.components`."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+
+import click
+
+from aso.cli.common import (
+    EXIT_FAILED,
+    EXIT_UNAVAILABLE,
+    echo_json,
+    err_console,
+    handle_errors,
+    pass_app,
+)
+
+
+def _pass_options(default_interval: float):
+    def wrap(fn):
+        fn = click.option("--json", "as_json", is_flag=True, help="Print each pass's summary as JSON.")(fn)
+        fn = click.option("--interval", type=float, default=default_interval, show_default=True,
+                          help="Seconds between passes with --loop.")(fn)
+        fn = click.option("--loop", is_flag=True, help="Run passes until SIGTERM or Ctrl-C instead of one.")(fn)
+        return fn
+    return wrap
+
+
+def _with_progress(label: str, as_json: bool, body: Callable):
+    """Run body(progress) with a rich progress bar on a terminal, plainly otherwise."""
+    if as_json or not sys.stderr.isatty():
+        return body(None)
+    from rich.progress import Progress
+
+    with Progress(console=err_console, transient=True) as bar:
+        task = bar.add_task(label, total=None)
+        return body(lambda done, total: bar.update(task, completed=done, total=total))
+
+
+def _run(app, name: str, label: str, loop: bool, interval: float, as_json: bool, make_pass: Callable) -> None:
+    from aso.components.runner import run_passes
+
+    config = app.config
+
+    def show(summary) -> None:
+        # the summary line itself goes to the log (run_passes); --json adds it for scripts
+        if as_json:
+            echo_json(summary.as_dict())
+
+    one_pass = make_pass(config)
+    outcome = run_passes(config.aso.lock_dir, name, lambda: _with_progress(label, as_json, one_pass),
+                         loop=loop, interval=interval, on_summary=show)
+    if outcome.lock_held:
+        err_console.print(f"another 'aso {name}' pass is running; this one did nothing", highlight=False)
+        return
+    summary = outcome.summary
+    if getattr(summary, "unreachable", None):
+        sys.exit(EXIT_UNAVAILABLE)
+    if summary is not None and summary.errors:
+        sys.exit(EXIT_FAILED)
+
+
+def _parts(config):
+    from aso.components.pipeline import PipelineSettings, tool_factory_from_config
+    from aso.credentials import proxy_source_from_config
+
+    return PipelineSettings.from_config(config), proxy_source_from_config(config), tool_factory_from_config(config)
+
+
+@click.command()
+@_pass_options(60.0)
+@pass_app
+@handle_errors
+def transfer(app, loop: bool, interval: float, as_json: bool) -> None:
+    """Acquire new transfers and submit them to FTS: per user, per link, in jobs of at most
+    [transfer] max_files_per_job files.
+
+    A pass first completes submissions a killed pass left half done (nothing is submitted
+    twice). Users without a usable proxy are skipped; their transfers wait.
+
+    Exit codes: 0 done (also when another pass holds the lock), 1 some of the work failed
+    and waits for the next pass, 2 bad configuration, 3 the state backend or FTS unreachable.
+    """
+
+    def make(config):
+        from aso.components.transfer import run_transfer
+
+        settings, proxies, tools = _parts(config)
+        backend = app.backend()
+        return lambda progress: run_transfer(backend, proxies, tools, config.site, settings, progress)
+
+    _run(app, "transfer", "submitting per user", loop, interval, as_json, make)
+
+
+@click.command()
+@_pass_options(60.0)
+@pass_app
+@handle_errors
+def monitor(app, loop: bool, interval: float, as_json: bool) -> None:
+    """Poll FTS in bulk for every submitted job and hand finished files to the reporter.
+
+    Prints what it polled and what changed. Jobs FTS no longer knows and jobs past
+    [monitor] job_timeout / file_timeout are reported failed with a reason that says so.
+
+    Exit codes: 0 done (also when another pass holds the lock), 1 some of the work failed
+    and waits for the next pass, 2 bad configuration, 3 the state backend or FTS unreachable.
+    """
+
+    def make(config):
+        from aso.components.monitor import run_monitor
+
+        settings, proxies, tools = _parts(config)
+        return lambda progress: run_monitor(proxies, tools, settings, progress)
+
+    _run(app, "monitor", "polling FTS", loop, interval, as_json, make)
+
+
+@click.command()
+@_pass_options(60.0)
+@pass_app
+@handle_errors
+def reporter(app, loop: bool, interval: float, as_json: bool) -> None:
+    """Record FTS results: FINISHED → DONE; failures → RETRY or FAILED (retry count,
+    [reporter] permanent_errors). Late results for rows no longer in flight are ignored.
+
+    Exit codes: 0 done (also when another pass holds the lock), 1 some of the work failed
+    and waits for the next pass, 2 bad configuration, 3 the state backend or FTS unreachable.
+    """
+
+    def make(config):
+        from aso.components.pipeline import PipelineSettings
+        from aso.components.reporter import run_reporter
+
+        settings = PipelineSettings.from_config(config)
+        backend = app.backend()
+        return lambda progress: run_reporter(backend, settings, progress)
+
+    _run(app, "reporter", "reporting per user", loop, interval, as_json, make)
+
+
+@click.command("retry-manager")
+@_pass_options(300.0)
+@pass_app
+@handle_errors
+def retry_manager(app, loop: bool, interval: float, as_json: bool) -> None:
+    """RETRY rows back to NEW after [retry_manager] cooloff; kill requests canceled in FTS
+    and marked KILLED; rows stuck in ACQUIRED or SUBMITTED recovered.
+
+    Exit codes: 0 done (also when another pass holds the lock), 1 some of the work failed
+    and waits for the next pass, 2 bad configuration, 3 the state backend or FTS unreachable.
+    """
+
+    def make(config):
+        from aso.components.retry_manager import run_retry_manager
+
+        settings, proxies, tools = _parts(config)
+        backend = app.backend()
+        return lambda progress: run_retry_manager(backend, proxies, tools, settings)
+
+    _run(app, "retry-manager", "retry manager", loop, interval, as_json, make)

@@ -1,0 +1,169 @@
+"""``aso monitor``: poll FTS in bulk and hand finished files to the reporter.
+
+For every job in the monitor sandbox (grouped by user and endpoint, one bulk status request
+per 100 jobs), each file that reached a terminal state and was not handed over yet goes to
+the reporter sandbox at once (a 50-file job does not wait for its slowest file). The monitor
+entry records what it handed over, and is removed when the job is terminal and every file
+is handed over. A job FTS no longer knows (404), or one past the configured timeouts, has
+its remaining files reported FAILED with a reason that says so.
+
+Order of writes: reporter entry first, then the monitor entry's record of it. Killed in
+between, the next pass writes the same reporter entry again (same name), and the reporter
+applies it idempotently.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter, defaultdict
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+
+from aso.components.pipeline import PipelineSettings, ToolCache, ToolFactory
+from aso.errors import AsoError
+from aso.sandbox import Entry
+from aso.transfertools import JobResult, TransferToolError
+
+log = logging.getLogger("aso.monitor")
+
+
+@dataclass
+class MonitorSummary:
+    jobs: int = 0
+    users: int = 0
+    endpoints: int = 0
+    finished_jobs: int = 0
+    active_jobs: int = 0
+    lost_jobs: int = 0
+    timed_out_jobs: int = 0
+    handed_over: Counter = field(default_factory=Counter)
+    unreachable: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict:
+        data = asdict(self)
+        data["handed_over"] = dict(self.handed_over)
+        return data
+
+    def line(self) -> str:
+        handed = ", ".join(f"{n} {state}" for state, n in sorted(self.handed_over.items())) or "none"
+        text = (f"monitor: polled {self.jobs} FTS job(s) of {self.users} user(s) at {self.endpoints} endpoint(s): "
+                f"{self.finished_jobs} done, {self.active_jobs} still active, {self.lost_jobs} unknown to FTS, "
+                f"{self.timed_out_jobs} timed out; files handed to the reporter: {handed}")
+        if self.unreachable:
+            text += f"; unreachable: {', '.join(self.unreachable)}"
+        return text
+
+
+class MonitorPass:
+    def __init__(self, proxies, tools: ToolFactory, settings: PipelineSettings, now: Callable[[], float] = time.time):
+        self.proxies = proxies
+        self.tools = ToolCache(tools)
+        self.settings = settings
+        self.now = now
+        self.monitor_box = settings.sandbox("monitor")
+        self.reporter_box = settings.sandbox("reporter")
+
+    def _hand_over(self, entry: Entry, doc: dict, files: list[dict]) -> None:
+        """Reporter entry first, then the monitor entry's record of it."""
+        name = f"{doc['job_id']}_{doc['batches']}"
+        self.reporter_box.write(entry.user, name, {"job_id": doc["job_id"], "user": entry.user,
+                                                   "endpoint": doc["endpoint"], "files": files})
+        doc["reported"] = sorted(set(doc["reported"]) | {f["id"] for f in files})
+        doc["batches"] += 1
+        doc["last_progress"] = int(self.now())
+
+    def _apply(self, entry: Entry, doc: dict, result: JobResult, summary: MonitorSummary) -> None:
+        reported = set(doc["reported"])
+        now = self.now()
+        new: list[dict] = []
+        if result.state == "LOST":
+            summary.lost_jobs += 1
+            new = [{"id": i, "state": "FAILED", "reason": result.reason} for i in doc["files"] if i not in reported]
+        else:
+            for f in result.files:
+                if f.transfer_id in doc["files"] and f.transfer_id not in reported and f.terminal:
+                    new.append({"id": f.transfer_id, "state": f.state, "reason": f.reason})
+            if result.terminal:
+                # a file still active in a terminal job will not move again (CRAB counts it failed)
+                known = {f["id"] for f in new} | reported
+                new += [{"id": i, "state": "FAILED", "reason": f"FTS job {result.job_id} ended {result.state} with this file unfinished"}
+                        for i in doc["files"] if i not in known]
+            else:
+                age, idle = now - doc["submitted"], now - doc.get("last_progress", doc["submitted"])
+                expired = None
+                if age > self.settings.job_timeout:
+                    expired = f"abandoned: FTS job {result.job_id} unfinished {int(age)} s after submission (monitor.job_timeout {self.settings.job_timeout} s)"
+                elif idle > self.settings.file_timeout and not new:
+                    expired = f"abandoned: no file of FTS job {result.job_id} finished for {int(idle)} s (monitor.file_timeout {self.settings.file_timeout} s)"
+                if expired:
+                    summary.timed_out_jobs += 1
+                    known = {f["id"] for f in new} | reported
+                    new += [{"id": i, "state": "FAILED", "reason": expired} for i in doc["files"] if i not in known]
+                    log.warning("user %s: %s", entry.user, expired)
+        for f in new:
+            summary.handed_over[f["state"]] += 1
+        if new:
+            self._hand_over(entry, doc, new)
+        complete = set(doc["reported"]) >= set(doc["files"])
+        if complete:
+            self.monitor_box.remove(entry.user, entry.name)
+            summary.finished_jobs += 1
+            log.info("user %s: FTS job %s %s, all %d file(s) handed to the reporter", entry.user, result.job_id,
+                     result.state, len(doc["files"]))
+        else:
+            summary.active_jobs += 1
+            if new:
+                self.monitor_box.write(entry.user, entry.name, doc)
+                log.info("user %s: FTS job %s %s, %d more file(s) handed to the reporter", entry.user, result.job_id,
+                         result.state, len(new))
+
+    def run_group(self, user: str, endpoint: str, entries: list[tuple[Entry, dict]], summary: MonitorSummary) -> None:
+        try:
+            proxy = str(self.proxies.get_proxy(user))
+        except AsoError as exc:
+            summary.errors.append(f"{user}: no usable proxy to poll {endpoint} ({exc}); jobs wait for the next pass")
+            return
+        tool = self.tools.get(endpoint, user, proxy)
+        try:
+            results = tool.bulk_query([doc["job_id"] for _, doc in entries])
+        except TransferToolError as exc:
+            summary.unreachable.append(endpoint)
+            summary.errors.append(f"{user}: status from {endpoint} failed: {exc}")
+            return
+        for entry, doc in entries:
+            result = results.get(doc["job_id"])
+            if result is not None:
+                self._apply(entry, doc, result, summary)
+
+    def run(self, progress: Callable[[int, int], None] | None = None) -> MonitorSummary:
+        summary = MonitorSummary()
+        groups: dict[tuple[str, str], list[tuple[Entry, dict]]] = defaultdict(list)
+        for entry in self.monitor_box.entries():
+            doc = self.monitor_box.load(entry)
+            if doc is not None:
+                groups[(entry.user, doc["endpoint"])].append((entry, doc))
+        summary.jobs = sum(len(v) for v in groups.values())
+        summary.users = len({u for u, _ in groups})
+        summary.endpoints = len({e for _, e in groups})
+        if progress:
+            progress(0, len(groups))
+        try:
+            with ThreadPoolExecutor(max_workers=max(1, self.settings.monitor_threads)) as pool:
+                futures = [pool.submit(self.run_group, u, e, items, summary) for (u, e), items in sorted(groups.items())]
+                for done, future in enumerate(futures, 1):
+                    future.result()
+                    if progress:
+                        progress(done, len(futures))
+        finally:
+            self.tools.close()
+        summary.unreachable = sorted(set(summary.unreachable))
+        return summary
+
+
+def run_monitor(proxies, tools: ToolFactory, settings: PipelineSettings,
+                progress: Callable[[int, int], None] | None = None) -> MonitorSummary:
+    """One ``aso monitor`` pass."""
+    return MonitorPass(proxies, tools, settings).run(progress)

@@ -1,0 +1,127 @@
+"""What the transfer components share: their settings from the configuration, the sandboxes,
+and the transfer tools per (endpoint, user).
+
+Components receive these as objects, so tests and the benchmark can build them directly
+(with a real backend, a real proxy source and a real FTS service) instead of through a
+configuration file.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import re
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from aso.sandbox import Sandbox
+from aso.transfertools import JobOptions, TransferTool, open_transfer_tool
+
+log = logging.getLogger("aso.pipeline")
+
+ToolFactory = Callable[[str, str], TransferTool]
+
+
+@dataclass
+class PipelineSettings:
+    sandbox_root: Path
+    max_files_per_job: int = 50
+    acquire_limit: int = 10000
+    transfer_threads: int = 8
+    max_retry: int = 3
+    monitor_threads: int = 4
+    job_timeout: int = 72000
+    file_timeout: int = 18000
+    reporter_threads: int = 8
+    permanent_errors: list[str] = field(default_factory=list)
+    reason_length: int = 1000
+    cooloff: int = 7200
+    stuck_after: int = 3600
+    delegation_lifetime: dt.timedelta = dt.timedelta(hours=48)
+    delegation_renew_below: dt.timedelta = dt.timedelta(hours=24)
+    job_options: JobOptions = field(default_factory=JobOptions)
+
+    @classmethod
+    def from_config(cls, config) -> PipelineSettings:
+        fts, tr, mon, rep, rm = config.fts, config.transfer, config.monitor, config.reporter, config.retry_manager
+        return cls(
+            sandbox_root=Path(config.sandbox.root),
+            max_files_per_job=tr.max_files_per_job,
+            acquire_limit=tr.acquire_limit,
+            transfer_threads=tr.threads,
+            max_retry=tr.max_retry,
+            monitor_threads=mon.threads,
+            job_timeout=mon.job_timeout,
+            file_timeout=mon.file_timeout,
+            reporter_threads=rep.threads,
+            permanent_errors=list(rep.permanent_errors),
+            reason_length=rep.reason_length,
+            cooloff=rm.cooloff,
+            stuck_after=rm.stuck_after,
+            delegation_lifetime=dt.timedelta(seconds=fts.delegation_lifetime),
+            delegation_renew_below=dt.timedelta(seconds=fts.delegation_renew_below),
+            job_options=JobOptions(
+                verify_checksum=fts.verify_checksum,
+                overwrite=fts.overwrite,
+                retry=fts.retry,
+                retry_delay=fts.retry_delay,
+                max_time_in_queue=fts.max_time_in_queue,
+                priority=fts.priority,
+                metadata={"issuer": "ASO", "instance": config.aso.instance},
+            ),
+        )
+
+    def sandbox(self, kind: str) -> Sandbox:
+        return Sandbox(self.sandbox_root, kind)
+
+    def is_permanent(self, reason: str | None) -> bool:
+        text = reason or ""
+        return any(re.search(p, text, re.IGNORECASE) for p in self.permanent_errors)
+
+    def cut(self, reason: str | None) -> str | None:
+        if reason is None or len(reason) <= self.reason_length:
+            return reason
+        return reason[: self.reason_length - 1] + "…"
+
+
+def tool_factory_from_config(config) -> ToolFactory:
+    fts = config.fts
+
+    def make(endpoint: str, proxy_path: str) -> TransferTool:
+        return open_transfer_tool("fts3", endpoint, proxy_path, ca_dir=fts.ca_dir or None, timeout=fts.timeout,
+                                  bulk_size=fts.bulk_size)
+
+    return make
+
+
+class ToolCache:
+    """One tool per (endpoint, user) for the length of a pass: each costs a connection and
+    a whoami, and delegation is checked once per user and endpoint per pass."""
+
+    def __init__(self, factory: ToolFactory):
+        self.factory = factory
+        self._tools: dict[tuple[str, str], TransferTool] = {}
+        self._delegated: set[tuple[str, str]] = set()
+        self._lock = threading.Lock()
+
+    def get(self, endpoint: str, user: str, proxy_path: str) -> TransferTool:
+        key = (endpoint, user)
+        with self._lock:
+            tool = self._tools.get(key)
+            if tool is None:
+                tool = self._tools[key] = self.factory(endpoint, proxy_path)
+        return tool
+
+    def delegated(self, endpoint: str, user: str, proxy_path: str, settings: PipelineSettings) -> TransferTool:
+        tool = self.get(endpoint, user, proxy_path)
+        if (endpoint, user) not in self._delegated:
+            tool.delegate(settings.delegation_lifetime, settings.delegation_renew_below)
+            self._delegated.add((endpoint, user))
+        return tool
+
+    def close(self) -> None:
+        for tool in self._tools.values():
+            tool.close()
+        self._tools.clear()

@@ -1,0 +1,121 @@
+"""``aso reporter``: turn FTS results into transfer states.
+
+One thread per user over the reporter sandbox: FINISHED → DONE; FAILED or CANCELED → RETRY
+while the row's retry count is below its maximum and the reason matches none of the
+permanent-error patterns, else FAILED. Every update is guarded by the row being SUBMITTED
+with the same FTS job id, so a late result for a row that was killed, resolved, or
+resubmitted meanwhile is skipped with a log line instead of applied. One bulk update per
+user batch; the entries are removed only after it succeeded.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+
+from aso.components.pipeline import PipelineSettings
+from aso.errors import AsoError
+from aso.state.backend import StateBackend, TransferUpdate
+
+log = logging.getLogger("aso.reporter")
+
+
+@dataclass
+class ReporterSummary:
+    entries: int = 0
+    users: int = 0
+    states: Counter = field(default_factory=Counter)
+    ignored: int = 0
+    errors: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict:
+        data = asdict(self)
+        data["states"] = dict(self.states)
+        return data
+
+    def line(self) -> str:
+        states = ", ".join(f"{n} {s}" for s, n in sorted(self.states.items())) or "nothing"
+        return (f"reporter: {self.entries} result file(s) of {self.users} user(s): {states}; "
+                f"{self.ignored} late result(s) ignored")
+
+
+class ReporterPass:
+    def __init__(self, backend: StateBackend, settings: PipelineSettings):
+        self.backend = backend
+        self.settings = settings
+        self.box = settings.sandbox("reporter")
+
+    def decide(self, row: dict, state: str, reason: str | None) -> tuple[str, str | None]:
+        if state == "FINISHED":
+            return "DONE", None
+        reason = self.settings.cut(reason or f"FTS reported {state} without a reason")
+        count = int(row.get("tm_transfer_retry_count") or 0)
+        limit = int(row.get("tm_transfer_max_retry_count") or self.settings.max_retry)
+        if self.settings.is_permanent(reason) or count + 1 >= limit:
+            return "FAILED", reason
+        return "RETRY", reason
+
+    def run_user(self, user: str) -> tuple[int, Counter, int]:
+        entries, docs = [], []
+        for entry in self.box.entries(user):
+            doc = self.box.load(entry)
+            if doc is not None:
+                entries.append(entry)
+                docs.append(doc)
+        if not entries:
+            return 0, Counter(), 0
+        results = [(doc["job_id"], f) for doc in docs for f in doc["files"]]
+        rows = {r["tm_id"]: r for r in self.backend.get_transfers(sorted({f["id"] for _, f in results}))}
+        updates, states, latest = [], Counter(), {}
+        for job_id, f in results:
+            latest[(f["id"], job_id)] = f  # a result written twice (a replayed hand-over) counts once
+        for (row_id, job_id), f in latest.items():
+            row = rows.get(row_id)
+            if row is None:
+                log.warning("user %s: result for unknown row %s (FTS job %s) ignored", user, row_id, job_id)
+                continue
+            state, reason = self.decide(row, f["state"], f.get("reason"))
+            updates.append(TransferUpdate(id=row_id, state=state, reason=reason, expect_state="SUBMITTED",
+                                          expect_fts_id=job_id))
+            states[state] += 1
+        result = self.backend.update_transfers(updates)
+        ignored = 0
+        for skip in result.skipped:
+            if skip.get("state") in ("DONE", "FAILED", "RETRY") and skip.get("reason", "").startswith("already"):
+                continue
+            ignored += 1
+            log.info("user %s: late result for row %s ignored (%s)", user, skip.get("id"), skip.get("reason"))
+        for entry in entries:
+            self.box.remove(entry.user, entry.name)
+        return len(entries), states, ignored
+
+    def run(self, progress: Callable[[int, int], None] | None = None) -> ReporterSummary:
+        summary = ReporterSummary()
+        users = self.box.users()
+        if progress:
+            progress(0, len(users))
+        with ThreadPoolExecutor(max_workers=max(1, self.settings.reporter_threads)) as pool:
+            futures = {u: pool.submit(self.run_user, u) for u in users}
+            for done, (user, future) in enumerate(futures.items(), 1):
+                try:
+                    n, states, ignored = future.result()
+                except AsoError as exc:
+                    summary.errors.append(f"{user}: {exc}; their results stay for the next pass")
+                    log.error("%s", summary.errors[-1])
+                    continue
+                summary.entries += n
+                summary.users += 1 if n else 0
+                summary.states.update(states)
+                summary.ignored += ignored
+                if progress:
+                    progress(done, len(users))
+        return summary
+
+
+def run_reporter(backend: StateBackend, settings: PipelineSettings,
+                 progress: Callable[[int, int], None] | None = None) -> ReporterSummary:
+    """One ``aso reporter`` pass."""
+    return ReporterPass(backend, settings).run(progress)

@@ -1,0 +1,145 @@
+"""``aso retry-manager``: cool-off, kill, recovery.
+
+- RETRY rows older than the cool-off go back to NEW (retry count + 1).
+- KILL rows: the ones submitted to FTS have their files canceled there (the whole job when
+  every file of it is being killed, else those files), then all are marked KILLED. A row
+  whose FTS cancel failed stays KILL for the next pass.
+- Rows stuck in ACQUIRED beyond ``stuck_after`` that no write-ahead record names go back to
+  NEW (their submitter died before writing one: nothing was submitted). Rows stuck in
+  SUBMITTED that no monitor or reporter entry names get a monitor entry again, so the
+  monitor polls their FTS job (CRAB #5891, #6572: such rows used to rot).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import defaultdict
+from dataclasses import asdict, dataclass, field
+
+from aso.components.pipeline import PipelineSettings, ToolCache, ToolFactory
+from aso.errors import AsoError
+from aso.state.backend import StateBackend
+from aso.transfertools import TransferToolError
+
+log = logging.getLogger("aso.retry_manager")
+
+
+@dataclass
+class RetryManagerSummary:
+    retried: int = 0
+    killed: int = 0
+    canceled_jobs: int = 0
+    kill_pending: int = 0
+    released: int = 0
+    repolled: int = 0
+    errors: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+    def line(self) -> str:
+        return (f"retry-manager: {self.retried} back to NEW after the cool-off, {self.killed} killed "
+                f"({self.canceled_jobs} FTS job(s) canceled, {self.kill_pending} kill(s) waiting for FTS), "
+                f"{self.released} stuck ACQUIRED released, {self.repolled} stuck SUBMITTED re-polled")
+
+
+class RetryManagerPass:
+    def __init__(self, backend: StateBackend, proxies, tools: ToolFactory, settings: PipelineSettings):
+        self.backend = backend
+        self.proxies = proxies
+        self.tools = ToolCache(tools)
+        self.settings = settings
+
+    def _named_in(self, kind: str) -> set[str]:
+        box = self.settings.sandbox(kind)
+        ids: set[str] = set()
+        for entry in box.entries():
+            doc = box.load(entry) or {}
+            if kind == "submit":
+                ids.update(t["id"] for t in doc.get("transfers", ()))
+            elif kind == "monitor":
+                ids.update(doc.get("files", {}))
+            else:
+                ids.update(f["id"] for f in doc.get("files", ()))
+        return ids
+
+    def kill(self, summary: RetryManagerSummary) -> None:
+        rows = self.backend.transfers_to_kill()
+        if not rows:
+            return
+        by_job: dict[tuple[str, str, str], list[dict]] = defaultdict(list)
+        unsubmitted = []
+        for row in rows:
+            if row.get("tm_fts_id") and row.get("tm_fts_instance"):
+                by_job[(row["tm_username"], row["tm_fts_instance"], row["tm_fts_id"])].append(row)
+            else:
+                unsubmitted.append(row["tm_id"])
+        done = list(unsubmitted)
+        for (user, endpoint, job_id), job_rows in by_job.items():
+            try:
+                proxy = str(self.proxies.get_proxy(user))
+                tool = self.tools.delegated(endpoint, user, proxy, self.settings)
+                status = tool.bulk_query([job_id])[job_id]
+                wanted = {r["tm_id"] for r in job_rows}
+                if not status.terminal:
+                    files = [f for f in status.files if f.transfer_id in wanted and not f.terminal]
+                    if files and len(files) == sum(1 for f in status.files if not f.terminal):
+                        tool.cancel(job_id)
+                        summary.canceled_jobs += 1
+                    elif files:
+                        tool.cancel(job_id, [f.file_id for f in files if f.file_id is not None])
+                done.extend(wanted)
+            except (AsoError, TransferToolError) as exc:
+                summary.kill_pending += len(job_rows)
+                summary.errors.append(f"{user}: cannot cancel FTS job {job_id} at {endpoint} yet: {exc}")
+                log.warning("%s", summary.errors[-1])
+        if done:
+            summary.killed = self.backend.mark_killed(done, reason="killed by request")
+
+    def recover(self, summary: RetryManagerSummary) -> None:
+        acquired = self.backend.stuck_transfers(["ACQUIRED"], self.settings.stuck_after)
+        if acquired:
+            pending = self._named_in("submit")
+            release = [r["tm_id"] for r in acquired if r["tm_id"] not in pending]
+            if release:
+                summary.released = self.backend.release_transfers(release)
+                log.warning("%d row(s) ACQUIRED for more than %d s with no submission record went back to NEW",
+                            summary.released, self.settings.stuck_after)
+        submitted = self.backend.stuck_transfers(["SUBMITTED"], self.settings.stuck_after)
+        if not submitted:
+            return
+        watched = self._named_in("monitor") | self._named_in("reporter")
+        orphans: dict[tuple[str, str, str], list[dict]] = defaultdict(list)
+        for row in submitted:
+            if row["tm_id"] not in watched and row.get("tm_fts_id") and row.get("tm_fts_instance"):
+                orphans[(row["tm_username"], row["tm_fts_instance"], row["tm_fts_id"])].append(row)
+        box = self.settings.sandbox("monitor")
+        now = int(time.time())
+        for (user, endpoint, job_id), rows in orphans.items():
+            doc = box.read(user, job_id) if box.exists(user, job_id) else {
+                "job_id": job_id, "user": user, "endpoint": endpoint, "submitted": now,
+                "files": {}, "reported": [], "batches": 0, "last_progress": now,
+            }
+            for row in rows:
+                doc["files"][row["tm_id"]] = {"source": None, "destination": None}
+            doc["reported"] = [i for i in doc["reported"] if i not in {r["tm_id"] for r in rows}]
+            box.write(user, job_id, doc)
+            summary.repolled += len(rows)
+        if summary.repolled:
+            log.warning("%d SUBMITTED row(s) nobody was watching are polled again", summary.repolled)
+
+    def run(self) -> RetryManagerSummary:
+        summary = RetryManagerSummary()
+        try:
+            summary.retried = self.backend.retry_transfers(self.settings.cooloff)
+            self.kill(summary)
+            self.recover(summary)
+        finally:
+            self.tools.close()
+        return summary
+
+
+def run_retry_manager(backend: StateBackend, proxies, tools: ToolFactory, settings: PipelineSettings) -> RetryManagerSummary:
+    """One ``aso retry-manager`` pass."""
+    return RetryManagerPass(backend, proxies, tools, settings).run()

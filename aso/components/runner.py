@@ -1,0 +1,68 @@
+"""Running a component pass the way cron does: under the component's lock, once or in a
+loop, with a summary line per pass.
+
+A second pass of the same component finds the lock held and returns at once (exit 0):
+cron starting a pass while the previous one runs is normal, not an error.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from aso.locking import LockHeld, component_lock
+
+log = logging.getLogger("aso.runner")
+
+
+@dataclass
+class PassOutcome:
+    #: None when the lock was held and nothing ran
+    summary: Any | None
+    lock_held: bool = False
+    passes: int = 0
+
+
+def run_passes(
+    lock_dir: str,
+    name: str,
+    one_pass: Callable[[], Any],
+    *,
+    loop: bool = False,
+    interval: float = 60.0,
+    on_summary: Callable[[Any], None] | None = None,
+) -> PassOutcome:
+    """Run ``one_pass`` under the ``name`` lock (once, or until SIGTERM/SIGINT with ``loop``).
+    Returns the last pass's summary."""
+    stop = threading.Event()
+    previous = None
+    if loop and threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    outcome = PassOutcome(None)
+    try:
+        with component_lock(lock_dir, name):
+            while True:
+                started = time.monotonic()
+                summary = one_pass()
+                outcome.summary = summary
+                outcome.passes += 1
+                line = summary.line() if hasattr(summary, "line") else str(summary)
+                log.info("%s (%.1f s)", line, time.monotonic() - started)
+                if on_summary:
+                    on_summary(summary)
+                if not loop or stop.wait(interval):
+                    break
+    except LockHeld as exc:
+        log.info("%s", exc)
+        outcome.lock_held = True
+    except KeyboardInterrupt:
+        pass
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+    return outcome
