@@ -54,7 +54,7 @@ class ReporterPass:
         reason = self.settings.cut(reason or f"FTS reported {state} without a reason")
         count = int(row.get("tm_transfer_retry_count") or 0)
         limit = int(row.get("tm_transfer_max_retry_count") or self.settings.max_retry)
-        if self.settings.is_permanent(reason) or count + 1 >= limit:
+        if self.settings.is_permanent(reason) or count + 1 > limit:
             return "FAILED", reason
         return "RETRY", reason
 

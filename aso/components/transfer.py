@@ -131,7 +131,7 @@ class TransferPass:
             row = rows_by_id.get(t["id"], {})
             count = int(row.get("tm_transfer_retry_count") or 0)
             limit = int(row.get("tm_transfer_max_retry_count") or self.settings.max_retry)
-            give_up = count + 1 >= limit or self.settings.is_permanent(reason)
+            give_up = count + 1 > limit or self.settings.is_permanent(reason)
             updates.append(TransferUpdate(id=t["id"], state="FAILED" if give_up else "RETRY",
                                           reason=self.settings.cut(f"submission refused: {reason}"), expect_state="ACQUIRED"))
             failed += give_up

@@ -129,3 +129,14 @@ def test_http_source_with_range_and_put_destination(web, tmp_path):
 def test_unsupported_scheme():
     with pytest.raises(CopyError, match=r"SOURCE \[93\]"):
         source_for("gsiftp://host/x")
+
+
+def test_destination_folder_that_cannot_exist(tmp_path):
+    (tmp_path / "blocker").write_text("a file")
+    (tmp_path / "src").write_bytes(b"data")
+    dst = destination_for((tmp_path / "blocker" / "sub" / "dst").as_uri(), "f1")
+    assert dst.partial_size() == 0 and not dst.exists()
+    with pytest.raises(CopyError) as err:
+        dst.copy_from_path(str(tmp_path / "src"), 0, lambda n: None)
+    assert err.value.reason.startswith("DESTINATION [20] ") and not err.value.recoverable
+    dst.discard()

@@ -74,8 +74,8 @@ class FileDestination(Destination):
     def partial_size(self) -> int:
         try:
             return os.stat(self.part).st_size
-        except FileNotFoundError:
-            return 0
+        except (FileNotFoundError, NotADirectoryError):
+            return 0  # no partial copy (the folder may not even be creatable: write() says why)
 
     def sync(self) -> None:
         if self._fd is not None and self.durable:
@@ -106,7 +106,11 @@ class FileDestination(Destination):
             src = os.open(path, os.O_RDONLY)
         except OSError as exc:
             raise CopyError.from_os("SOURCE", exc, f"cannot open {path}") from None
-        fd = self._open_part(offset)
+        try:
+            fd = self._open_part(offset)
+        except CopyError:
+            os.close(src)
+            raise
         written, complete = offset, False
         try:
             while True:
@@ -158,7 +162,7 @@ class FileDestination(Destination):
             os.close(dir_fd)
 
     def discard(self) -> None:
-        with contextlib.suppress(FileNotFoundError):
+        with contextlib.suppress(FileNotFoundError, NotADirectoryError):
             os.unlink(self.part)
 
     def adler32(self) -> str:

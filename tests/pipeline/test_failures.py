@@ -1,0 +1,174 @@
+"""How the pipeline fails: retries after the cool-off, permanent errors, kills mid-transfer,
+users without a proxy, FTS down, jobs FTS forgot, timeouts. Local and REST backends."""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+
+from tests.ftsd.fts import PlainFts
+from tests.ftsd.storage import http_storage
+from tests.pipeline.conftest import installation, users_for
+from tests.pipeline.harness import LINKS, Installation, all_in, fts_jobs_by_row
+
+EVERY = ("transfer", "monitor", "reporter", "retry-manager")
+
+
+def test_missing_source_is_retried_after_the_cooloff_then_failed(tmp_path, pki, fts, backend_settings):
+    inst = installation(tmp_path, fts, *backend_settings, "fts.retry=-1", "retry_manager.cooloff=2", "transfer.max_retry=3")
+    (user,) = users_for(pki, inst, 1)
+    requests = inst.make_requests([user], 4, links=LINKS[:1], missing=1)
+    inst.inject(requests)
+    missing_id = next(r["tm_id"] for r in inst.rows() if r["tm_source_lfn"] == requests[0]["source_lfn"])
+
+    inst.run_until(lambda rows: {r["tm_id"]: r["tm_transfer_state"] for r in rows}[missing_id] == "RETRY")
+    inst.aso("retry-manager")
+    assert inst.states()[missing_id] == "RETRY"  # still cooling off
+    time.sleep(2.2)
+    inst.aso("retry-manager")
+    assert inst.states()[missing_id] == "NEW"
+
+    inst.run_until(all_in("DONE", "FAILED"), components=EVERY, pause=1.1)
+    rows = {r["tm_id"]: r for r in inst.rows()}
+    failed = rows.pop(missing_id)
+    assert failed["tm_transfer_state"] == "FAILED"
+    assert failed["tm_transfer_retry_count"] == 2  # three attempts
+    assert failed["tm_transfer_failure_reason"].startswith("SOURCE [2] ")
+    assert "No such file or directory" in failed["tm_transfer_failure_reason"]
+    assert {r["tm_transfer_state"] for r in rows.values()} == {"DONE"}
+    assert len(fts_jobs_by_row(fts.db)[missing_id]) == 3
+    assert inst.sandbox_entries() == {"monitor": 0, "reporter": 0, "submit": 0}
+
+
+def test_a_permanent_error_fails_at_once(tmp_path, pki, fts, backend_settings):
+    blocker = tmp_path / "blocker"
+    blocker.write_text("a file where a folder should be")
+    inst = installation(tmp_path, fts, *backend_settings, 'reporter.permanent_errors=["not a directory"]')
+    text = inst.config_path.read_text().replace((tmp_path / "aso" / "sites" / "T2_ZZ_Dest").as_uri(), (blocker / "dest").as_uri())
+    inst.config_path.write_text(text)
+    (user,) = users_for(pki, inst, 1)
+    inst.inject(inst.make_requests([user], 2, links=LINKS[1:2]))  # XX -> ZZ: ZZ cannot be created
+    inst.run_until(all_in("FAILED"))
+    for row in inst.rows():
+        assert row["tm_transfer_retry_count"] == 0
+        assert "Not a directory" in row["tm_transfer_failure_reason"]
+
+
+def test_kill_mid_transfer_cancels_in_fts_and_ends_killed(tmp_path, pki, fts, backend_settings):
+    with http_storage(tmp_path / "web") as storage:
+        storage.behaviour.gate.clear()  # every read of a source waits
+        inst = installation(tmp_path, fts, *backend_settings)
+        text = inst.config_path.read_text().replace((tmp_path / "aso" / "sites" / "T2_XX_Source").as_uri(), storage.url)
+        inst.config_path.write_text(text)
+        (user,) = users_for(pki, inst, 1)
+        requests = inst.make_requests([user], 3, links=LINKS[:1], missing=3)
+        for req in requests:
+            path = storage.root / req["source_lfn"].lstrip("/")
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(b"payload " + req["source_lfn"].encode())
+        inst.inject(requests)
+        inst.round("transfer", "monitor")
+        assert set(inst.states().values()) == {"SUBMITTED"}
+        deadline = time.monotonic() + 20
+        while storage.behaviour.active_gets == 0 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert storage.behaviour.active_gets > 0, "FTS never started copying"
+
+        inst.aso("kill", "--task", requests[0]["taskname"])
+        assert set(inst.states().values()) == {"KILL"}
+        inst.aso("retry-manager")
+        assert set(inst.states().values()) == {"KILLED"}
+        job_id = inst.rows()[0]["tm_fts_id"]
+        storage.behaviour.gate.set()
+        # FTS says CANCELED; the monitor and the reporter drain their sandboxes and change nothing
+        for _ in range(20):
+            inst.round("monitor", "reporter")
+            if inst.sandbox_entries() == {"monitor": 0, "reporter": 0, "submit": 0}:
+                break
+            time.sleep(0.2)
+        assert inst.sandbox_entries() == {"monitor": 0, "reporter": 0, "submit": 0}
+        assert set(inst.states().values()) == {"KILLED"}
+        with sqlite3.connect(fts.db) as conn:
+            assert conn.execute("SELECT job_state FROM t_job WHERE job_id = ?", (job_id,)).fetchone()[0] == "CANCELED"
+        for req in requests:
+            assert not inst.local_path(req["destination"], req["destination_lfn"]).exists()
+
+
+def test_a_user_without_a_proxy_is_skipped_until_one_appears(tmp_path, pki, fts, backend_settings):
+    inst = installation(tmp_path, fts, *backend_settings)
+    (with_proxy,) = users_for(pki, inst, 1)
+    late = pki.add_user(f"late{time.monotonic_ns()}")
+    inst.inject(inst.make_requests([with_proxy, late.name], 3, links=LINKS[:1]))
+    out = inst.aso("transfer", "--json").stdout
+    assert late.name in out and "users_skipped" in out
+    log = inst.aso("transfer").stderr
+    assert f"user {late.name} skipped: no usable proxy" in log
+    by_user = {}
+    for r in inst.rows():
+        by_user.setdefault(r["tm_username"], set()).add(r["tm_transfer_state"])
+    assert by_user[late.name] == {"ACQUIRED"} and by_user[with_proxy] == {"SUBMITTED"}
+    inst.add_proxy(late.name, late.proxy_path)
+    inst.run_until(all_in("DONE"))
+
+
+def test_fts_down_during_monitor_loses_nothing(tmp_path, pki, backend_settings):
+    fts = PlainFts(tmp_path / "fts")
+    fts.start()
+    try:
+        inst = Installation(tmp_path / "aso", fts.url, *backend_settings)
+        (user,) = users_for(pki, inst, 1)
+        inst.inject(inst.make_requests([user], 5, links=LINKS[:1]))
+        inst.aso("transfer")
+        fts.stop()
+        res = inst.aso("monitor", check=False)
+        assert res.returncode == 3, res
+        assert "unreachable" in res.stderr and fts.url in res.stderr
+        assert inst.sandbox_entries()["monitor"] == 1
+        assert set(inst.states().values()) == {"SUBMITTED"}
+        fts.start()
+        inst.run_until(all_in("DONE"))
+        assert inst.sandbox_entries() == {"monitor": 0, "reporter": 0, "submit": 0}
+    finally:
+        fts.stop()
+
+
+def test_jobs_fts_forgot_and_jobs_past_their_timeout(tmp_path, pki, backend_settings):
+    with http_storage(tmp_path / "web") as storage:
+        storage.behaviour.gate.clear()
+        fts = PlainFts(tmp_path / "fts")
+        fts.start()
+        try:
+            inst = Installation(tmp_path / "aso", fts.url, *backend_settings, "monitor.job_timeout=2",
+                                "transfer.max_files_per_job=1")
+            text = inst.config_path.read_text().replace((tmp_path / "aso" / "sites" / "T2_XX_Source").as_uri(), storage.url)
+            inst.config_path.write_text(text)
+            (user,) = users_for(pki, inst, 1)
+            requests = inst.make_requests([user], 2, links=LINKS[:1], missing=2)
+            for req in requests:
+                path = storage.root / req["source_lfn"].lstrip("/")
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_bytes(b"x")
+            inst.inject(requests)
+            inst.aso("transfer")
+            rows = inst.rows()
+            assert rows[0]["tm_fts_id"] != rows[1]["tm_fts_id"]
+            # FTS forgets the first job (as FTS3 does once it purges old jobs)
+            with sqlite3.connect(fts.db) as conn:
+                conn.execute("DELETE FROM t_file WHERE job_id = ?", (rows[0]["tm_fts_id"],))
+                conn.execute("DELETE FROM t_job WHERE job_id = ?", (rows[0]["tm_fts_id"],))
+            inst.round("monitor", "reporter")
+            states = {r["tm_id"]: r for r in inst.rows()}
+            lost = states[rows[0]["tm_id"]]
+            assert lost["tm_transfer_state"] == "RETRY" and "FTS does not know this job" in lost["tm_transfer_failure_reason"]
+            assert states[rows[1]["tm_id"]]["tm_transfer_state"] == "SUBMITTED"
+            time.sleep(2.2)
+            out = inst.aso("monitor").stderr
+            assert "abandoned" in out
+            inst.aso("reporter")
+            timed_out = {r["tm_id"]: r for r in inst.rows()}[rows[1]["tm_id"]]
+            assert timed_out["tm_transfer_state"] == "RETRY"
+            assert "monitor.job_timeout" in timed_out["tm_transfer_failure_reason"]
+            assert inst.sandbox_entries() == {"monitor": 0, "reporter": 0, "submit": 0}
+        finally:
+            storage.behaviour.gate.set()
+            fts.stop()
