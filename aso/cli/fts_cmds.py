@@ -41,10 +41,13 @@ def _default(app, name: str):
 @click.option("--fsync/--no-fsync", "durable", default=True, show_default=True,
               help="fsync local destination files at checkpoints and before reporting them FINISHED. "
                    "--no-fsync is faster and survives a killed service, but not a power cut.")
+@click.option("--simulate", is_flag=True,
+              help="Move no data: every submitted file is FINISHED at once with its declared size. "
+                   "For measuring what surrounds FTS (aso's pipeline benchmark); never for real transfers.")
 @click.option("--threads", type=int, default=16, show_default=True, help="HTTP server threads.")
 @pass_app
 def fts_server(app, host, port, db_path, cert, key, ca_dir, workers, per_link, local_user_dn, default_retry,
-               checkpoint_seconds, poll_seconds, durable, threads) -> None:
+               checkpoint_seconds, poll_seconds, durable, simulate, threads) -> None:
     """Serve FTS3's REST API and copy files (file://, http://, https://).
 
     Jobs, files, progress and delegated credentials live in the SQLite database; a service
@@ -86,7 +89,7 @@ def fts_server(app, host, port, db_path, cert, key, ca_dir, workers, per_link, l
         per_link=per_link,
         local_user_dn=None if https else (local_user_dn or DEFAULT_LOCAL_USER),
         executor=ExecutorSettings(default_retry=default_retry, checkpoint_seconds=checkpoint_seconds,
-                                  poll_seconds=poll_seconds, durable=durable),
+                                  poll_seconds=poll_seconds, durable=durable, simulate=simulate),
     )
     if https:
         try:
@@ -117,6 +120,8 @@ def fts_server(app, host, port, db_path, cert, key, ca_dir, workers, per_link, l
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, _terminate)
+    if simulate:
+        log.warning("SIMULATION: no file is copied; every submitted file is reported FINISHED")
     service.start()
     try:
         httpd.start()

@@ -512,6 +512,27 @@ class JobStore:
             )
             return Finished(state, self._refresh_job(conn, row["job_id"], now), False)
 
+    def simulate(self, limit: int = 5000, now: float | None = None) -> int:
+        """Simulation mode: queued files are marked FINISHED at once (their declared size,
+        no data moved), in one transaction per batch. Returns how many."""
+        now = _now() if now is None else now
+        with self._tx() as conn:
+            rows = conn.execute(
+                "SELECT file_id, job_id FROM t_file WHERE file_state = 'SUBMITTED'"
+                " AND (retry_timestamp IS NULL OR retry_timestamp <= ?) LIMIT ?",
+                (now, limit),
+            ).fetchall()
+            if not rows:
+                return 0
+            conn.executemany(
+                "UPDATE t_file SET file_state = 'FINISHED', start_time = ?, finish_time = ?, tx_duration = 0,"
+                " filesize = user_filesize, transfer_host = ? WHERE file_id = ?",
+                [(now, now, self.host, r["file_id"]) for r in rows],
+            )
+            for job_id in {r["job_id"] for r in rows}:
+                self._refresh_job(conn, job_id, now)
+        return len(rows)
+
     @staticmethod
     def _refresh_job(conn, job_id: str, now: float) -> str:
         states = [r[0] for r in conn.execute("SELECT file_state FROM t_file WHERE job_id = ?", (job_id,))]

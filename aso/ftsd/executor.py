@@ -49,6 +49,8 @@ class ExecutorSettings:
     durable: bool = True
     #: most candidates read per scheduling round
     scan: int = 5000
+    #: move no data: queued files are FINISHED at once (benchmarks of the pipeline around FTS)
+    simulate: bool = False
 
 
 class Executor:
@@ -119,6 +121,11 @@ class Executor:
 
     def dispatch(self) -> int:
         """One scheduling round; returns how many copies it started."""
+        if self.settings.simulate:
+            done = self.store.simulate(self.settings.scan)
+            if done == self.settings.scan:
+                self._wake.set()  # more are waiting
+            return done
         with self._lock:
             running = Running.of(self._running.values())
         free = self.settings.workers - running.total

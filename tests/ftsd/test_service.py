@@ -350,3 +350,13 @@ def test_killed_mid_copy_resumes_from_its_checkpoint(tmp_path):
         assert 4 * 1024 * 1024 <= resumed_at <= written
         assert storage.behaviour.gets("/small.bin") == [None]
         assert "resuming from byte" in fts.log.read_text()
+
+
+def test_simulation_mode_moves_no_data(tmp_path):
+    with plain_fts(tmp_path / "fts", "--simulate") as fts:
+        job_id = fts.submit([transfer((tmp_path / "nothing-here").as_uri(), (tmp_path / "out").as_uri(), filesize=123)])
+        job = fts.wait(job_id)
+        assert job["job_state"] == "FINISHED"
+        assert fts.files(job_id)[0]["filesize"] == 123
+        assert not (tmp_path / "out").exists()
+        assert "SIMULATION" in fts.log.read_text()
