@@ -16,6 +16,8 @@ from __future__ import annotations
 import logging
 import os
 import re
+import select
+import time
 from pathlib import Path
 
 from cheroot import server as cheroot_server
@@ -33,6 +35,39 @@ log = logging.getLogger(__name__)
 VERIFY_DEPTH = 10
 
 
+class _PatientConnection:
+    """An SSL.Connection whose ``recv_into`` waits for data instead of raising WantReadError.
+
+    cheroot reads request bodies through ``socket.SocketIO.readinto``, which calls
+    ``recv_into`` on the connection directly; pyOpenSSL on a socket with a timeout raises
+    WantReadError when the next TLS record has not arrived yet, and cheroot answered 500
+    for bodies that spanned records on kept-alive connections."""
+
+    def __init__(self, conn: SSL.Connection, timeout: float | None):
+        self._conn = conn
+        self._timeout = timeout or 30.0
+
+    def recv_into(self, buffer, nbytes: int = 0, flags: int = 0) -> int:
+        deadline = time.monotonic() + self._timeout
+        while True:
+            try:
+                return self._conn.recv_into(buffer, nbytes or None)
+            except SSL.WantReadError:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError("timed out waiting for the request body") from None
+                select.select([self._conn], [], [], min(left, 1.0))
+            except SSL.ZeroReturnError:
+                return 0
+            except SSL.SysCallError as exc:
+                if exc.args and exc.args[0] in (-1, 0):
+                    return 0  # the client closed the connection
+                raise OSError(exc.args[0], str(exc)) from None
+
+    def __getattr__(self, name):
+        return getattr(self._conn, name)
+
+
 class ClientCertificateAdapter(pyOpenSSLAdapter):
     """pyOpenSSL adapter verifying optional client certificates against ``ca_dir``."""
 
@@ -44,6 +79,13 @@ class ClientCertificateAdapter(pyOpenSSLAdapter):
         # The base class reads the server certificate through deprecated pyOpenSSL calls to
         # fill SSL_SERVER_* variables that nothing here uses.
         return {"wsgi.url_scheme": "https", "HTTPS": "on"}
+
+    def makefile(self, sock, mode="r", bufsize=-1):
+        stream = super().makefile(sock, mode, bufsize)
+        raw = getattr(stream, "raw", None)
+        if "r" in mode and isinstance(sock, SSL.Connection) and raw is not None and hasattr(raw, "_sock"):
+            raw._sock = _PatientConnection(sock, sock.gettimeout())
+        return stream
 
     def get_context(self) -> SSL.Context:
         ctx = SSL.Context(SSL.TLS_SERVER_METHOD)
