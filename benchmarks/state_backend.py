@@ -10,9 +10,15 @@ per row at the largest size with the smallest (1.0 = linear).
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
+
+# benchmarks/copy.py is named like the standard library's ``copy`` module, which dataclasses
+# and others import: keep this folder off the import path.
+if sys.path and os.path.abspath(sys.path[0]) == os.path.dirname(os.path.abspath(__file__)):
+    sys.path.pop(0)
+
+import argparse
 import tempfile
 import time
 from pathlib import Path

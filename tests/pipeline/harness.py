@@ -102,7 +102,10 @@ class Installation:
             if predicate(self.rows()):
                 return
             time.sleep(pause)
-        raise AssertionError(f"not reached after {rounds} rounds: {sorted(set(self.states().values()))}")
+        rows = self.rows()
+        reasons = sorted({f"{r['tm_transfer_state']}: {r['tm_transfer_failure_reason']}" for r in rows if r["tm_transfer_failure_reason"]})
+        raise AssertionError(f"not reached after {rounds} rounds: {sorted({r['tm_transfer_state'] for r in rows})}; "
+                             f"reasons: {reasons[:5]}")
 
     def sandbox_entries(self) -> dict[str, int]:
         root = Path(self.config.sandbox.root)

@@ -1,0 +1,207 @@
+"""The transfer pipeline end to end: per component files/s and peak memory, and the total.
+
+    python benchmarks/pipeline.py --files 100000 --users 1000             # local SQLite backend
+    python benchmarks/pipeline.py --files 100000 --users 1000 --rest      # through an aso server
+    python benchmarks/pipeline.py --files 10000 --users 100               # the 10k point of the scaling check
+
+Runs the real commands (``aso transfer``, ``aso monitor``, ``aso reporter``) as cron would,
+pass after pass until every row is DONE, against ``aso fts-server --simulate`` over plain
+HTTP: FTS bookkeeping is real (jobs, files, states, bulk status), but no data moves, so
+the numbers are aso's own. Delegation over plain HTTP is not needed, so the delegation cost
+is measured on its own line: first-time delegation of ``--delegation-users`` users to an
+HTTPS aso fts-server (one RSA key pair per user on the FTS side).
+
+Peak memory is the largest resident set of any pass of the component (``wait4`` rusage).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+# benchmarks/copy.py is named like the standard library's ``copy`` module, which dataclasses
+# and others import: keep this folder off the import path.
+if sys.path and os.path.abspath(sys.path[0]) == os.path.dirname(os.path.abspath(__file__)):
+    sys.path.pop(0)
+
+import argparse
+import json
+import shutil
+import subprocess
+import tempfile
+import time
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from tests.procs import Service, aso_command, free_port  # noqa: E402
+
+console = Console(stderr=True)
+LINKS = (("T2_XX_Source", "T2_YY_Dest"), ("T2_XX_Source", "T2_ZZ_Dest"), ("T2_YY_Dest", "T2_ZZ_Dest"))
+
+
+@dataclass
+class ComponentStats:
+    seconds: float = 0.0
+    passes: int = 0
+    peak_rss_mb: float = 0.0
+    files: int = 0
+    outputs: list = field(default_factory=list)
+
+
+def run_pass(config: Path, component: str, stats: ComponentStats, cwd: Path) -> dict:
+    start = time.perf_counter()
+    proc = subprocess.Popen(aso_command("--config", str(config), "--log-level", "WARNING", component, "--json"),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=cwd)
+    out = proc.stdout.read()
+    err = proc.stderr.read()
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    stats.seconds += time.perf_counter() - start
+    stats.passes += 1
+    stats.peak_rss_mb = max(stats.peak_rss_mb, usage.ru_maxrss / 1024)
+    if proc.returncode != 0:
+        raise RuntimeError(f"aso {component} exited {proc.returncode}: {err.decode()[-2000:]}")
+    return json.loads(out) if out.strip() else {}
+
+
+def make_requests(n_files: int, n_users: int) -> list[dict]:
+    requests = []
+    for i in range(n_files):
+        user = f"user{i % n_users:04d}"
+        src, dst = LINKS[i % len(LINKS)]
+        tail = f"{user}/bench/{i // 1000:04d}/out_{i}.root"
+        requests.append({
+            "username": user, "taskname": f"221122_000000:{user}_bench", "source": src, "destination": dst,
+            "source_lfn": f"/store/temp/user/{tail}", "destination_lfn": f"/store/user/{tail}",
+            "filesize": 1000 + i % 1000, "checksum": f"{zlib.adler32(tail.encode()):08x}", "publish": 0,
+            "job_id": str(i), "job_retry_count": 0, "type": "output",
+        })
+    return requests
+
+
+def delegation_timing(work: Path, n_users: int) -> float:
+    """Seconds per first-time delegation of a user to an HTTPS aso fts-server."""
+    import datetime as dt
+
+    from aso.transfertools import open_transfer_tool
+    from tests.pki import build_pki, fts_server_https
+
+    pki = build_pki(work / "pki", users=())
+    users = [pki.add_user(f"deleg{i:03d}") for i in range(n_users)]
+    (work / "fts-https").mkdir(exist_ok=True)
+    with fts_server_https(pki, work / "fts-https") as srv:
+        start = time.perf_counter()
+        for user in users:
+            tool = open_transfer_tool("fts3", srv.url, str(user.proxy_path), ca_dir=str(srv.ca_dir))
+            tool.delegate(dt.timedelta(hours=48), dt.timedelta(hours=24))
+            tool.close()
+        return (time.perf_counter() - start) / n_users
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--files", type=int, default=10000)
+    ap.add_argument("--users", type=int, default=100)
+    ap.add_argument("--rest", action="store_true", help="state backend through an aso server (else local SQLite)")
+    ap.add_argument("--delegation-users", type=int, default=20, help="users for the first-time delegation line (0: skip)")
+    ap.add_argument("--workdir", type=Path, default=None)
+    ap.add_argument("--json", action="store_true")
+    args = ap.parse_args()
+
+    work = args.workdir or Path(tempfile.mkdtemp(prefix="aso-pipeline-bench-"))
+    if work.exists():
+        shutil.rmtree(work)
+    work.mkdir(parents=True)
+    fts_port = free_port()
+    fts = Service(aso_command("--log-level", "WARNING", "fts-server", "--port", str(fts_port), "--db", str(work / "fts.db"),
+                              "--simulate", "--poll-seconds", "0.2"), fts_port, work / "fts.log").start()
+    services = [fts]
+    settings = ["--set", "transfer.acquire_limit=100000", "--set", "retry_manager.stuck_after=36000"]
+    if args.rest:
+        from tests.state.servers import start_state_server
+
+        (work / "server").mkdir()
+        server, url = start_state_server(work / "server")
+        services.append(server)
+        settings += ["--set", f"state.url={url}", "--set", 'state.token="service-token"', "--set", 'aso.instance="test"']
+    try:
+        subprocess.run(aso_command("init", str(work / "aso"), "--fts", f"http://127.0.0.1:{fts_port}", *settings),
+                       check=True, capture_output=True)
+        config = work / "aso" / "aso.toml"
+        # One valid proxy under every user's name: over plain HTTP the FTS side reads none of them,
+        # but the directory source checks each one it hands out.
+        from aso.x509.pki import make_ca, make_proxy, make_user_cert
+
+        ca = make_ca(work / "ca", key_path=work / "ca-key.pem")
+        proxy = make_proxy(make_user_cert(ca, "bench"), hours=72)
+        proxies = work / "aso" / "proxies"
+        proxy.write_proxy(proxies / "template.pem")
+        for u in range(args.users):
+            shutil.copyfile(proxies / "template.pem", proxies / f"user{u:04d}.pem")
+
+        console.print(f"injecting {args.files} requests for {args.users} users …")
+        requests = make_requests(args.files, args.users)
+        start = time.perf_counter()
+        for i in range(0, len(requests), 10000):
+            path = work / "inject.json"
+            path.write_text(json.dumps(requests[i:i + 10000]))
+            subprocess.run(aso_command("--config", str(config), "inject", str(path)), check=True, capture_output=True)
+        inject_seconds = time.perf_counter() - start
+
+        stats = {c: ComponentStats() for c in ("transfer", "monitor", "reporter")}
+        start = time.perf_counter()
+        done = 0
+        for round_no in range(200):
+            out = run_pass(config, "transfer", stats["transfer"], work / "aso")
+            stats["transfer"].files += out.get("files", 0)
+            time.sleep(0.3)  # the simulated FTS finishes a round's files within its next scheduling round
+            out = run_pass(config, "monitor", stats["monitor"], work / "aso")
+            stats["monitor"].files += sum(out.get("handed_over", {}).values())
+            out = run_pass(config, "reporter", stats["reporter"], work / "aso")
+            stats["reporter"].files += sum(out.get("states", {}).values())
+            done = out.get("states", {}).get("DONE", 0) + (done if round_no else 0)
+            console.print(f"  round {round_no + 1}: submitted {stats['transfer'].files}, reported {stats['reporter'].files}")
+            if stats["reporter"].files >= args.files:
+                break
+        total = time.perf_counter() - start
+        deleg = delegation_timing(work, args.delegation_users) if args.delegation_users else None
+    finally:
+        for s in services:
+            s.stop()
+
+    backend = "REST (aso server over SQLite)" if args.rest else "local SQLite"
+    rows = []
+    for name, s in stats.items():
+        rows.append({"component": f"aso {name}", "passes": s.passes, "seconds": round(s.seconds, 2), "files": s.files,
+                     "files/s": round(s.files / s.seconds) if s.seconds else 0, "peak MB": round(s.peak_rss_mb, 1)})
+    target = 60 if not args.rest else 120
+    summary = {"files": args.files, "users": args.users, "backend": backend, "inject_seconds": round(inject_seconds, 2),
+               "end_to_end_seconds": round(total, 2), "target_seconds_at_100k": target,
+               "first_delegation_seconds_per_user": round(deleg, 3) if deleg else None, "components": rows,
+               "mode": "aso fts-server --simulate (FTS bookkeeping real, no data moved)"}
+    if args.json:
+        print(json.dumps(summary, indent=2))
+        return 0
+    table = Table(title=f"aso pipeline: {args.files} files, {args.users} users, {backend}; FTS: aso fts-server --simulate "
+                        "(no data moved)")
+    for col in ("component", "passes", "seconds", "files", "files/s", "peak MB"):
+        table.add_column(col, justify="left" if col == "component" else "right")
+    for r in rows:
+        table.add_row(*(str(r[c]) for c in ("component", "passes", "seconds", "files", "files/s", "peak MB")))
+    table.add_row("end to end", "", f"{total:.2f}", str(args.files), f"{args.files / total:.0f}", "")
+    table.add_row("(inject, not in the total)", "", f"{inject_seconds:.2f}", str(args.files), f"{args.files / inject_seconds:.0f}", "")
+    if deleg is not None:
+        table.add_row(f"first-time delegation, per user ({args.delegation_users} users, HTTPS)", "", f"{deleg:.3f}", "", "", "")
+    Console(width=160).print(table)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
