@@ -11,14 +11,6 @@ import click
 from aso.cli.common import EXIT_FAILED, console, echo_json, err_console, handle_errors, pass_app
 
 
-def _summary_line(s) -> str:
-    return (
-        f"publisher: {s.acquired} acquired, {s.rows} rows in {s.tasks} tasks, {s.blocks} blocks, "
-        f"{s.published} published, {s.already_in_catalog} already in catalog, {s.failed} failed, "
-        f"{s.retry} to retry, {s.waiting} waiting"
-    )
-
-
 @click.command()
 @click.option("--loop", is_flag=True, help="Run passes until interrupted instead of one.")
 @click.option("--interval", type=float, default=600.0, show_default=True, help="Seconds between passes with --loop.")
@@ -57,7 +49,7 @@ def publisher(app, loop: bool, interval: float, as_json: bool) -> None:
                     if as_json:
                         echo_json(summary.as_dict())
                     else:
-                        console.print(_summary_line(summary), highlight=False)
+                        console.print(summary.line(), highlight=False)
                         for error in summary.errors:
                             err_console.print(f"[yellow]warning:[/] {error}", highlight=False)
                     if not loop:

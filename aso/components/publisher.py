@@ -80,6 +80,13 @@ class PublishSummary:
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    def line(self) -> str:
+        return (
+            f"publisher: {self.acquired} acquired, {self.rows} rows in {self.tasks} tasks, {self.blocks} blocks, "
+            f"{self.published} published, {self.already_in_catalog} already in catalog, {self.failed} failed, "
+            f"{self.retry} to retry, {self.waiting} waiting"
+        )
+
 
 @dataclass
 class TaskPlan:
