@@ -55,9 +55,17 @@ class ComponentStats:
     outputs: list = field(default_factory=list)
 
 
+#: component -> cProfile output file (``--profile``)
+PROFILE: dict[str, Path] = {}
+
+
 def run_pass(config: Path, component: str, stats: ComponentStats, cwd: Path) -> dict:
     start = time.perf_counter()
-    proc = subprocess.Popen(aso_command("--config", str(config), "--log-level", "WARNING", component, "--json"),
+    command = aso_command("--config", str(config), "--log-level", "WARNING", component, "--json")
+    if component in PROFILE:
+        # py-spy samples every thread (cProfile would see only the main one)
+        command = ["py-spy", "record", "--format", "raw", "--rate", "200", "-o", str(PROFILE[component]), "--", *command]
+    proc = subprocess.Popen(command,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=cwd)
     out = proc.stdout.read()
     err = proc.stderr.read()
@@ -113,7 +121,12 @@ def main() -> int:
     ap.add_argument("--delegation-users", type=int, default=20, help="users for the first-time delegation line (0: skip)")
     ap.add_argument("--workdir", type=Path, default=None)
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--profile", action="append", default=[], metavar="COMPONENT",
+                    help="sample this component's passes with py-spy (pip install py-spy), writing collapsed stacks "
+                         "to COMPONENT.stacks in the current folder")
     args = ap.parse_args()
+    for name in args.profile:
+        PROFILE[name] = Path.cwd() / f"{name}.stacks"
 
     work = args.workdir or Path(tempfile.mkdtemp(prefix="aso-pipeline-bench-"))
     if work.exists():

@@ -121,6 +121,14 @@ class ToolCache:
             self._delegated.add((endpoint, user))
         return tool
 
+    def release(self, user: str) -> None:
+        """Close and forget a user's tools (their delegation is remembered for the pass)."""
+        with self._lock:
+            mine = [key for key in self._tools if key[1] == user]
+            tools = [self._tools.pop(key) for key in mine]
+        for tool in tools:
+            tool.close()
+
     def close(self) -> None:
         for tool in self._tools.values():
             tool.close()

@@ -57,7 +57,8 @@ class RetryManagerPass:
         for entry in box.entries():
             doc = box.load(entry) or {}
             if kind == "submit":
-                ids.update(t["id"] for t in doc.get("transfers", ()))
+                chunks = doc.get("chunks", [doc])  # a record holds a user's chunks (or is one)
+                ids.update(t["id"] for chunk in chunks for t in chunk.get("transfers", ()))
             elif kind == "monitor":
                 ids.update(doc.get("files", {}))
             else:

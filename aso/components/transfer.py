@@ -3,14 +3,15 @@
 A pass: finish what a killed pass left half done (write-ahead records), acquire NEW rows
 of the active users, then one thread per user: get the user's proxy, group the user's
 acquired rows by link (source site, destination site), cut each link into chunks of at
-most ``max_files_per_job``, and for each chunk:
+most ``max_files_per_job`` with a fresh submission id (sid) each, then:
 
-1. write a write-ahead record (``submit/<user>/<sid>.json``) with a fresh submission id;
-2. submit with ``id_generator: deterministic`` and that sid (a resubmission of the same
-   chunk answers 409 and gives the same job id: nothing is submitted twice);
-3. mark the rows SUBMITTED with the FTS job id and endpoint (guarded by ACQUIRED);
-4. write the monitor entry (``monitor/<user>/<job_id>.json``);
-5. remove the write-ahead record.
+1. write one write-ahead record (``submit/<user>/<batch>.json``) holding all those chunks;
+2. submit each chunk with ``id_generator: deterministic`` and its sid (a resubmission of
+   the same chunk answers 409 and gives the same job id: nothing is submitted twice);
+3. mark all the user's submitted rows SUBMITTED with their FTS job ids and endpoint in one
+   bulk update (guarded by ACQUIRED), and refused chunks RETRY or FAILED;
+4. write a monitor entry per FTS job (``monitor/<user>/<job_id>.json``);
+5. remove the write-ahead record (or shrink it to the chunks FTS could not be reached for).
 
 Killed anywhere in between, the next pass replays the record from step 2 on. A refused
 submission marks the chunk RETRY (or FAILED past the maximum, CRAB's rule); an unreachable
@@ -85,9 +86,22 @@ def _transfer_of(row: dict, sites: SiteResolver) -> tuple[Transfer, str]:
     return transfer, destination.fts
 
 
-def _record(user: str, sid: str, endpoint: str, transfers: list[Transfer]) -> dict:
-    return {"user": user, "sid": sid, "endpoint": endpoint, "created": int(time.time()),
-            "transfers": [asdict(t) for t in transfers]}
+def _chunk(sid: str, endpoint: str, transfers: list[Transfer]) -> dict:
+    return {"sid": sid, "endpoint": endpoint, "transfers": [asdict(t) for t in transfers]}
+
+
+def _chunks_of(record: dict) -> list[dict]:
+    """The chunks of a write-ahead record (a record of one chunk has them at its top level)."""
+    return record.get("chunks", [record])
+
+
+@dataclass
+class _Batch:
+    """The outcome of submitting a record's chunks, applied in one go."""
+
+    submitted: list[tuple[dict, str]] = field(default_factory=list)  # (chunk, job id)
+    refused: list[tuple[dict, str]] = field(default_factory=list)  # (chunk, reason)
+    kept: list[dict] = field(default_factory=list)  # FTS unreachable: submit again next pass
 
 
 class TransferPass:
@@ -100,63 +114,74 @@ class TransferPass:
         self.submit_box = settings.sandbox("submit")
         self.monitor_box = settings.sandbox("monitor")
 
-    # -- one chunk, from the write-ahead record on ----------------------------------------
+    # -- one write-ahead record (a user's chunks), from submission on ----------------------
 
-    def _submit_record(self, record: dict, proxy: str) -> tuple[str, int]:
-        """Steps 2-5 for one record; returns (job_id, files). Raises TransferToolError."""
-        user, sid, endpoint = record["user"], record["sid"], record["endpoint"]
-        transfers = [Transfer(**t) for t in record["transfers"]]
-        tool = self.tools.delegated(endpoint, user, proxy, self.settings)
-        job_id = tool.submit(transfers, self.settings.job_options, sid)
-        result = self.backend.update_transfers([
-            TransferUpdate(id=t.id, state="SUBMITTED", fts_id=job_id, fts_instance=endpoint, expect_state="ACQUIRED")
-            for t in transfers
-        ])
-        for skip in result.skipped:
-            if skip.get("state") not in ("SUBMITTED", "KILL"):
-                log.info("row %s was %s when its FTS job %s was recorded; the monitor will ignore its result",
-                         skip.get("id"), skip.get("state"), job_id)
-        self.monitor_box.write(user, job_id, {
-            "job_id": job_id, "user": user, "endpoint": endpoint, "submitted": int(time.time()),
-            "files": {t.id: {"source": t.source, "destination": t.destination} for t in transfers},
-            "reported": [], "batches": 0, "last_progress": int(time.time()),
-        })
-        self.submit_box.remove(user, sid)
-        return job_id, len(transfers)
-
-    def _refused(self, record: dict, rows_by_id: dict[str, dict], reason: str) -> tuple[int, int]:
-        """A submission FTS refused: RETRY, or FAILED past the maximum (CRAB's rule)."""
-        updates, retry, failed = [], 0, 0
-        for t in record["transfers"]:
-            row = rows_by_id.get(t["id"], {})
-            count = int(row.get("tm_transfer_retry_count") or 0)
-            limit = int(row.get("tm_transfer_max_retry_count") or self.settings.max_retry)
-            give_up = count + 1 > limit or self.settings.is_permanent(reason)
-            updates.append(TransferUpdate(id=t["id"], state="FAILED" if give_up else "RETRY",
-                                          reason=self.settings.cut(f"submission refused: {reason}"), expect_state="ACQUIRED"))
-            failed += give_up
-            retry += not give_up
-        self.backend.update_transfers(updates)
-        self.submit_box.remove(record["user"], record["sid"])
-        return retry, failed
-
-    def _run_record(self, record: dict, proxy: str, rows_by_id: dict[str, dict], result: _UserResult) -> None:
-        try:
-            _, files = self._submit_record(record, proxy)
-            result.jobs += 1
-            result.files += files
-        except TransferToolError as exc:
-            if exc.transient:
-                # Maybe it landed, maybe not: the record stays, and the next pass resubmits the
-                # same sid (409 then means it had landed).
-                result.errors.append(f"{record['user']}: FTS unreachable, chunk {record['sid']} kept for the next pass: {exc}")
+    def _submit_chunks(self, user: str, chunks: list[dict], proxy: str, result: _UserResult) -> _Batch:
+        batch = _Batch()
+        for i, chunk in enumerate(chunks):
+            try:
+                tool = self.tools.delegated(chunk["endpoint"], user, proxy, self.settings)
+                job_id = tool.submit([Transfer(**t) for t in chunk["transfers"]], self.settings.job_options, chunk["sid"])
+                batch.submitted.append((chunk, job_id))
+            except TransferToolError as exc:
+                if not exc.transient:
+                    batch.refused.append((chunk, str(exc)))
+                    log.warning("user %s: FTS refused chunk %s (%d files): %s", user, chunk["sid"],
+                                len(chunk["transfers"]), exc)
+                    continue
+                # Maybe it landed, maybe not: the chunk stays recorded and the next pass
+                # resubmits the same sid (409 then means it had landed). The endpoint is
+                # down, so the chunks after this one wait too.
+                batch.kept = chunks[i:]
+                result.errors.append(f"{user}: FTS unreachable, {len(batch.kept)} chunk(s) kept for the next pass: {exc}")
                 log.warning("%s", result.errors[-1])
-            else:
-                retry, failed = self._refused(record, rows_by_id, str(exc))
-                result.retry += retry
-                result.failed += failed
-                log.warning("user %s: FTS refused chunk %s (%d files): %s", record["user"], record["sid"],
-                            len(record["transfers"]), exc)
+                break
+        return batch
+
+    def _apply(self, user: str, name: str, batch: _Batch, rows_by_id: dict[str, dict], result: _UserResult) -> None:
+        """One bulk state update for the whole batch, the monitor entries, then the record is
+        shrunk to what is left or removed: every step is repeatable if a kill interrupts it."""
+        updates: list[TransferUpdate] = []
+        for chunk, job_id in batch.submitted:
+            updates.extend(TransferUpdate(id=t["id"], state="SUBMITTED", fts_id=job_id, fts_instance=chunk["endpoint"],
+                                          expect_state="ACQUIRED") for t in chunk["transfers"])
+        for chunk, reason in batch.refused:
+            for t in chunk["transfers"]:
+                row = rows_by_id.get(t["id"], {})
+                count = int(row.get("tm_transfer_retry_count") or 0)
+                limit = int(row.get("tm_transfer_max_retry_count") or self.settings.max_retry)
+                give_up = count + 1 > limit or self.settings.is_permanent(reason)
+                updates.append(TransferUpdate(id=t["id"], state="FAILED" if give_up else "RETRY",
+                                              reason=self.settings.cut(f"submission refused: {reason}"),
+                                              expect_state="ACQUIRED"))
+                result.failed += give_up
+                result.retry += not give_up
+        if updates:
+            outcome = self.backend.update_transfers(updates)
+            for skip in outcome.skipped:
+                if skip.get("state") not in ("SUBMITTED", "KILL"):
+                    log.info("row %s was %s when its FTS job was recorded; the monitor will ignore its result",
+                             skip.get("id"), skip.get("state"))
+        now = int(time.time())
+        for chunk, job_id in batch.submitted:
+            # A replayed chunk may already be followed: its entry knows what was handed over.
+            if not self.monitor_box.exists(user, job_id):
+                self.monitor_box.write(user, job_id, {
+                    "job_id": job_id, "user": user, "endpoint": chunk["endpoint"], "submitted": now,
+                    "files": {t["id"]: {"source": t["source"], "destination": t["destination"]} for t in chunk["transfers"]},
+                    "reported": [], "batches": 0, "last_progress": now,
+                })
+            result.jobs += 1
+            result.files += len(chunk["transfers"])
+        if batch.kept:
+            self.submit_box.write(user, name, {"user": user, "created": now, "chunks": batch.kept})
+        else:
+            self.submit_box.remove(user, name)
+
+    def _run_record(self, user: str, name: str, chunks: list[dict], proxy: str, rows_by_id: dict[str, dict],
+                    result: _UserResult) -> None:
+        batch = self._submit_chunks(user, chunks, proxy, result)
+        self._apply(user, name, batch, rows_by_id, result)
 
     # -- a pass -----------------------------------------------------------------------
 
@@ -170,21 +195,24 @@ class TransferPass:
     def replay(self) -> int:
         """Finish submissions a killed pass left behind."""
         done = 0
-        records: dict[str, list[dict]] = defaultdict(list)
+        records: dict[str, list[tuple[str, dict]]] = defaultdict(list)
         for entry in self.submit_box.entries():
             record = self.submit_box.load(entry)
             if record is not None:
-                records[entry.user].append(record)
+                records[entry.user].append((entry.name, record))
         for user, user_records in records.items():
             proxy = self._proxy(user)
             if proxy is None:
                 continue
-            ids = [t["id"] for r in user_records for t in r["transfers"]]
+            ids = [t["id"] for _, r in user_records for c in _chunks_of(r) for t in c["transfers"]]
             rows_by_id = {r["tm_id"]: r for r in self.backend.get_transfers(ids)}
-            for record in user_records:
-                result = _UserResult()
-                self._run_record(record, proxy, rows_by_id, result)
-                done += result.jobs
+            try:
+                for name, record in user_records:
+                    result = _UserResult()
+                    self._run_record(user, name, _chunks_of(record), proxy, rows_by_id, result)
+                    done += result.jobs
+            finally:
+                self.tools.release(user)
         return done
 
     def pending_ids(self) -> set[str]:
@@ -193,10 +221,16 @@ class TransferPass:
         for entry in self.submit_box.entries():
             record = self.submit_box.load(entry)
             if record:
-                ids.update(t["id"] for t in record["transfers"])
+                ids.update(t["id"] for c in _chunks_of(record) for t in c["transfers"])
         return ids
 
     def run_user(self, user: str, pending: set[str]) -> _UserResult:
+        try:
+            return self._run_user(user, pending)
+        finally:
+            self.tools.release(user)  # a pass over 1000 users must not hold 1000 clients
+
+    def _run_user(self, user: str, pending: set[str]) -> _UserResult:
         result = _UserResult()
         rows = [r for r in self.backend.acquired_transfers(user, self.settings.acquire_limit) if r["tm_id"] not in pending]
         if not rows:
@@ -221,14 +255,18 @@ class TransferPass:
             self.backend.update_transfers(bad)
             result.failed += len(bad)
         size = self.settings.max_files_per_job
-        for (_, _, endpoint), transfers in sorted(by_link.items()):
-            for i in range(0, len(transfers), size):
-                chunk = transfers[i:i + size]
-                record = _record(user, uuid.uuid4().hex, endpoint, chunk)
-                self.submit_box.write(user, record["sid"], record)
-                self._run_record(record, proxy, rows_by_id, result)
-                if result.errors and result.errors[-1].startswith(f"{user}: FTS unreachable"):
-                    return result  # the endpoint is down: the rest waits for the next pass
+        chunks = [
+            _chunk(uuid.uuid4().hex, endpoint, transfers[i:i + size])
+            for (_, _, endpoint), transfers in sorted(by_link.items())
+            for i in range(0, len(transfers), size)
+        ]
+        if not chunks:
+            return result
+        # One write-ahead record for all of this user's chunks: written before any submission,
+        # shrunk or removed only once the submissions' effects are recorded.
+        name = uuid.uuid4().hex
+        self.submit_box.write(user, name, {"user": user, "created": int(time.time()), "chunks": chunks})
+        self._run_record(user, name, chunks, proxy, rows_by_id, result)
         return result
 
     def run(self, progress: Callable[[int, int], None] | None = None) -> TransferSummary:

@@ -19,16 +19,16 @@ SEED = 20261122
 def test_components_killed_at_random_moments(tmp_path, pki, fts, backend_settings):
     rng = random.Random(SEED)
     inst = installation(tmp_path, fts, *backend_settings, "transfer.max_files_per_job=7")
-    users = users_for(pki, inst, 2)
-    requests = inst.make_requests(users, 30)
+    users = users_for(pki, inst, 3)
+    requests = inst.make_requests(users, 40)
     inst.inject(requests)
     kills = 0
-    for _ in range(60):
+    for _ in range(90):
         component = rng.choice(("transfer", "monitor", "reporter"))
         proc = subprocess.Popen(aso_command("--config", str(inst.config_path), component), cwd=inst.root,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
         try:
-            proc.wait(rng.uniform(0.15, 0.9))
+            proc.wait(rng.uniform(0.1, 0.8))
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
@@ -37,7 +37,7 @@ def test_components_killed_at_random_moments(tmp_path, pki, fts, backend_setting
 
     inst.run_until(all_in("DONE"))
     rows = inst.rows()
-    assert len(rows) == 60 and {r["tm_transfer_state"] for r in rows} == {"DONE"}
+    assert len(rows) == 120 and {r["tm_transfer_state"] for r in rows} == {"DONE"}
     jobs = fts_jobs_by_row(fts.db)
     assert all(len(jobs[r["tm_id"]]) == 1 for r in rows), {r["tm_id"]: jobs[r["tm_id"]] for r in rows if len(jobs[r["tm_id"]]) != 1}
     assert all(r["tm_fts_id"] == jobs[r["tm_id"]][0] for r in rows)
