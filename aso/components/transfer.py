@@ -22,11 +22,13 @@ A user without a usable proxy is skipped with a log line; their rows stay ACQUIR
 from __future__ import annotations
 
 import logging
+import queue
+import threading
 import time
 import uuid
 from collections import defaultdict
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -104,6 +106,70 @@ class _Batch:
     kept: list[dict] = field(default_factory=list)  # FTS unreachable: submit again next pass
 
 
+@dataclass
+class _Pending:
+    user: str
+    name: str  # of the write-ahead record
+    batch: _Batch
+    rows_by_id: dict[str, dict]
+    result: _UserResult
+
+
+class _GroupCommit:
+    """Applies the batches of many user threads together (group commit): the user threads
+    submit to FTS in parallel, and one writer records whatever has queued up meanwhile in a
+    single bulk update, instead of every thread waiting its turn for the database's lock.
+    ``commit`` returns once the caller's batch is recorded (or raises what recording raised)."""
+
+    MAX_ROWS = 20000
+
+    def __init__(self, apply: Callable[[list[_Pending]], None]):
+        self._apply = apply
+        self._queue: queue.Queue[tuple[_Pending, Future] | None] = queue.Queue()
+        self._thread = threading.Thread(target=self._run, name="transfer-recorder", daemon=True)
+        self._thread.start()
+
+    def commit(self, item: _Pending) -> None:
+        done: Future = Future()
+        self._queue.put((item, done))
+        done.result()
+
+    def close(self) -> None:
+        self._queue.put(None)
+        self._thread.join()
+
+    def _run(self) -> None:
+        while True:
+            first = self._queue.get()
+            if first is None:
+                return
+            group, rows, closing = [first], _rows(first[0]), False
+            while rows < self.MAX_ROWS:
+                try:
+                    more = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if more is None:
+                    closing = True
+                    break
+                group.append(more)
+                rows += _rows(more[0])
+            try:
+                self._apply([item for item, _ in group])
+            except BaseException as exc:  # the callers raise it; their records stay for the next pass
+                for _, done in group:
+                    done.set_exception(exc)
+            else:
+                for _, done in group:
+                    done.set_result(None)
+            if closing:
+                return
+
+
+def _rows(item: _Pending) -> int:
+    return sum(len(c["transfers"]) for c, _ in item.batch.submitted) + sum(len(c["transfers"]) for c, _ in item.batch.refused)
+
+
 class TransferPass:
     def __init__(self, backend: StateBackend, proxies, tools: ToolFactory, sites: SiteResolver, settings: PipelineSettings):
         self.backend = backend
@@ -113,6 +179,7 @@ class TransferPass:
         self.settings = settings
         self.submit_box = settings.sandbox("submit")
         self.monitor_box = settings.sandbox("monitor")
+        self._group: _GroupCommit | None = None
 
     # -- one write-ahead record (a user's chunks), from submission on ----------------------
 
@@ -138,24 +205,28 @@ class TransferPass:
                 break
         return batch
 
-    def _apply(self, user: str, name: str, batch: _Batch, rows_by_id: dict[str, dict], result: _UserResult) -> None:
-        """One bulk state update for the whole batch, the monitor entries, then the record is
-        shrunk to what is left or removed: every step is repeatable if a kill interrupts it."""
+    def _apply(self, items: list[_Pending]) -> None:
+        """Record the outcome of several users' batches: one bulk state update for all of
+        them, the monitor entries, then each record is shrunk to what is left or removed.
+        Every step is repeatable if a kill interrupts it."""
         updates: list[TransferUpdate] = []
-        for chunk, job_id in batch.submitted:
-            updates.extend(TransferUpdate(id=t["id"], state="SUBMITTED", fts_id=job_id, fts_instance=chunk["endpoint"],
-                                          expect_state="ACQUIRED") for t in chunk["transfers"])
-        for chunk, reason in batch.refused:
-            for t in chunk["transfers"]:
-                row = rows_by_id.get(t["id"], {})
-                count = int(row.get("tm_transfer_retry_count") or 0)
-                limit = int(row.get("tm_transfer_max_retry_count") or self.settings.max_retry)
-                give_up = count + 1 > limit or self.settings.is_permanent(reason)
-                updates.append(TransferUpdate(id=t["id"], state="FAILED" if give_up else "RETRY",
-                                              reason=self.settings.cut(f"submission refused: {reason}"),
-                                              expect_state="ACQUIRED"))
-                result.failed += give_up
-                result.retry += not give_up
+        for item in items:
+            batch, result = item.batch, item.result
+            for chunk, job_id in batch.submitted:
+                updates.extend(TransferUpdate(id=t["id"], state="SUBMITTED", fts_id=job_id,
+                                              fts_instance=chunk["endpoint"], expect_state="ACQUIRED")
+                               for t in chunk["transfers"])
+            for chunk, reason in batch.refused:
+                for t in chunk["transfers"]:
+                    row = item.rows_by_id.get(t["id"], {})
+                    count = int(row.get("tm_transfer_retry_count") or 0)
+                    limit = int(row.get("tm_transfer_max_retry_count") or self.settings.max_retry)
+                    give_up = count + 1 > limit or self.settings.is_permanent(reason)
+                    updates.append(TransferUpdate(id=t["id"], state="FAILED" if give_up else "RETRY",
+                                                  reason=self.settings.cut(f"submission refused: {reason}"),
+                                                  expect_state="ACQUIRED"))
+                    result.failed += give_up
+                    result.retry += not give_up
         if updates:
             outcome = self.backend.update_transfers(updates)
             for skip in outcome.skipped:
@@ -163,25 +234,32 @@ class TransferPass:
                     log.info("row %s was %s when its FTS job was recorded; the monitor will ignore its result",
                              skip.get("id"), skip.get("state"))
         now = int(time.time())
-        for chunk, job_id in batch.submitted:
-            # A replayed chunk may already be followed: its entry knows what was handed over.
-            if not self.monitor_box.exists(user, job_id):
-                self.monitor_box.write(user, job_id, {
-                    "job_id": job_id, "user": user, "endpoint": chunk["endpoint"], "submitted": now,
-                    "files": {t["id"]: {"source": t["source"], "destination": t["destination"]} for t in chunk["transfers"]},
-                    "reported": [], "batches": 0, "last_progress": now,
-                })
-            result.jobs += 1
-            result.files += len(chunk["transfers"])
-        if batch.kept:
-            self.submit_box.write(user, name, {"user": user, "created": now, "chunks": batch.kept})
-        else:
-            self.submit_box.remove(user, name)
+        for item in items:
+            user, batch, result = item.user, item.batch, item.result
+            for chunk, job_id in batch.submitted:
+                # A replayed chunk may already be followed: its entry knows what was handed over.
+                if not self.monitor_box.exists(user, job_id):
+                    self.monitor_box.write(user, job_id, {
+                        "job_id": job_id, "user": user, "endpoint": chunk["endpoint"], "submitted": now,
+                        "files": {t["id"]: {"source": t["source"], "destination": t["destination"]}
+                                  for t in chunk["transfers"]},
+                        "reported": [], "batches": 0, "last_progress": now,
+                    })
+                result.jobs += 1
+                result.files += len(chunk["transfers"])
+            if batch.kept:
+                self.submit_box.write(user, item.name, {"user": user, "created": now, "chunks": batch.kept})
+            else:
+                self.submit_box.remove(user, item.name)
 
     def _run_record(self, user: str, name: str, chunks: list[dict], proxy: str, rows_by_id: dict[str, dict],
-                    result: _UserResult) -> None:
+                    result: _UserResult, group: _GroupCommit | None = None) -> None:
         batch = self._submit_chunks(user, chunks, proxy, result)
-        self._apply(user, name, batch, rows_by_id, result)
+        item = _Pending(user, name, batch, rows_by_id, result)
+        if group is None:
+            self._apply([item])
+        else:
+            group.commit(item)
 
     # -- a pass -----------------------------------------------------------------------
 
@@ -266,7 +344,7 @@ class TransferPass:
         # shrunk or removed only once the submissions' effects are recorded.
         name = uuid.uuid4().hex
         self.submit_box.write(user, name, {"user": user, "created": int(time.time()), "chunks": chunks})
-        self._run_record(user, name, chunks, proxy, rows_by_id, result)
+        self._run_record(user, name, chunks, proxy, rows_by_id, result, self._group)
         return result
 
     def run(self, progress: Callable[[int, int], None] | None = None) -> TransferSummary:
@@ -279,6 +357,7 @@ class TransferPass:
             users = sorted(set(users))
             if progress:
                 progress(0, len(users))
+            self._group = _GroupCommit(self._apply)
             with ThreadPoolExecutor(max_workers=max(1, self.settings.transfer_threads)) as pool:
                 futures = {u: pool.submit(self.run_user, u, pending) for u in users}
                 for done, (user, future) in enumerate(futures.items(), 1):
@@ -299,6 +378,9 @@ class TransferPass:
                     if progress:
                         progress(done, len(users))
         finally:
+            if self._group is not None:
+                self._group.close()
+                self._group = None
             self.tools.close()
         return summary
 
