@@ -11,7 +11,9 @@ the numbers are aso's own. Delegation over plain HTTP is not needed, so the dele
 is measured on its own line: first-time delegation of ``--delegation-users`` users to an
 HTTPS aso fts-server (one RSA key pair per user on the FTS side).
 
-Peak memory is the largest resident set of any pass of the component (``wait4`` rusage).
+Peak memory is the largest resident set of any pass of the component: the process's own
+high-water mark (``VmHWM`` in /proc/self/status, read as it exits). ``wait4``'s ru_maxrss
+would not do: Linux carries the forking parent's resident size across exec into it.
 """
 
 from __future__ import annotations
@@ -59,21 +61,33 @@ class ComponentStats:
 PROFILE: dict[str, Path] = {}
 
 
+#: runs the aso CLI and, as it exits, writes its own peak resident set (kB) to $ASO_BENCH_HWM
+_WITH_HWM = (
+    "import atexit, os, runpy, sys\n"
+    "def _hwm():\n"
+    "    line = next(x for x in open('/proc/self/status') if x.startswith('VmHWM:'))\n"
+    "    open(os.environ['ASO_BENCH_HWM'], 'w').write(line.split()[1])\n"
+    "atexit.register(_hwm)\n"
+    "sys.argv[0] = 'aso'\n"
+    "runpy.run_module('aso.cli', run_name='__main__', alter_sys=True)\n"
+)
+
+
 def run_pass(config: Path, component: str, stats: ComponentStats, cwd: Path) -> dict:
     start = time.perf_counter()
-    command = aso_command("--config", str(config), "--log-level", "WARNING", component, "--json")
+    hwm_file = cwd / f".hwm-{component}"
+    command = [sys.executable, "-c", _WITH_HWM, "--config", str(config), "--log-level", "WARNING", component, "--json"]
     if component in PROFILE:
         # py-spy samples every thread (cProfile would see only the main one)
         command = ["py-spy", "record", "--format", "raw", "--rate", "200", "-o", str(PROFILE[component]), "--", *command]
-    proc = subprocess.Popen(command,
+    proc = subprocess.Popen(command, env={**os.environ, "ASO_BENCH_HWM": str(hwm_file)},
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=cwd)
     out = proc.stdout.read()
     err = proc.stderr.read()
-    _, status, usage = os.wait4(proc.pid, 0)
-    proc.returncode = os.waitstatus_to_exitcode(status)
+    proc.wait()
     stats.seconds += time.perf_counter() - start
     stats.passes += 1
-    stats.peak_rss_mb = max(stats.peak_rss_mb, usage.ru_maxrss / 1024)
+    stats.peak_rss_mb = max(stats.peak_rss_mb, int(hwm_file.read_text()) / 1024)
     if proc.returncode != 0:
         raise RuntimeError(f"aso {component} exited {proc.returncode}: {err.decode()[-2000:]}")
     return json.loads(out) if out.strip() else {}

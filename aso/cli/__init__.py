@@ -72,5 +72,24 @@ def cli(ctx: click.Context, config_path: str | None, log_level: str | None) -> N
     ctx.obj = AppContext(config_path=config_path, log_level=log_level)
 
 
+def _limit_malloc_arenas(arenas: int = 2) -> None:
+    """Components run many threads that each allocate a little; glibc gives threads their own
+    malloc arenas, and the fragmentation doubled a 100k-file pass's resident memory
+    (benchmarks/pipeline.py). Same as MALLOC_ARENA_MAX=2, which wins when set."""
+    import os
+    import sys
+
+    if not sys.platform.startswith("linux") or "MALLOC_ARENA_MAX" in os.environ:
+        return
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt(-8, arenas)  # M_ARENA_MAX
+    except (OSError, AttributeError):
+        pass  # not glibc: nothing to tune
+
+
 def main() -> None:
+    _limit_malloc_arenas()
     cli(prog_name="aso")
