@@ -5,7 +5,8 @@ while the row's retry count is below its maximum and the reason matches none of 
 permanent-error patterns, else FAILED. Every update is guarded by the row being SUBMITTED
 with the same FTS job id, so a late result for a row that was killed, resolved, or
 resubmitted meanwhile is skipped with a log line instead of applied. One bulk update per
-user batch; the entries are removed only after it succeeded.
+user batch (batches of users finishing together share one: a group commit); the entries
+are removed only after it succeeded.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 
-from aso.components.pipeline import PipelineSettings
+from aso.components.pipeline import GroupCommit, PipelineSettings
 from aso.errors import AsoError
 from aso.state.backend import StateBackend, TransferUpdate
 
@@ -47,6 +48,10 @@ class ReporterPass:
         self.backend = backend
         self.settings = settings
         self.box = settings.sandbox("reporter")
+        self._group: GroupCommit | None = None
+
+    def _update_many(self, batches: list[list[TransferUpdate]]):
+        return self.backend.update_transfers([u for batch in batches for u in batch])
 
     def decide(self, row: dict, state: str, reason: str | None) -> tuple[str, str | None]:
         if state == "FINISHED":
@@ -81,9 +86,15 @@ class ReporterPass:
             updates.append(TransferUpdate(id=row_id, state=state, reason=reason, expect_state="SUBMITTED",
                                           expect_fts_id=job_id))
             states[state] += 1
-        result = self.backend.update_transfers(updates)
+        if self._group is not None:
+            result = self._group.commit(updates)
+        else:
+            result = self.backend.update_transfers(updates)
+        mine = {u.id for u in updates}
         ignored = 0
         for skip in result.skipped:
+            if skip.get("id") not in mine:
+                continue  # another user's, in the same group commit
             if skip.get("state") in ("DONE", "FAILED", "RETRY") and skip.get("reason", "").startswith("already"):
                 continue
             ignored += 1
@@ -97,6 +108,15 @@ class ReporterPass:
         users = self.box.users()
         if progress:
             progress(0, len(users))
+        self._group = GroupCommit(self._update_many, size=len, name="reporter-recorder")
+        try:
+            self._run_users(users, summary, progress)
+        finally:
+            self._group.close()
+            self._group = None
+        return summary
+
+    def _run_users(self, users: list[str], summary: ReporterSummary, progress) -> None:
         with ThreadPoolExecutor(max_workers=max(1, self.settings.reporter_threads)) as pool:
             futures = {u: pool.submit(self.run_user, u) for u in users}
             for done, (user, future) in enumerate(futures.items(), 1):
@@ -112,7 +132,6 @@ class ReporterPass:
                 summary.ignored += ignored
                 if progress:
                     progress(done, len(users))
-        return summary
 
 
 def run_reporter(backend: StateBackend, settings: PipelineSettings,

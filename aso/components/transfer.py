@@ -22,17 +22,15 @@ A user without a usable proxy is skipped with a log line; their rows stay ACQUIR
 from __future__ import annotations
 
 import logging
-import queue
-import threading
 import time
 import uuid
 from collections import defaultdict
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from aso.components.pipeline import PipelineSettings, ToolCache, ToolFactory
+from aso.components.pipeline import GroupCommit, PipelineSettings, ToolCache, ToolFactory
 from aso.errors import AsoError
 from aso.state.backend import StateBackend, TransferUpdate
 from aso.transfertools import Transfer, TransferToolError
@@ -115,57 +113,6 @@ class _Pending:
     result: _UserResult
 
 
-class _GroupCommit:
-    """Applies the batches of many user threads together (group commit): the user threads
-    submit to FTS in parallel, and one writer records whatever has queued up meanwhile in a
-    single bulk update, instead of every thread waiting its turn for the database's lock.
-    ``commit`` returns once the caller's batch is recorded (or raises what recording raised)."""
-
-    MAX_ROWS = 20000
-
-    def __init__(self, apply: Callable[[list[_Pending]], None]):
-        self._apply = apply
-        self._queue: queue.Queue[tuple[_Pending, Future] | None] = queue.Queue()
-        self._thread = threading.Thread(target=self._run, name="transfer-recorder", daemon=True)
-        self._thread.start()
-
-    def commit(self, item: _Pending) -> None:
-        done: Future = Future()
-        self._queue.put((item, done))
-        done.result()
-
-    def close(self) -> None:
-        self._queue.put(None)
-        self._thread.join()
-
-    def _run(self) -> None:
-        while True:
-            first = self._queue.get()
-            if first is None:
-                return
-            group, rows, closing = [first], _rows(first[0]), False
-            while rows < self.MAX_ROWS:
-                try:
-                    more = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if more is None:
-                    closing = True
-                    break
-                group.append(more)
-                rows += _rows(more[0])
-            try:
-                self._apply([item for item, _ in group])
-            except BaseException as exc:  # the callers raise it; their records stay for the next pass
-                for _, done in group:
-                    done.set_exception(exc)
-            else:
-                for _, done in group:
-                    done.set_result(None)
-            if closing:
-                return
-
-
 def _rows(item: _Pending) -> int:
     return sum(len(c["transfers"]) for c, _ in item.batch.submitted) + sum(len(c["transfers"]) for c, _ in item.batch.refused)
 
@@ -179,7 +126,7 @@ class TransferPass:
         self.settings = settings
         self.submit_box = settings.sandbox("submit")
         self.monitor_box = settings.sandbox("monitor")
-        self._group: _GroupCommit | None = None
+        self._group: GroupCommit | None = None
 
     # -- one write-ahead record (a user's chunks), from submission on ----------------------
 
@@ -253,7 +200,7 @@ class TransferPass:
                 self.submit_box.remove(user, item.name)
 
     def _run_record(self, user: str, name: str, chunks: list[dict], proxy: str, rows_by_id: dict[str, dict],
-                    result: _UserResult, group: _GroupCommit | None = None) -> None:
+                    result: _UserResult, group: GroupCommit | None = None) -> None:
         batch = self._submit_chunks(user, chunks, proxy, result)
         item = _Pending(user, name, batch, rows_by_id, result)
         if group is None:
@@ -357,7 +304,7 @@ class TransferPass:
             users = sorted(set(users))
             if progress:
                 progress(0, len(users))
-            self._group = _GroupCommit(self._apply)
+            self._group = GroupCommit(self._apply, size=_rows, name="transfer-recorder")
             with ThreadPoolExecutor(max_workers=max(1, self.settings.transfer_threads)) as pool:
                 futures = {u: pool.submit(self.run_user, u, pending) for u in users}
                 for done, (user, future) in enumerate(futures.items(), 1):

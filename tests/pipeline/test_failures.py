@@ -15,7 +15,8 @@ EVERY = ("transfer", "monitor", "reporter", "retry-manager")
 
 
 def test_missing_source_is_retried_after_the_cooloff_then_failed(tmp_path, pki, fts, backend_settings):
-    inst = installation(tmp_path, fts, *backend_settings, "fts.retry=-1", "retry_manager.cooloff=2", "transfer.max_retry=3")
+    # the cool-off must outlast starting a retry-manager process on a loaded machine
+    inst = installation(tmp_path, fts, *backend_settings, "fts.retry=-1", "retry_manager.cooloff=5", "transfer.max_retry=3")
     (user,) = users_for(pki, inst, 1)
     requests = inst.make_requests([user], 4, links=LINKS[:1], missing=1)
     inst.inject(requests)
@@ -24,11 +25,11 @@ def test_missing_source_is_retried_after_the_cooloff_then_failed(tmp_path, pki, 
     inst.run_until(lambda rows: {r["tm_id"]: r["tm_transfer_state"] for r in rows}[missing_id] == "RETRY")
     inst.aso("retry-manager")
     assert inst.states()[missing_id] == "RETRY"  # still cooling off
-    time.sleep(2.2)
+    time.sleep(5.2)
     inst.aso("retry-manager")
     assert inst.states()[missing_id] == "NEW"
 
-    inst.run_until(all_in("DONE", "FAILED"), components=EVERY, pause=1.1)
+    inst.run_until(all_in("DONE", "FAILED"), components=EVERY, pause=1.1, rounds=60)
     rows = {r["tm_id"]: r for r in inst.rows()}
     failed = rows.pop(missing_id)
     assert failed["tm_transfer_state"] == "FAILED"
