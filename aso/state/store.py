@@ -67,6 +67,8 @@ from aso.states import (
 CHUNK = 500
 ANALYZE_AFTER = 5000
 REASON_MAX = 1000
+#: bytes of page cache all SQLite connections of a process may hold together (soft limit)
+SQLITE_HEAP_LIMIT = 96 * 2**20
 DEFAULT_MAX_RETRY = 2
 T = TransferState
 P = PublicationState
@@ -150,6 +152,9 @@ class Store:
             cur.execute("PRAGMA busy_timeout=60000")
             # A larger page cache keeps 100k-row batches from thrashing the indexes.
             cur.execute("PRAGMA cache_size=-131072")
+            # ...but the limit is per connection, and a component's threads each hold one:
+            # a process-wide soft heap limit makes them share one budget instead.
+            cur.execute(f"PRAGMA soft_heap_limit={SQLITE_HEAP_LIMIT}")
             cur.close()
 
         @event.listens_for(engine, "begin")
