@@ -50,6 +50,8 @@ class TransferSummary:
     retry: int = 0
     failed: int = 0
     users_skipped: list[str] = field(default_factory=list)
+    #: FTS endpoints that could not be reached (their chunks wait for the next pass)
+    unreachable: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict:
@@ -59,7 +61,8 @@ class TransferSummary:
         skipped = f", {len(self.users_skipped)} user(s) skipped (no proxy)" if self.users_skipped else ""
         return (f"transfer: {self.acquired} acquired, {self.files} files submitted in {self.jobs} FTS jobs for "
                 f"{self.users} user(s), {self.replayed} interrupted submission(s) completed, {self.retry} to retry, "
-                f"{self.failed} failed{skipped}")
+                f"{self.failed} failed{skipped}"
+                + (f"; FTS unreachable: {', '.join(self.unreachable)}" if self.unreachable else ""))
 
 
 @dataclass
@@ -69,6 +72,7 @@ class _UserResult:
     retry: int = 0
     failed: int = 0
     skipped: bool = False
+    unreachable: set[str] = field(default_factory=set)
     errors: list[str] = field(default_factory=list)
 
 
@@ -147,6 +151,7 @@ class TransferPass:
                 # resubmits the same sid (409 then means it had landed). The endpoint is
                 # down, so the chunks after this one wait too.
                 batch.kept = chunks[i:]
+                result.unreachable.add(chunk["endpoint"])
                 result.errors.append(f"{user}: FTS unreachable, {len(batch.kept)} chunk(s) kept for the next pass: {exc}")
                 log.warning("%s", result.errors[-1])
                 break
@@ -217,8 +222,8 @@ class TransferPass:
             log.warning("user %s skipped: no usable proxy (%s); their transfers wait for the next pass", user, exc)
             return None
 
-    def replay(self) -> int:
-        """Finish submissions a killed pass left behind."""
+    def replay(self, summary: TransferSummary | None = None) -> int:
+        """Finish submissions a killed pass (or an unreachable FTS) left behind."""
         done = 0
         records: dict[str, list[tuple[str, dict]]] = defaultdict(list)
         for entry in self.submit_box.entries():
@@ -236,6 +241,13 @@ class TransferPass:
                     result = _UserResult()
                     self._run_record(user, name, _chunks_of(record), proxy, rows_by_id, result)
                     done += result.jobs
+                    if summary is not None:  # replayed jobs count among the pass's jobs too
+                        summary.jobs += result.jobs
+                        summary.files += result.files
+                        summary.retry += result.retry
+                        summary.failed += result.failed
+                        summary.errors.extend(result.errors)
+                        summary.unreachable = sorted(set(summary.unreachable) | result.unreachable)
             finally:
                 self.tools.release(user)
         return done
@@ -297,7 +309,7 @@ class TransferPass:
     def run(self, progress: Callable[[int, int], None] | None = None) -> TransferSummary:
         summary = TransferSummary()
         try:
-            summary.replayed = self.replay()
+            summary.replayed = self.replay(summary)
             users = self.backend.active_users()
             summary.acquired = self.backend.acquire_transfers(users, self.settings.acquire_limit) if users else 0
             pending = self.pending_ids()
@@ -320,6 +332,7 @@ class TransferPass:
                     summary.failed += r.failed
                     summary.users += 1 if (r.jobs or r.retry or r.failed) else 0
                     summary.errors.extend(r.errors)
+                    summary.unreachable = sorted(set(summary.unreachable) | r.unreachable)
                     if r.skipped:
                         summary.users_skipped.append(user)
                     if progress:
