@@ -65,6 +65,7 @@ from aso.states import (
 )
 
 CHUNK = 500
+ACQUIRE_USERS_PER_TRANSACTION = 100
 ANALYZE_AFTER = 5000
 REASON_MAX = 1000
 #: bytes of page cache all SQLite connections of a process may hold together (soft limit)
@@ -450,10 +451,13 @@ class Store:
             return 0
         now = _now()
         total = 0
-        with self._write() as conn:
-            if not self.is_sqlite:
-                conn.execute(text("SET LOCAL enable_nestloop = off"))
-            for chunk in _chunks(users):
+        # One transaction per chunk of users: a row taken is this worker's whichever chunk a
+        # crash stops at, and on SQLite a 100k-row transaction held every dirty page (and the
+        # ranking's sort) in memory at once, which made acquisition a component's peak.
+        for chunk in _chunks(users, ACQUIRE_USERS_PER_TRANSACTION):
+            with self._write() as conn:
+                if not self.is_sqlite:
+                    conn.execute(text("SET LOCAL enable_nestloop = off"))
                 # One statement for every user of the chunk: rank each user's unowned NEW
                 # rows oldest first and take the first `limit` of each.
                 ranked = (
