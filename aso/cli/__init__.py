@@ -72,10 +72,12 @@ def cli(ctx: click.Context, config_path: str | None, log_level: str | None) -> N
     ctx.obj = AppContext(config_path=config_path, log_level=log_level)
 
 
-def _limit_malloc_arenas(arenas: int = 2) -> None:
+def _limit_malloc_arenas(arenas: int = 1) -> None:
     """Components run many threads that each allocate a little; glibc gives threads their own
-    malloc arenas, and the fragmentation doubled a 100k-file pass's resident memory
-    (benchmarks/pipeline.py). Same as MALLOC_ARENA_MAX=2, which wins when set."""
+    malloc arenas, and the fragmentation made a 100k-file pass's resident memory swing
+    between 120 and 450 MB from run to run (benchmarks/pipeline.py). Python's threads take
+    turns under the GIL anyway, so one arena costs no speed that was measurable. Same as
+    MALLOC_ARENA_MAX=1, which wins when set."""
     import os
     import sys
 
