@@ -131,12 +131,23 @@ class TransferPass:
         self.submit_box = settings.sandbox("submit")
         self.monitor_box = settings.sandbox("monitor")
         self._group: GroupCommit | None = None
+        #: endpoints found unreachable during this pass (set.add is atomic under the GIL)
+        self._down: set[str] = set()
 
     # -- one write-ahead record (a user's chunks), from submission on ----------------------
 
     def _submit_chunks(self, user: str, chunks: list[dict], proxy: str, result: _UserResult) -> _Batch:
         batch = _Batch()
         for i, chunk in enumerate(chunks):
+            if chunk["endpoint"] in self._down:
+                # Another user's thread found it unreachable in this pass: do not make every
+                # user wait out the client's connection retries again.
+                batch.kept = chunks[i:]
+                result.unreachable.add(chunk["endpoint"])
+                result.errors.append(f"{user}: FTS {chunk['endpoint']} unreachable earlier in this pass, "
+                                     f"{len(batch.kept)} chunk(s) kept for the next pass")
+                log.warning("%s", result.errors[-1])
+                break
             try:
                 tool = self.tools.delegated(chunk["endpoint"], user, proxy, self.settings)
                 job_id = tool.submit([Transfer(**t) for t in chunk["transfers"]], self.settings.job_options, chunk["sid"])
@@ -151,6 +162,7 @@ class TransferPass:
                 # resubmits the same sid (409 then means it had landed). The endpoint is
                 # down, so the chunks after this one wait too.
                 batch.kept = chunks[i:]
+                self._down.add(chunk["endpoint"])
                 result.unreachable.add(chunk["endpoint"])
                 result.errors.append(f"{user}: FTS unreachable, {len(batch.kept)} chunk(s) kept for the next pass: {exc}")
                 log.warning("%s", result.errors[-1])

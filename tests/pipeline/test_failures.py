@@ -3,6 +3,7 @@ users without a proxy, FTS down, jobs FTS forgot, timeouts. Local and REST backe
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import time
 
@@ -136,20 +137,26 @@ def test_fts_down_during_monitor_loses_nothing(tmp_path, pki, backend_settings):
 def test_fts_down_during_transfer_keeps_the_chunks_and_submits_them_once(tmp_path, pki, backend_settings):
     fts = PlainFts(tmp_path / "fts")  # its port is chosen, nobody listens yet
     try:
-        inst = Installation(tmp_path / "aso", fts.url, *backend_settings, "transfer.max_files_per_job=2")
-        (user,) = users_for(pki, inst, 1)
-        inst.inject(inst.make_requests([user], 5, links=LINKS[:2]))
-        res = inst.aso("transfer", check=False)
+        # one user at a time, so which users find the endpoint already marked down is certain
+        inst = Installation(tmp_path / "aso", fts.url, *backend_settings, "transfer.max_files_per_job=2",
+                            "transfer.threads=1")
+        users = users_for(pki, inst, 3)
+        inst.inject(inst.make_requests(users, 5, links=LINKS[:2]))
+        res = inst.aso("transfer", "--json", check=False)
         assert res.returncode == 3, res
         assert "unreachable" in res.stderr
-        assert inst.sandbox_entries() == {"monitor": 0, "reporter": 0, "submit": 1}  # the user's chunks, kept
+        summary = json.loads(res.stdout)
+        assert summary["unreachable"] == [fts.url]
+        # the first user to find it down waits out the client's retries; the others do not try
+        assert sum("unreachable earlier in this pass" in e for e in summary["errors"]) == 2
+        assert inst.sandbox_entries() == {"monitor": 0, "reporter": 0, "submit": 3}  # each user's chunks, kept
         assert set(inst.states().values()) == {"ACQUIRED"}
         fts.start()
         inst.run_until(all_in("DONE"))
         assert inst.sandbox_entries() == {"monitor": 0, "reporter": 0, "submit": 0}
         jobs = fts_jobs_by_row(fts.db)
         assert all(len(jobs[r["tm_id"]]) == 1 for r in inst.rows())
-        assert len({j for js in jobs.values() for j in js}) == 3  # 3 files on one link, 2 on the other: 2 + 1 jobs
+        assert len({j for js in jobs.values() for j in js}) == 3 * 3  # per user: 3 files on one link, 2 on the other
     finally:
         fts.stop()
 
