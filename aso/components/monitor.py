@@ -122,6 +122,12 @@ class MonitorPass:
 
     def run_group(self, user: str, endpoint: str, entries: list[tuple[Entry, dict]], summary: MonitorSummary) -> None:
         try:
+            self._run_group(user, endpoint, entries, summary)
+        finally:
+            self.tools.release(user, endpoint)  # a pass over 1000 users must not hold 1000 clients
+
+    def _run_group(self, user: str, endpoint: str, entries: list[tuple[Entry, dict]], summary: MonitorSummary) -> None:
+        try:
             proxy = str(self.proxies.get_proxy(user))
         except AsoError as exc:
             summary.errors.append(f"{user}: no usable proxy to poll {endpoint} ({exc}); jobs wait for the next pass")

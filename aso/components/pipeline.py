@@ -48,12 +48,16 @@ class PipelineSettings:
     delegation_lifetime: dt.timedelta = dt.timedelta(hours=48)
     delegation_renew_below: dt.timedelta = dt.timedelta(hours=24)
     job_options: JobOptions = field(default_factory=JobOptions)
+    #: the components' lock folder; the retry manager takes the transfer lock to release
+    #: stuck rows safely (None: it does not release them)
+    lock_dir: Path | None = None
 
     @classmethod
     def from_config(cls, config) -> PipelineSettings:
         fts, tr, mon, rep, rm = config.fts, config.transfer, config.monitor, config.reporter, config.retry_manager
         return cls(
             sandbox_root=Path(config.sandbox.root),
+            lock_dir=Path(config.aso.lock_dir),
             max_files_per_job=tr.max_files_per_job,
             acquire_limit=tr.acquire_limit,
             transfer_threads=tr.threads,
@@ -127,10 +131,11 @@ class ToolCache:
             self._delegated.add((endpoint, user))
         return tool
 
-    def release(self, user: str) -> None:
-        """Close and forget a user's tools (their delegation is remembered for the pass)."""
+    def release(self, user: str, endpoint: str | None = None) -> None:
+        """Close and forget a user's tools (at one endpoint, or all); their delegation is
+        remembered for the pass."""
         with self._lock:
-            mine = [key for key in self._tools if key[1] == user]
+            mine = [key for key in self._tools if key[1] == user and endpoint in (None, key[0])]
             tools = [self._tools.pop(key) for key in mine]
         for tool in tools:
             tool.close()

@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass, field
 
 from aso.components.pipeline import PipelineSettings, ToolCache, ToolFactory
 from aso.errors import AsoError
+from aso.locking import LockHeld, component_lock
 from aso.state.backend import StateBackend
 from aso.transfertools import TransferToolError
 
@@ -77,36 +78,45 @@ class RetryManagerPass:
             else:
                 unsubmitted.append(row["tm_id"])
         done = list(unsubmitted)
+        by_user: dict[tuple[str, str], dict[str, list[dict]]] = defaultdict(dict)
         for (user, endpoint, job_id), job_rows in by_job.items():
+            by_user[(user, endpoint)][job_id] = job_rows
+        for (user, endpoint), jobs in by_user.items():
             try:
                 proxy = str(self.proxies.get_proxy(user))
                 tool = self.tools.delegated(endpoint, user, proxy, self.settings)
-                status = tool.bulk_query([job_id])[job_id]
-                wanted = {r["tm_id"] for r in job_rows}
-                if not status.terminal:
-                    files = [f for f in status.files if f.transfer_id in wanted and not f.terminal]
-                    if files and len(files) == sum(1 for f in status.files if not f.terminal):
-                        tool.cancel(job_id)
-                        summary.canceled_jobs += 1
-                    elif files:
-                        tool.cancel(job_id, [f.file_id for f in files if f.file_id is not None])
-                done.extend(wanted)
+                statuses = tool.bulk_query(list(jobs))  # one status request for all the user's jobs there
             except (AsoError, TransferToolError) as exc:
-                summary.kill_pending += len(job_rows)
-                summary.errors.append(f"{user}: cannot cancel FTS job {job_id} at {endpoint} yet: {exc}")
+                summary.kill_pending += sum(len(r) for r in jobs.values())
+                summary.errors.append(f"{user}: cannot reach FTS at {endpoint} to cancel {len(jobs)} job(s) yet: {exc}")
                 log.warning("%s", summary.errors[-1])
+                continue
+            for job_id, job_rows in jobs.items():
+                try:
+                    self._cancel(tool, statuses[job_id], {r["tm_id"] for r in job_rows}, summary)
+                    done.extend(r["tm_id"] for r in job_rows)
+                except TransferToolError as exc:
+                    summary.kill_pending += len(job_rows)
+                    summary.errors.append(f"{user}: cannot cancel FTS job {job_id} at {endpoint} yet: {exc}")
+                    log.warning("%s", summary.errors[-1])
         if done:
             summary.killed = self.backend.mark_killed(done, reason="killed by request")
+
+    @staticmethod
+    def _cancel(tool, status, wanted: set[str], summary: RetryManagerSummary) -> None:
+        if status.terminal:
+            return
+        files = [f for f in status.files if f.transfer_id in wanted and not f.terminal]
+        if files and len(files) == sum(1 for f in status.files if not f.terminal):
+            tool.cancel(status.job_id)
+            summary.canceled_jobs += 1
+        elif files:
+            tool.cancel(status.job_id, [f.file_id for f in files if f.file_id is not None])
 
     def recover(self, summary: RetryManagerSummary) -> None:
         acquired = self.backend.stuck_transfers(["ACQUIRED"], self.settings.stuck_after)
         if acquired:
-            pending = self._named_in("submit")
-            release = [r["tm_id"] for r in acquired if r["tm_id"] not in pending]
-            if release:
-                summary.released = self.backend.release_transfers(release)
-                log.warning("%d row(s) ACQUIRED for more than %d s with no submission record went back to NEW",
-                            summary.released, self.settings.stuck_after)
+            self._release_unrecorded(acquired, summary)
         submitted = self.backend.stuck_transfers(["SUBMITTED"], self.settings.stuck_after)
         if not submitted:
             return
@@ -129,6 +139,26 @@ class RetryManagerPass:
             summary.repolled += len(rows)
         if summary.repolled:
             log.warning("%d SUBMITTED row(s) nobody was watching are polled again", summary.repolled)
+
+    def _release_unrecorded(self, acquired: list[dict], summary: RetryManagerSummary) -> None:
+        """ACQUIRED rows no write-ahead record names go back to NEW. Done while holding the
+        transfer component's lock: a transfer pass running now could be writing a record for
+        these very rows between our reading the records and releasing them, and the released
+        rows would then be submitted twice."""
+        if self.settings.lock_dir is None:
+            return
+        try:
+            with component_lock(self.settings.lock_dir, "transfer"):
+                pending = self._named_in("submit")
+                release = [r["tm_id"] for r in acquired if r["tm_id"] not in pending]
+                if release:
+                    summary.released = self.backend.release_transfers(release)
+        except LockHeld:
+            log.info("a transfer pass is running: stuck ACQUIRED rows are looked at next pass")
+            return
+        if summary.released:
+            log.warning("%d row(s) ACQUIRED for more than %d s with no submission record went back to NEW",
+                        summary.released, self.settings.stuck_after)
 
     def run(self) -> RetryManagerSummary:
         summary = RetryManagerSummary()

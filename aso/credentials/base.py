@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import datetime as dt
 import os
-import tempfile
 from abc import ABC, abstractmethod
 from pathlib import Path
 
 from aso import validate
 from aso.errors import AsoError
+from aso.x509 import pki
 from aso.x509.proxy import ProxyError, parse_proxy
 
 
@@ -43,19 +43,9 @@ def check_proxy(data: bytes, username: str, min_time_left: int, what: str) -> dt
 
 
 def write_private(path: Path, data: bytes) -> None:
-    """Atomically write a credential readable by its owner only."""
+    """Atomically write a credential readable by its owner only, in a folder only they enter."""
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        os.fchmod(fd, 0o600)
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    pki.write_private(path, data, 0o600)
 
 
 class ProxySource(ABC):

@@ -201,3 +201,37 @@ def test_jobs_fts_forgot_and_jobs_past_their_timeout(tmp_path, pki, backend_sett
         finally:
             storage.behaviour.gate.set()
             fts.stop()
+
+
+def test_stuck_rows_are_recovered_and_never_released_under_a_running_transfer(tmp_path, pki, fts, backend_settings):
+    from aso.locking import component_lock
+    from aso.sandbox import Sandbox
+    from aso.state.backend import backend_from_config
+
+    inst = installation(tmp_path, fts, *backend_settings, "retry_manager.stuck_after=1")
+    (user,) = users_for(pki, inst, 1)
+    inst.inject(inst.make_requests([user], 6, links=LINKS[:1]))
+    # what a transfer pass killed after acquiring and before writing its record leaves behind
+    backend = backend_from_config(inst.config)
+    try:
+        assert backend.acquire_transfers([user], 3) == 3
+    finally:
+        backend.close()
+    time.sleep(1.5)
+    with component_lock(inst.config.aso.lock_dir, "transfer"):  # a transfer pass is running
+        out = json.loads(inst.aso("retry-manager", "--json").stdout)
+        assert out["released"] == 0
+        assert sorted(inst.states().values()) == ["ACQUIRED"] * 3 + ["NEW"] * 3
+    out = json.loads(inst.aso("retry-manager", "--json").stdout)
+    assert out["released"] == 3 and set(inst.states().values()) == {"NEW"}
+
+    # SUBMITTED rows whose monitor entries were lost are polled again
+    inst.aso("transfer")
+    monitor = Sandbox(inst.config.sandbox.root, "monitor")
+    for entry in list(monitor.entries()):
+        entry.path.unlink()
+    time.sleep(1.5)
+    out = json.loads(inst.aso("retry-manager", "--json").stdout)
+    assert out["repolled"] == 6
+    inst.run_until(all_in("DONE"), components=("monitor", "reporter"))
+    assert len({r["tm_fts_id"] for r in inst.rows()}) == 1  # nothing was submitted again
