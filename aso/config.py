@@ -69,6 +69,10 @@ OPTIONS: list[Option] = [
     _o("server", "max_body_bytes", 16 * 1024 * 1024, "Largest request body accepted; larger ones get 413."),
     _o("server", "max_batch", 10000, "Largest number of rows one REST call may carry."),
     _o("server", "tokens", [], "List of {token, identity, role} tables; role is service, operator or user."),
+    _o("server", "source_areas", ["/store/temp/user/{username}"], "LFN areas a user token may inject sources from; an LFN is inside when the area is followed by '.' or '/' ({username} is the caller)."),
+    _o("server", "destination_areas", ["/store/user/{username}/", "/store/group/{group}/"], "LFN prefixes a user token may inject destinations under ({username} is the caller; {group} each of the caller's groups)."),
+    _o("server", "groups", {}, "Map of user name to the list of groups that user belongs to (for {group} in destination_areas)."),
+    _o("server", "operator_inject", False, "Let operator tokens inject transfers on behalf of users (the service role always may)."),
     # sandboxes
     _o("sandbox", "root", "sandboxes", "Root of the on-disk hand-offs (monitor/, reporter/, submit/).", "path"),
     # FTS client side
@@ -125,6 +129,7 @@ OPTIONS: list[Option] = [
     _o("fts_server", "ca_dir", "", "Folder of trusted CA certificates for client authentication.", "path"),
     _o("fts_server", "workers", 4, "Copies running at once."),
     _o("fts_server", "per_link", 2, "Copies running at once per source host -> destination host."),
+    _o("fts_server", "roots", [], "Local folders that file:// URLs may read and write ([] = the folders of the file:// site prefixes in [sites]); any other file:// URL is refused."),
 ]
 
 _BY_KEY = {o.key: o for o in OPTIONS}
@@ -138,7 +143,10 @@ class Site:
     fts: str
 
     def pfn(self, lfn: str) -> str:
-        return self.prefix.rstrip("/") + "/" + lfn.lstrip("/")
+        """The storage URL of ``lfn`` at this site; never outside the site's prefix."""
+        from aso.validate import pfn
+
+        return pfn(self.prefix, lfn)
 
 
 @dataclass

@@ -7,7 +7,9 @@ Each raises :class:`aso.errors.ValidationError` naming the field, so the caller 
 from __future__ import annotations
 
 import hashlib
+import posixpath
 import re
+from urllib.parse import unquote, urlsplit
 
 from aso.errors import ValidationError
 
@@ -19,6 +21,7 @@ SITE_RE = re.compile(r"^[A-Za-z0-9_\-]{1,100}$")
 # A path part in a sandbox: job ids (uuids), user names, chunk ids.
 PATH_PART_RE = re.compile(r"^[A-Za-z0-9_.\-]{1,200}$")
 ROW_ID_RE = re.compile(r"^[0-9a-f]{56}$")
+LFN_PART_RE = re.compile(r"[A-Za-z0-9_.+\-]+")
 MAX_LFN = 1000
 
 
@@ -53,18 +56,54 @@ def site(value, field: str = "site") -> str:
 
 
 def lfn(value, field: str = "lfn") -> str:
+    """An LFN: ``/`` followed by path parts of ``[A-Za-z0-9_.+-]``, none empty, ``.`` or ``..``.
+
+    The character set is CMS's, and deliberately has nothing a URL or a shell reads as
+    syntax (no ``%``, ``#``, ``?``, spaces or controls), so an LFN appended to a storage
+    prefix names exactly the file it says, before and after any decoding.
+    """
     if not isinstance(value, str) or not value:
         raise ValidationError(field, "must be a non-empty string")
-    if not value.startswith("/"):
-        raise ValidationError(field, f"{value!r} is not an absolute path")
     if len(value) > MAX_LFN:
         raise ValidationError(field, f"longer than {MAX_LFN} characters")
-    parts = value.split("/")
-    if ".." in parts or "." in parts:
-        raise ValidationError(field, f"{value!r} contains '.' or '..'")
-    if "//" in value or "\x00" in value or any(ord(c) < 32 for c in value):
-        raise ValidationError(field, f"{value!r} contains an empty path part or a control character")
+    if not value.startswith("/"):
+        raise ValidationError(field, f"{value[:100]!r} is not an absolute path (it must start with '/')")
+    for part in value[1:].split("/"):
+        if not part:
+            raise ValidationError(field, f"{value[:100]!r} has an empty path part ('//' or a trailing '/')")
+        if part in (".", ".."):
+            raise ValidationError(field, f"{value[:100]!r} contains a '{part}' path part")
+        if not LFN_PART_RE.fullmatch(part):
+            bad = next(c for c in part if not LFN_PART_RE.fullmatch(c))
+            raise ValidationError(field, f"{value[:100]!r} contains {bad!r}; path parts are [A-Za-z0-9_.+-]")
     return value
+
+
+def lfn_under(value: str, area: str) -> bool:
+    """Whether the (valid) LFN ``value`` lies in ``area``: a prefix ending in '/', or a
+    name that must be followed by '/' or '.' (CRAB writes /store/temp/user/NAME.HASH/...)."""
+    if area.endswith("/"):
+        return value.startswith(area) and len(value) > len(area)
+    return value.startswith(area) and len(value) > len(area) + 1 and value[len(area)] in "/."
+
+
+def pfn(prefix: str, lfn_value: str) -> str:
+    """The storage URL of an LFN at a site: ``prefix`` + LFN, refused if it could leave it.
+
+    The LFN is checked against the rule first; then the joined URL's path is decoded and
+    normalised and must still lie below the prefix's own (decoded, normalised) path, so no
+    spelling of a prefix or an LFN can name a file outside the site.
+    """
+    lfn(lfn_value, "lfn")
+    base = prefix.rstrip("/")
+    url = base + lfn_value
+    base_path = posixpath.normpath(unquote(urlsplit(base + "/").path) or "/")
+    parts = urlsplit(url)
+    path = posixpath.normpath(unquote(parts.path))
+    inside = base_path.rstrip("/") + "/"
+    if parts.query or parts.fragment or "\x00" in path or not path.startswith(inside):
+        raise ValidationError("lfn", f"{lfn_value[:100]!r} does not stay inside the site prefix {prefix!r}")
+    return url
 
 
 def path_part(value, field: str) -> str:
@@ -94,11 +133,28 @@ def adler32(value, field: str = "checksum") -> str:
     return text.lower().rjust(8, "0")
 
 
-def non_negative_int(value, field: str) -> int:
+#: the largest integer any column holds (a signed 64-bit BIGINT)
+MAX_INT = 2**63 - 1
+#: the largest value of a 32-bit INTEGER column (retry counts, flags)
+MAX_INT32 = 2**31 - 1
+
+
+def non_negative_int(value, field: str, maximum: int = MAX_INT) -> int:
+    """An integer 0 <= n <= ``maximum``, given as an int or a string of ASCII digits.
+
+    Floats, booleans and digits from other scripts (``'²'``, Arabic-Indic digits) are
+    refused: they are not what a client meant, and ``int()`` would take some of them.
+    """
     if isinstance(value, bool):
         raise ValidationError(field, "expected a non-negative integer, got a boolean")
-    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
-        value = int(value)
+    if isinstance(value, str):
+        text = value.strip()
+        if not (text.isascii() and text.isdigit()) or len(text) > 20:
+            raise ValidationError(field, f"expected a non-negative integer, got {value[:40]!r}")
+        value = int(text)
     if not isinstance(value, int) or value < 0:
-        raise ValidationError(field, f"expected a non-negative integer, got {value!r}")
+        shown = repr(value)[:40] if not isinstance(value, (dict, list)) else type(value).__name__
+        raise ValidationError(field, f"expected a non-negative integer, got {shown}")
+    if value > maximum:
+        raise ValidationError(field, f"at most {maximum}")
     return value
