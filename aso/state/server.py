@@ -16,7 +16,7 @@ import json
 import logging
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from flask import Flask, Response, g, request
@@ -33,6 +33,7 @@ from aso.errors import (
 )
 from aso.state.auth import Authenticator, BearerTokenAuthenticator, Identity
 from aso.state.backend import TRANSFER_COLUMNS, PublicationUpdate, TransferUpdate
+from aso.state.namespaces import Namespaces
 from aso.state.schema import TASK_COLUMNS
 from aso.state.store import Store
 
@@ -47,6 +48,62 @@ ANYONE = frozenset({"service", "operator", "user"})
 class ServerSettings:
     max_body_bytes: int = 16 * 1024 * 1024
     max_batch: int = 10000
+    namespaces: Namespaces = field(default_factory=Namespaces)
+
+
+#: deeper JSON than this is refused; no request of this API nests more than 4 levels
+MAX_JSON_DEPTH = 32
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValidationError("body", f"{name} is not a JSON number this API accepts")
+
+
+def _depth(value: Any, limit: int) -> int:
+    """Nesting depth of parsed JSON, iteratively, stopping once past ``limit``."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > limit:
+            return depth
+        deepest = max(deepest, depth)
+        if isinstance(item, dict):
+            stack.extend((v, depth + 1) for v in item.values())
+        elif isinstance(item, list):
+            stack.extend((v, depth + 1) for v in item)
+    return deepest
+
+
+def parse_json_body(data: bytes) -> Any:
+    """A request body as JSON, or a ValidationError naming ``body``: never a server error.
+
+    NaN and Infinity are refused, and so is nesting deeper than MAX_JSON_DEPTH (the
+    decoder itself recurses, so a 100,000-deep body fails there first; both are a 400).
+    """
+    try:
+        value = json.loads(data.decode("utf-8"), parse_constant=_refuse_constant)
+    except UnicodeDecodeError:
+        raise ValidationError("body", "not UTF-8") from None
+    except RecursionError:
+        raise ValidationError("body", f"JSON nested deeper than {MAX_JSON_DEPTH} levels") from None
+    except ValueError as exc:
+        raise ValidationError("body", f"not valid JSON ({str(exc)[:80]})") from None
+    if _depth(value, MAX_JSON_DEPTH) > MAX_JSON_DEPTH:
+        raise ValidationError("body", f"JSON nested deeper than {MAX_JSON_DEPTH} levels")
+    return value
+
+
+def _flag(value: Any, field: str) -> int | None:
+    """A 0/1 flag from JSON (0, 1, true, false) or a form ("0", "1"); None when absent."""
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        return int(value)
+    if isinstance(value, int) and value in (0, 1):
+        return value
+    if isinstance(value, str) and value.strip() in ("0", "1"):
+        return int(value.strip())
+    raise ValidationError(field, "expected 0 or 1")
 
 
 # -- request parameters ------------------------------------------------------------------
@@ -59,9 +116,7 @@ class Params:
         if req.method == "GET":
             self._form = req.args
         elif req.is_json:
-            body = req.get_json(silent=True)
-            if body is None:
-                raise ValidationError("body", "not valid JSON")
+            body = parse_json_body(req.get_data())
             if isinstance(body, list):
                 body = {"transfers": body}
             if not isinstance(body, dict):
@@ -105,8 +160,8 @@ class Params:
 
     def integer(self, name: str, default: int | None = None, required: bool = False) -> int | None:
         value = self.get(name, default, required)
-        if value is None:
-            return None
+        if value is None or (value == "" and not required):
+            return default
         return validate.non_negative_int(value, name)
 
 
@@ -260,10 +315,10 @@ class Api:
         ids, at = self._aligned(p, "list_of_publication_state", [
             "list_of_failure_reason", "list_of_retry_value", "list_of_block_name", "list_of_publish_flag",
         ])
-        flag = _optional(p.get("publish_flag"))
+        flag = _flag(_optional(p.get("publish_flag")), "publish_flag")
         updates = []
         for i, row_id in enumerate(ids):
-            publish = at("list_of_publish_flag", i)
+            publish = _flag(at("list_of_publish_flag", i), f"list_of_publish_flag[{i}]")
             publish = flag if publish is None else publish
             updates.append(
                 PublicationUpdate(
@@ -272,7 +327,7 @@ class Api:
                     reason=at("list_of_failure_reason", i),
                     retry_increment=at("list_of_retry_value", i) or 0,
                     block_name=at("list_of_block_name", i),
-                    publish_flag=int(publish) if publish is not None else None,
+                    publish_flag=publish,
                 )
             )
         result = self.store.update_publication(updates, worker=worker)
@@ -326,7 +381,13 @@ class Api:
         else:
             requests = [{k: p.get(k) for k in p._form}]
         self._batch("transfers", requests)
-        result = self.store.inject(requests, owner=who.owner_filter)
+        namespaces = self.settings.namespaces
+        result = self.store.inject(
+            requests,
+            owner=who.owner_filter,
+            check=lambda i, row: namespaces.check_injection(who, i, row),
+            confine_tasks=who.role != "service",
+        )
         return {"result": [{"inserted": result.inserted, "reinitialised": result.reinitialised, "skipped": result.skipped}]}
 
     # tasks and metadata
@@ -348,8 +409,8 @@ class Api:
         name = p.get("workflow") or p.get("taskname")
         if not name:
             raise ValidationError("workflow", "is required")
-        self.store.update_last_publication(name, p.integer("publicationtime"))
-        return {"result": [{"modified": 1}]}
+        modified = self.store.update_last_publication(name, p.integer("publicationtime"))
+        return {"result": [{"modified": modified}]}
 
     def metadata_get(self, p: Params, who: Identity) -> Any:
         lfns = self._batch("lfnList", p.getlist("lfnList"))
@@ -419,18 +480,26 @@ def create_app(
     app = Flask("aso.state.server")
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
 
+    @app.before_request
+    def authenticate():
+        # Before routing: a caller without a valid token learns nothing, not even which
+        # paths or instances exist.
+        if request.path == "/healthz":
+            return
+        who = authenticator.authenticate(request.headers)
+        if who is None:
+            raise AuthenticationError("a valid bearer token is required (Authorization: Bearer <token>)")
+        g.identity = who
+
     @app.get("/healthz")
     def healthz():
         return {"status": "ok"}
 
     @app.route("/crabserver/<inst>/<resource>", methods=["GET", "POST", "PUT"])
     def dispatch(inst: str, resource: str):
+        who: Identity = g.identity
         if instance is not None and inst != instance:
-            raise NotFoundError(f"no REST instance {inst!r} here (this server serves {instance!r})")
-        who = authenticator.authenticate(request.headers)
-        if who is None:
-            raise AuthenticationError("a valid bearer token is required (Authorization: Bearer <token>)")
-        g.identity = who
+            raise NotFoundError(f"no REST instance {inst!r} here")
         params = Params(request)
         sub = params.get("subresource", "") or ""
         route = ROUTES.get((resource, request.method, sub))
@@ -465,8 +534,9 @@ def create_app(
 
     @app.errorhandler(Exception)
     def on_unexpected(exc: Exception):
+        # The traceback goes to the server log; the client gets no Python text.
         log.exception("%s %s failed", request.method, request.path)
-        return _error_response(500, f"internal error: {exc.__class__.__name__}")
+        return _error_response(500, "internal error; see the server log")
 
     return app
 
@@ -483,7 +553,11 @@ def app_from_config(config) -> Flask:
     return create_app(
         Store(db_url),
         BearerTokenAuthenticator(config.server.tokens),
-        ServerSettings(max_body_bytes=config.server.max_body_bytes, max_batch=config.server.max_batch),
+        ServerSettings(
+            max_body_bytes=config.server.max_body_bytes,
+            max_batch=config.server.max_batch,
+            namespaces=Namespaces.from_config(config.server),
+        ),
         instance=config.aso.instance,
     )
 

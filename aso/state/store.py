@@ -11,7 +11,7 @@ from __future__ import annotations
 import gc
 import json
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -71,6 +71,8 @@ REASON_MAX = 1000
 #: bytes of page cache all SQLite connections of a process may hold together (soft limit)
 SQLITE_HEAP_LIMIT = 96 * 2**20
 DEFAULT_MAX_RETRY = 2
+#: retry counts and increments stay far below a 32-bit column's limit, however often added
+MAX_RETRY_LIMIT = 1000
 T = TransferState
 P = PublicationState
 _KILLABLE = (T.NEW, T.ACQUIRED, T.SUBMITTED, T.RETRY)
@@ -279,14 +281,14 @@ class Store:
             "tm_checksum": validate.adler32(checksum, f("checksum")) if checksum not in (None, "") else None,
             "tm_publish": publish,
             "tm_jobid": job_id,
-            "tm_job_retry_count": validate.non_negative_int(req.get("job_retry_count", 0), f("job_retry_count")),
+            "tm_job_retry_count": validate.non_negative_int(req.get("job_retry_count", 0), f("job_retry_count"), validate.MAX_INT32),
             "tm_type": kind,
             "tm_aso_worker": worker,
             "tm_transfer_state": int(state),
             "tm_publication_state": int(P.NEW if publish else P.NOT_REQUIRED),
             "tm_transfer_retry_count": 0,
             "tm_publication_retry_count": 0,
-            "tm_transfer_max_retry_count": validate.non_negative_int(req.get("max_retry", DEFAULT_MAX_RETRY), f("max_retry")),
+            "tm_transfer_max_retry_count": validate.non_negative_int(req.get("max_retry", DEFAULT_MAX_RETRY), f("max_retry"), MAX_RETRY_LIMIT),
             "tm_publication_max_retry_count": DEFAULT_MAX_RETRY,
             "tm_transfer_failure_reason": None,
             "tm_publication_failure_reason": None,
@@ -300,11 +302,24 @@ class Store:
             "tm_creation_time": now,
         }
 
-    def inject(self, requests: list[dict[str, Any]], owner: str | None = None) -> InjectResult:
-        with _batch_gc():
-            return self._inject(requests, owner)
+    def inject(
+        self,
+        requests: list[dict[str, Any]],
+        owner: str | None = None,
+        *,
+        check: Callable[[int, dict[str, Any]], None] | None = None,
+        confine_tasks: bool = False,
+    ) -> InjectResult:
+        """Insert (or re-initialise, by CRAB's rules) transfer requests, all or nothing.
 
-    def _inject(self, requests: list[dict[str, Any]], owner: str | None) -> InjectResult:
+        ``owner``: rows must be this user's. ``check(i, row)`` may refuse a validated row
+        (the server's namespace rule). ``confine_tasks``: a row may only join a task that
+        does not exist yet or belongs to the row's user.
+        """
+        with _batch_gc():
+            return self._inject(requests, owner, check, confine_tasks)
+
+    def _inject(self, requests, owner, check, confine_tasks) -> InjectResult:
         if not isinstance(requests, list):
             raise ValidationError("transfers", "expected a list of transfer requests")
         now = _now()
@@ -316,8 +331,12 @@ class Store:
             seen[row["tm_id"]] = i
             if owner is not None and row["tm_username"] != owner:
                 raise ForbiddenError(f"[{i}].username: {owner} cannot inject transfers of {row['tm_username']}")
+            if check is not None:
+                check(i, row)
         result = InjectResult()
         with self._write() as conn:
+            if confine_tasks:
+                self._check_task_owners(conn, rows)
             existing = self._select_rows(
                 conn, [r["tm_id"] for r in rows],
                 [_c.tm_id, _c.tm_username, _c.tm_transfer_state, _c.tm_job_retry_count, _c.tm_start_time],
@@ -356,6 +375,20 @@ class Store:
         result.inserted = [r["tm_id"] for r in to_insert]
         result.reinitialised = [r["tm_id"] for r in to_reinit]
         return result
+
+    def _check_task_owners(self, conn: Connection, rows: list[dict[str, Any]]) -> None:
+        first: dict[str, int] = {}
+        for i, row in enumerate(rows):
+            first.setdefault(row["tm_taskname"], i)
+        owners: dict[str, str] = {}
+        for chunk in _chunks(list(first)):
+            query = select(tasks.c.tm_taskname, tasks.c.tm_username).where(tasks.c.tm_taskname.in_(chunk))
+            owners.update((name, user) for name, user in conn.execute(query))
+        for i, row in enumerate(rows):
+            owner = owners.get(row["tm_taskname"], row["tm_username"])
+            if owner != row["tm_username"]:
+                raise ForbiddenError(f"[{i}].taskname: {row['tm_taskname']!r} is not a task of {row['tm_username']}")
+            owners.setdefault(row["tm_taskname"], row["tm_username"])
 
     def _ensure_tasks(self, conn: Connection, owners: dict[str, str], now: int) -> None:
         if not owners:
@@ -519,7 +552,7 @@ class Store:
             _short(u.fts_instance, f"list_of_fts_instance[{i}]", 255)
             state = T.parse(u.state, f"list_of_transfer_state[{i}]")
             expect = T.parse(u.expect_state, f"list_of_expected_state[{i}]") if u.expect_state is not None else None
-            inc = validate.non_negative_int(u.retry_increment, f"list_of_retry_value[{i}]")
+            inc = validate.non_negative_int(u.retry_increment, f"list_of_retry_value[{i}]", MAX_RETRY_LIMIT)
             parsed.append((u, state, expect, inc))
         result = UpdateResult()
         now = _now()
@@ -775,9 +808,9 @@ class Store:
         parsed = []
         for i, u in enumerate(updates):
             state = P.parse(u.state, f"list_of_publication_state[{i}]")
-            inc = validate.non_negative_int(u.retry_increment, f"list_of_retry_value[{i}]")
-            if u.publish_flag not in (None, 0, 1):
-                raise ValidationError(f"publish_flag[{i}]", "expected 0 or 1")
+            inc = validate.non_negative_int(u.retry_increment, f"list_of_retry_value[{i}]", MAX_RETRY_LIMIT)
+            if u.publish_flag not in (None, 0, 1) or isinstance(u.publish_flag, bool):
+                raise ValidationError(f"list_of_publish_flag[{i}]", "expected 0 or 1")
             parsed.append((u, state, inc))
         result = UpdateResult()
         now = _now()
@@ -851,6 +884,7 @@ class Store:
     def upsert_tasks(self, items: list[dict[str, Any]]) -> int:
         now = _now()
         clean = []
+        seen: dict[str, int] = {}
         for i, item in enumerate(items):
             if not isinstance(item, dict):
                 raise ValidationError(f"tasks[{i}]", "expected an object")
@@ -858,6 +892,9 @@ class Store:
             if unknown:
                 raise ValidationError(f"tasks[{i}].{sorted(unknown)[0]}", "unknown task field")
             validate.taskname(item.get("tm_taskname"), f"tasks[{i}].tm_taskname")
+            if item["tm_taskname"] in seen:
+                raise ValidationError(f"tasks[{i}].tm_taskname", f"same task as tasks[{seen[item['tm_taskname']]}]")
+            seen[item["tm_taskname"]] = i
             validate.username(item.get("tm_username"), f"tasks[{i}].tm_username")
             for key, limit in (("tm_task_status", 50), ("tm_publish_name", 500), ("tm_publish_dbs_url", 500)):
                 _short(item.get(key), f"tasks[{i}].{key}", limit)
@@ -880,11 +917,12 @@ class Store:
                         conn.execute(update(tasks).where(tasks.c.tm_taskname == t["tm_taskname"]).values(values))
         return len(clean)
 
-    def update_last_publication(self, task: str, when: int | None = None) -> None:
+    def update_last_publication(self, task: str, when: int | None = None) -> int:
+        """Record a task's last publication; the number of tasks changed (0: no such task)."""
         validate.taskname(task)
         when = _now() if when is None else validate.non_negative_int(when, "publicationtime")
         with self._write() as conn:
-            conn.execute(update(tasks).where(tasks.c.tm_taskname == task).values(tm_last_publication=when))
+            return conn.execute(update(tasks).where(tasks.c.tm_taskname == task).values(tm_last_publication=when)).rowcount
 
     def put_file_metadata(self, entries: list[dict[str, Any]]) -> int:
         now = _now()
