@@ -28,7 +28,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from aso import validate
 from aso.catalogs.base import Block, Catalog, CatalogFile
+from aso.errors import ValidationError
 from aso.state.backend import PublicationUpdate, StateBackend
 
 log = logging.getLogger("aso.publisher")
@@ -143,6 +145,17 @@ def plan_task(
     """Decide blocks, failures and waiting rows for one task's ACQUIRED rows (reads only)."""
     now = int(time.time()) if now is None else now
     plan = TaskPlan(task=taskname, rows={r["tm_id"]: r for r in rows})
+    # A row stored before the LFN rule was tightened must not reach the catalog (nor fail
+    # the metadata look-up for the whole task): it fails on its own, saying why.
+    valid = []
+    for row in rows:
+        try:
+            validate.lfn(row["tm_destination_lfn"], "destination_lfn")
+        except ValidationError as exc:
+            plan.failures[row["tm_id"]] = f"not publishable: {exc}"
+            continue
+        valid.append(row)
+    rows = valid
     task = backend.get_task(taskname)
     metadata = backend.get_file_metadata(sorted({r["tm_destination_lfn"] for r in rows}))
     by_dataset: dict[str, list[dict[str, Any]]] = defaultdict(list)

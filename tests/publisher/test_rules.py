@@ -137,3 +137,16 @@ def test_local_catalog_rejects_bad_blocks(catalog):
     with pytest.raises(ValidationError, match="block"):
         catalog.publish_block(Block(DATASET, "/Other/x/USER#x", [CatalogFile("/store/a.root", 1, "00000001")]))
     assert catalog.listing() == []
+
+
+def test_a_row_with_an_lfn_outside_the_rule_fails_alone(backend, catalog, settings):
+    # A row stored before the LFN rule was tightened: it fails on its own and never reaches
+    # the catalog, and the task's valid rows are planned as usual.
+    from aso.components.publisher import plan_task
+
+    add_files(backend, "task_legacy", 3, task_status="COMPLETED")
+    rows = backend.list_transfers(task="task_legacy")
+    legacy = dict(rows[0], tm_id="f" * 56, tm_destination_lfn="/store/user/x/%2e%2e/escaped.root")
+    plan = plan_task(backend, catalog, settings, "task_legacy", [*rows, legacy])
+    assert set(plan.failures) == {"f" * 56} and "not publishable" in plan.failures["f" * 56]
+    assert sum(len(ids) for _, ids in plan.blocks) == 3
