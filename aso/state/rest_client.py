@@ -1,13 +1,14 @@
 """The StateBackend over HTTP: an ``aso server`` (or any server speaking its dialect).
 
-One pooled session; each call is one request per batch (very long id lists are split
-to keep URLs within what proxies accept). Connection errors and 5xx answers are retried
+One pooled session; each call is one request per batch (batches split by count and by
+bytes; id and LFN lists travel in request bodies, never in URLs). Connection errors and 5xx answers are retried
 with exponential back-off; 4xx answers never are, and come back as the matching
 ``aso.errors`` exception with the server's message.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from typing import Any
@@ -33,12 +34,14 @@ from aso.state.backend import (
     TransferUpdate,
     UpdateResult,
 )
+from aso.state.requests import transfer_row
 from aso.states import PublicationState, TransferState
 
 log = logging.getLogger("aso.state.rest")
 
-#: ids per GET, so a query string stays far below common URL limits
-GET_CHUNK = 150
+#: bytes of JSON per request body: far below the server's default 16 MiB limit, so a
+#: batch of long LFNs is split by size rather than refused with 413
+BODY_BUDGET = 4 * 2**20
 
 
 def _name(state: Any) -> str | None:
@@ -55,6 +58,22 @@ def _task_or_ids(task: str | None, ids: list[str] | None) -> dict[str, Any]:
     if ids is not None:
         body["list_of_ids"] = list(ids)
     return body
+
+
+def _after_partial_inject(exc: AsoError, offset: int) -> AsoError:
+    """The error of a batch starting at request ``offset``, in the caller's numbering."""
+    written = (f"; requests [0] to [{offset - 1}] were written, none from [{offset}] on "
+               "(injecting the same list again is safe)") if offset else "; nothing was written"
+    if isinstance(exc, ValidationError):
+        field = exc.field
+        if field.startswith("["):
+            index, _, rest = field[1:].partition("]")
+            if index.isdigit():
+                field = f"[{int(index) + offset}]{rest}"
+        return ValidationError(field, exc.problem + written)
+    if type(exc) in (BackendUnavailable, ForbiddenError, AuthenticationError, NotFoundError):
+        return type(exc)(str(exc) + written)
+    return exc
 
 
 def _rows(answer: dict[str, Any]) -> list[dict[str, Any]]:
@@ -150,22 +169,55 @@ class RestBackend(StateBackend):
     def _batches(self, items: list) -> list[list]:
         return [items[i : i + self.max_batch] for i in range(0, len(items), self.max_batch)] or [[]]
 
+    def _sized_batches(self, items: list) -> list[tuple[int, list]]:
+        """(offset, batch): at most max_batch items and about BODY_BUDGET bytes each."""
+        out: list[tuple[int, list]] = []
+        start, size = 0, 0
+        for i, item in enumerate(items):
+            n = len(json.dumps(item)) + 2
+            if i > start and (i - start >= self.max_batch or size + n > BODY_BUDGET):
+                out.append((start, items[start:i]))
+                start, size = i, 0
+            size += n
+        if start < len(items):
+            out.append((start, items[start:]))
+        return out
+
     # -- injection and reads -------------------------------------------------------------
     def inject(self, requests_: list[dict[str, Any]]) -> InjectResult:
+        """Every request is checked here first, so bad input changes nothing; the rows then
+        go in batches by count and size. If the server refuses or fails a later batch, the
+        error says which rows were written: injecting the same list again is safe (rows
+        already recorded are skipped)."""
+        requests_ = list(requests_)
+        now = int(time.time())
+        seen: dict[str, int] = {}
+        for i, req in enumerate(requests_):
+            row_id = transfer_row(i, req, now)["tm_id"]
+            if row_id in seen:
+                raise ValidationError(f"[{i}].source_lfn", f"same file as request [{seen[row_id]}]")
+            seen[row_id] = i
         result = InjectResult()
-        for batch in self._batches(list(requests_)):
-            if not batch:
-                continue
-            answer = self._call("PUT", "fileusertransfers", body={"transfers": batch})["result"][0]
+        for offset, batch in self._sized_batches(requests_):
+            try:
+                answer = self._call("PUT", "fileusertransfers", body={"transfers": batch})["result"][0]
+            except AsoError as exc:
+                raise _after_partial_inject(exc, offset) from exc
             result.inserted += answer["inserted"]
             result.reinitialised += answer["reinitialised"]
             result.skipped += answer["skipped"]
         return result
 
+    def _post_rows(self, resource: str, subresource: str, **body: Any) -> list[dict[str, Any]]:
+        return _rows(self._call("POST", resource, body={"subresource": subresource, **body}))
+
     def get_transfers(self, ids: list[str]) -> list[dict[str, Any]]:
+        # Ids travel in the body: a query string of 150 ids was already past gunicorn's
+        # default request-line limit (4 KiB).
         rows: list[dict[str, Any]] = []
-        for i in range(0, len(ids), GET_CHUNK):
-            rows += self._get_rows("filetransfers", "getById", id=ids[i : i + GET_CHUNK])
+        for batch in self._batches(list(ids)):
+            if batch:
+                rows += self._post_rows("filetransfers", "getById", list_of_ids=batch)
         return rows
 
     def list_transfers(self, *, user=None, task=None, states=None, limit: int = 10000) -> list[dict[str, Any]]:
@@ -292,8 +344,8 @@ class RestBackend(StateBackend):
 
     def get_file_metadata(self, lfns: list[str]) -> dict[str, dict[str, Any]]:
         out: dict[str, dict[str, Any]] = {}
-        for i in range(0, len(lfns), GET_CHUNK):
-            for row in _rows(self._call("GET", "filemetadata", params={"lfnList": lfns[i : i + GET_CHUNK]})):
+        for _, batch in self._sized_batches(list(lfns)):
+            for row in self._post_rows("filemetadata", "lookup", lfnList=batch):
                 out[row["lfn"]] = row["metadata"]
         return out
 

@@ -444,6 +444,7 @@ ROUTES: dict[tuple[str, str, str], tuple[str, frozenset[str]]] = {
     ("filetransfers", "GET", "groupedTransferStatistics"): ("statistics", ANYONE),
     ("filetransfers", "GET", "groupedPublishStatistics"): ("grouped_publish_statistics", ANYONE),
     ("filetransfers", "GET", "getById"): ("get_by_id", ANYONE),
+    ("filetransfers", "POST", "getById"): ("get_by_id", ANYONE),
     ("filetransfers", "GET", "listTransfers"): ("list_transfers", ANYONE),
     ("fileusertransfers", "PUT", ""): ("inject", ANYONE),
     ("fileusertransfers", "POST", "updateDoc"): ("inject", ANYONE),
@@ -451,6 +452,7 @@ ROUTES: dict[tuple[str, str, str], tuple[str, frozenset[str]]] = {
     ("fileusertransfers", "POST", "killTransfersById"): ("kill_transfers_by_id", ANYONE),
     ("fileusertransfers", "POST", "retryTransfers"): ("retry_failed", STAFF),
     ("fileusertransfers", "GET", "getById"): ("get_by_id", ANYONE),
+    ("fileusertransfers", "POST", "getById"): ("get_by_id", ANYONE),
     ("fileusertransfers", "GET", "getTransferStatus"): ("transfer_status", ANYONE),
     ("fileusertransfers", "GET", "getPublicationStatus"): ("publication_status", ANYONE),
     ("fileusertransfers", "GET", "listTransfers"): ("list_transfers", ANYONE),
@@ -459,6 +461,7 @@ ROUTES: dict[tuple[str, str, str], tuple[str, frozenset[str]]] = {
     ("task", "PUT", ""): ("task_upsert", SERVICE),
     ("task", "POST", "updatepublicationtime"): ("update_publication_time", SERVICE),
     ("filemetadata", "GET", ""): ("metadata_get", STAFF),
+    ("filemetadata", "POST", "lookup"): ("metadata_get", STAFF),
     ("filemetadata", "PUT", ""): ("metadata_put", SERVICE),
 }
 

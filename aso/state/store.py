@@ -46,6 +46,7 @@ from aso.state.backend import (
     TransferUpdate,
     UpdateResult,
 )
+from aso.state.requests import MAX_RETRY_LIMIT, transfer_row
 from aso.state.schema import (
     LATEST_VERSION,
     MIGRATIONS,
@@ -70,9 +71,6 @@ ANALYZE_AFTER = 5000
 REASON_MAX = 1000
 #: bytes of page cache all SQLite connections of a process may hold together (soft limit)
 SQLITE_HEAP_LIMIT = 96 * 2**20
-DEFAULT_MAX_RETRY = 2
-#: retry counts and increments stay far below a 32-bit column's limit, however often added
-MAX_RETRY_LIMIT = 1000
 T = TransferState
 P = PublicationState
 _KILLABLE = (T.NEW, T.ACQUIRED, T.SUBMITTED, T.RETRY)
@@ -232,76 +230,6 @@ class Store:
         return _c.tm_username == owner if owner is not None else None
 
     # -- injection -----------------------------------------------------------------------
-    def _validate_request(self, i: int, req: Any, now: int) -> dict[str, Any]:
-        def f(name: str) -> str:
-            return f"[{i}].{name}"
-
-        if not isinstance(req, dict):
-            raise ValidationError(f"[{i}]", "each transfer request must be an object")
-        for name in ("username", "taskname", "source", "destination", "source_lfn", "destination_lfn", "filesize"):
-            if req.get(name) in (None, ""):
-                raise ValidationError(f(name), "is required")
-        source_lfn = validate.lfn(req["source_lfn"], f("source_lfn"))
-        row_id = validate.lfn_id(source_lfn)
-        if req.get("id") not in (None, "") and req["id"] != row_id:
-            raise ValidationError(f("id"), "must be the sha224 hex digest of source_lfn (or be left out)")
-        publish = req.get("publish", 0)
-        if isinstance(publish, bool):
-            publish = int(publish)
-        if isinstance(publish, str) and publish.strip() in ("0", "1"):
-            publish = int(publish)
-        if publish not in (0, 1):
-            raise ValidationError(f("publish"), f"expected 0 or 1, got {publish!r}")
-        kind = req.get("type", "output")
-        if kind not in ("output", "log"):
-            raise ValidationError(f("type"), f"expected 'output' or 'log', got {kind!r}")
-        state = T.parse(req.get("transfer_state", "NEW"), f("transfer_state"))
-        if state not in (T.NEW, T.DONE):
-            raise ValidationError(f("transfer_state"), "a new transfer is NEW, or DONE for a direct stage-out")
-        checksum = req.get("checksum")
-        if isinstance(checksum, dict):  # CRAB's {"adler32": ..., "cksum": ...}
-            checksum = checksum.get("adler32")
-        job_id = req.get("job_id")
-        if job_id is not None:
-            job_id = str(job_id)
-            if len(job_id) > 64:
-                raise ValidationError(f("job_id"), "longer than 64 characters")
-        worker = req.get("asoworker")
-        if worker is not None:
-            validate.worker(worker, f("asoworker"))
-        return {
-            "tm_id": row_id,
-            "tm_username": validate.username(req["username"], f("username")),
-            "tm_taskname": validate.taskname(req["taskname"], f("taskname")),
-            "tm_source": validate.site(req["source"], f("source")),
-            "tm_destination": validate.site(req["destination"], f("destination")),
-            "tm_source_lfn": source_lfn,
-            "tm_destination_lfn": validate.lfn(req["destination_lfn"], f("destination_lfn")),
-            "tm_filesize": validate.non_negative_int(req["filesize"], f("filesize")),
-            "tm_checksum": validate.adler32(checksum, f("checksum")) if checksum not in (None, "") else None,
-            "tm_publish": publish,
-            "tm_jobid": job_id,
-            "tm_job_retry_count": validate.non_negative_int(req.get("job_retry_count", 0), f("job_retry_count"), validate.MAX_INT32),
-            "tm_type": kind,
-            "tm_aso_worker": worker,
-            "tm_transfer_state": int(state),
-            "tm_publication_state": int(P.NEW if publish else P.NOT_REQUIRED),
-            "tm_transfer_retry_count": 0,
-            "tm_publication_retry_count": 0,
-            "tm_transfer_max_retry_count": validate.non_negative_int(req.get("max_retry", DEFAULT_MAX_RETRY), f("max_retry"), MAX_RETRY_LIMIT),
-            "tm_publication_max_retry_count": DEFAULT_MAX_RETRY,
-            "tm_transfer_failure_reason": None,
-            "tm_publication_failure_reason": None,
-            "tm_fts_id": None,
-            "tm_fts_instance": None,
-            "tm_dbs_blockname": None,
-            "tm_block_complete": None,
-            "tm_start_time": validate.non_negative_int(req.get("start_time", now), f("start_time")),
-            "tm_last_update": now,
-            "tm_end_time": now if state == T.DONE else None,
-            "tm_creation_time": now,
-        }
-
     def inject(
         self,
         requests: list[dict[str, Any]],
@@ -323,7 +251,7 @@ class Store:
         if not isinstance(requests, list):
             raise ValidationError("transfers", "expected a list of transfer requests")
         now = _now()
-        rows = [self._validate_request(i, req, now) for i, req in enumerate(requests)]
+        rows = [transfer_row(i, req, now) for i, req in enumerate(requests)]
         seen: dict[str, int] = {}
         for i, row in enumerate(rows):
             if row["tm_id"] in seen:
