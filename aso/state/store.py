@@ -394,7 +394,7 @@ class Store:
             select(_c.tm_username)
             .where(
                 or_(
-                    and_(_c.tm_transfer_state == int(T.NEW), _c.tm_aso_worker.is_(None)),
+                    and_(_c.tm_transfer_state == int(T.NEW), _free_or_mine(worker)),
                     and_(_c.tm_transfer_state == int(T.ACQUIRED), _c.tm_aso_worker == worker),
                 )
             )
@@ -431,7 +431,7 @@ class Store:
                     .where(
                         _c.tm_username.in_(chunk),
                         _c.tm_transfer_state == int(T.NEW),
-                        _c.tm_aso_worker.is_(None),
+                        _free_or_mine(worker),
                     )
                     .subquery()
                 )
@@ -450,7 +450,7 @@ class Store:
                         # Re-checked per row under the row lock on PostgreSQL, so two
                         # acquirers never take the same row.
                         _c.tm_transfer_state == int(T.NEW),
-                        _c.tm_aso_worker.is_(None),
+                        _free_or_mine(worker),
                     )
                     .values(tm_transfer_state=int(T.ACQUIRED), tm_aso_worker=worker, tm_last_update=now)
                     .execution_options(synchronize_session=False)
@@ -879,6 +879,12 @@ class Store:
                 for r in conn.execute(select(file_metadata).where(file_metadata.c.fmd_lfn.in_(chunk))).mappings():
                     out[r["fmd_lfn"]] = json.loads(r["fmd_metadata"])
         return out
+
+
+def _free_or_mine(worker: str):
+    """A NEW row this worker may take: nobody's yet, or injected for this worker by name
+    (CRAB's asoworker at injection pins a row to one ASO host)."""
+    return or_(_c.tm_aso_worker.is_(None), _c.tm_aso_worker == worker)
 
 
 def _short(value: Any, field: str, limit: int) -> None:

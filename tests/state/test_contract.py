@@ -272,3 +272,13 @@ def test_values_longer_than_their_columns_are_refused(backend):
         backend.upsert_tasks([{"tm_taskname": "task_a", "tm_username": "alice", "tm_task_status": "S" * 80}])
     assert err.value.field == "tasks[0].tm_task_status"
     assert state_of(backend, ids[0]) == "SUBMITTED"
+
+
+def test_rows_injected_for_a_worker_are_acquired_by_that_worker_only(make_backend):
+    a, b = make_backend("worker-a"), make_backend("worker-b")
+    a.inject([request(0, "wendy", asoworker="worker-a"), request(1, "wendy", asoworker="worker-b"), request(2, "wendy")])
+    assert a.active_users() == ["wendy"]
+    assert a.acquire_transfers(["wendy"], 10) == 2
+    assert ids_of(a.acquired_transfers()) == ids_of([{"tm_id": lfn_id(request(i, "wendy")["source_lfn"])} for i in (0, 2)])
+    assert b.acquire_transfers(["wendy"], 10) == 1
+    assert b.acquired_transfers()[0]["tm_source_lfn"].endswith("file_1.root")
