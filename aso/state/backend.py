@@ -242,15 +242,20 @@ class StateBackend(ABC):
         """Release connections."""
 
 
-def open_backend(url: str, *, worker: str, token: str = "", instance: str = "prod", **options: Any) -> StateBackend:
-    """The backend for ``url``: REST for http(s)://, the in-process store otherwise."""
+def open_backend(
+    url: str, *, worker: str, token: str = "", instance: str = "prod", store_options: dict | None = None, **options: Any
+) -> StateBackend:
+    """The backend for ``url``: REST for http(s)://, the in-process store otherwise.
+
+    ``options`` configure the REST client; ``store_options`` the in-process store (its
+    retry defaults: over REST the server's configuration decides them)."""
     if url.startswith(("http://", "https://")):
         from aso.state.rest_client import RestBackend
 
         return RestBackend(url, worker=worker, token=token, instance=instance, **options)
     from aso.state.local import LocalBackend
 
-    return LocalBackend(url, worker=worker)
+    return LocalBackend(url, worker=worker, **(store_options or {}))
 
 
 def backend_from_config(config) -> StateBackend:
@@ -264,4 +269,5 @@ def backend_from_config(config) -> StateBackend:
         retries=config.state.retries,
         backoff=config.state.backoff,
         ca_bundle=config.state.ca_bundle,
+        store_options={"max_retry": config.transfer.max_retry, "publication_max_retry": config.publisher.max_retry},
     )

@@ -17,9 +17,9 @@ from aso.state.store import Store
 
 
 class LocalBackend(StateBackend):
-    def __init__(self, url: str, *, worker: str, store: Store | None = None):
+    def __init__(self, url: str, *, worker: str, store: Store | None = None, **store_options: int):
         self.worker = validate.worker(worker)
-        self.store = store or Store(url)
+        self.store = store or Store(url, **store_options)
 
     def inject(self, requests: list[dict[str, Any]]) -> InjectResult:
         return self.store.inject(requests)

@@ -14,14 +14,21 @@ from aso.errors import ValidationError
 from aso.states import PublicationState as P
 from aso.states import TransferState as T
 
-DEFAULT_MAX_RETRY = 2
+#: retries when neither the request nor the configuration says ([transfer] max_retry and
+#: [publisher] max_retry override it where the row is stored)
+DEFAULT_MAX_RETRY = 3
 #: retry counts and increments stay far below a 32-bit column's limit, however often added
 MAX_RETRY_LIMIT = 1000
 
 
-def transfer_row(i: int, req: Any, now: int) -> dict[str, Any]:
+def transfer_row(
+    i: int, req: Any, now: int, max_retry: int = DEFAULT_MAX_RETRY, publication_max_retry: int = DEFAULT_MAX_RETRY
+) -> dict[str, Any]:
     """The ``filetransfersdb`` row for transfer request number ``i``, or a ValidationError
-    naming ``[i].<field>``. Pure: the store, the REST client and the CLI check alike."""
+    naming ``[i].<field>``. Pure: the store, the REST client and the CLI check alike.
+
+    ``max_retry`` applies when the request gives none (a request's own ``max_retry``,
+    0 included, is kept as given)."""
 
     def f(name: str) -> str:
         return f"[{i}].{name}"
@@ -78,8 +85,8 @@ def transfer_row(i: int, req: Any, now: int) -> dict[str, Any]:
         "tm_publication_state": int(P.NEW if publish else P.NOT_REQUIRED),
         "tm_transfer_retry_count": 0,
         "tm_publication_retry_count": 0,
-        "tm_transfer_max_retry_count": validate.non_negative_int(req.get("max_retry", DEFAULT_MAX_RETRY), f("max_retry"), MAX_RETRY_LIMIT),
-        "tm_publication_max_retry_count": DEFAULT_MAX_RETRY,
+        "tm_transfer_max_retry_count": validate.non_negative_int(max_retry if req.get("max_retry") in (None, "") else req["max_retry"], f("max_retry"), MAX_RETRY_LIMIT),
+        "tm_publication_max_retry_count": publication_max_retry,
         "tm_transfer_failure_reason": None,
         "tm_publication_failure_reason": None,
         "tm_fts_id": None,

@@ -554,7 +554,7 @@ def app_from_config(config) -> Flask:
     if not config.server.tokens:
         raise ConfigError("server.tokens: no tokens configured; every request would be refused")
     return create_app(
-        Store(db_url),
+        Store(db_url, max_retry=config.transfer.max_retry, publication_max_retry=config.publisher.max_retry),
         BearerTokenAuthenticator(config.server.tokens),
         ServerSettings(
             max_body_bytes=config.server.max_body_bytes,

@@ -46,7 +46,7 @@ from aso.state.backend import (
     TransferUpdate,
     UpdateResult,
 )
-from aso.state.requests import MAX_RETRY_LIMIT, transfer_row
+from aso.state.requests import DEFAULT_MAX_RETRY, MAX_RETRY_LIMIT, transfer_row
 from aso.state.schema import (
     LATEST_VERSION,
     MIGRATIONS,
@@ -122,8 +122,12 @@ def _reason(value: str | None) -> str | None:
 class Store:
     """The store behind both backends; ``worker``/``owner`` are explicit arguments."""
 
-    def __init__(self, url: str):
+    def __init__(self, url: str, *, max_retry: int = DEFAULT_MAX_RETRY, publication_max_retry: int = DEFAULT_MAX_RETRY):
+        """``max_retry``/``publication_max_retry``: stored in rows whose request gives none
+        ([transfer] max_retry and [publisher] max_retry of the host that stores them)."""
         self.url = url
+        self.max_retry = max_retry
+        self.publication_max_retry = publication_max_retry
         self.is_sqlite = url.startswith("sqlite")
         try:
             self.engine = self._make_engine(url)
@@ -251,7 +255,7 @@ class Store:
         if not isinstance(requests, list):
             raise ValidationError("transfers", "expected a list of transfer requests")
         now = _now()
-        rows = [transfer_row(i, req, now) for i, req in enumerate(requests)]
+        rows = [transfer_row(i, req, now, self.max_retry, self.publication_max_retry) for i, req in enumerate(requests)]
         seen: dict[str, int] = {}
         for i, row in enumerate(rows):
             if row["tm_id"] in seen:

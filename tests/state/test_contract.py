@@ -282,3 +282,24 @@ def test_rows_injected_for_a_worker_are_acquired_by_that_worker_only(make_backen
     assert ids_of(a.acquired_transfers()) == ids_of([{"tm_id": lfn_id(request(i, "wendy")["source_lfn"])} for i in (0, 2)])
     assert b.acquire_transfers(["wendy"], 10) == 1
     assert b.acquired_transfers()[0]["tm_source_lfn"].endswith("file_1.root")
+
+
+def test_max_retry_default_given_and_zero(backend):
+    backend.inject([request(0, "mia"), request(1, "mia", max_retry=0), request(2, "mia", max_retry=5)])
+    rows = {r["tm_source_lfn"][-6:]: r for r in backend.list_transfers(user="mia")}
+    assert rows["0.root"]["tm_transfer_max_retry_count"] == 3  # docs/configuration.md's [transfer] max_retry
+    assert rows["1.root"]["tm_transfer_max_retry_count"] == 0  # 0 is a value, not "missing"
+    assert rows["2.root"]["tm_transfer_max_retry_count"] == 5
+
+
+def test_configured_max_retry_is_what_injection_stores(tmp_path):
+    from aso.config import from_dict
+    from aso.state.backend import backend_from_config
+
+    config = from_dict({"state": {"url": f"sqlite:///{tmp_path / 's.db'}"}, "transfer": {"max_retry": 7},
+                        "publisher": {"max_retry": 4}})
+    backend = backend_from_config(config)
+    backend.inject([request(0, "noah")])
+    row = backend.list_transfers(user="noah")[0]
+    assert (row["tm_transfer_max_retry_count"], row["tm_publication_max_retry_count"]) == (7, 4)
+    backend.close()
