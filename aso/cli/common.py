@@ -176,9 +176,11 @@ def report(exc: BaseException) -> CliError:
 
 
 def ensure_logging() -> None:
-    """Logging for an error raised before the configuration was read (--log-level or INFO)."""
+    """Logging for an error raised before the configuration was read: only when --log-level
+    asks for it (at the default level nothing logged at DEBUG would show anyway)."""
     if getattr(logging.getLogger(), "_aso_configured", False):
         return
     ctx = click.get_current_context(silent=True)
-    app = ctx.find_object(AppContext) if ctx else None
-    setup_logging((app.log_level if app else None) or "INFO")
+    level = ctx.find_root().params.get("log_level") if ctx else None  # parsed even before aso's callback ran
+    if level:
+        setup_logging(level)

@@ -62,24 +62,30 @@ def _run(app, name: str, label: str, loop: bool, interval: float, as_json: bool,
     errors = list(getattr(summary, "errors", ()))
     unreachable = _unreachable(summary)
     if unreachable:
-        fail(f"{name}: FTS unreachable: {', '.join(unreachable)}; {len(errors)} error(s) in this pass, "
+        fail(f"{name}: unreachable: {', '.join(unreachable)}; {len(errors)} error(s) in this pass, "
              "the work waits for the next pass (see the log)", EXIT_UNAVAILABLE)
     if errors:
         fail(f"{name}: {len(errors)} error(s) in this pass, the work waits for the next pass "
              f"(see the log); first: {errors[0]}", EXIT_FAILED)
 
 
-#: how the retry manager's summary says it could not reach an FTS endpoint (it has no
-#: ``unreachable`` list like the transfer and monitor summaries)
-_CANNOT_REACH = re.compile(r"cannot reach FTS at (\S+) ")
+#: How a pass's errors say a backend could not be reached, where the summary has no
+#: structured list: the retry manager's FTS cancels, and any component that met the state
+#: backend's BackendUnavailable for one user and went on with the others.
+_CANNOT_REACH = (
+    (re.compile(r"cannot reach FTS at (\S+) "), "FTS {}"),
+    (re.compile(r"state server (\S+) unreachable"), "state server {}"),
+    (re.compile(r"\b(state database(?: \S+?)?):"), "{}"),
+)
 
 
 def _unreachable(summary) -> list[str]:
-    """The FTS endpoints a pass could not reach."""
-    listed = getattr(summary, "unreachable", None)
-    if listed is not None:
-        return sorted(listed)
-    return sorted({m.group(1) for e in getattr(summary, "errors", ()) for m in _CANNOT_REACH.finditer(e)})
+    """What a pass could not reach: 'FTS <endpoint>', 'state server <url>', ..."""
+    found = {f"FTS {endpoint}" for endpoint in getattr(summary, "unreachable", None) or ()}
+    for error in getattr(summary, "errors", ()):
+        for pattern, label in _CANNOT_REACH:
+            found.update(label.format(m.group(1)) for m in pattern.finditer(error))
+    return sorted(found)
 
 
 def _parts(config):
