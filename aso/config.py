@@ -8,6 +8,7 @@ Relative paths in the file are resolved against the file's own folder.
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,36 +39,69 @@ class Option:
     default: Any
     help: str
     kind: str = ""  # "path" (resolved against the config folder), "url", or "" (by default type)
+    #: bounds of a number, checked when the file is loaded (inclusive; None = unbounded)
+    minimum: int | float | None = None
+    maximum: int | float | None = None
+    #: a number that must be strictly above this (timeouts)
+    above: float | None = None
+    #: the only values allowed (strings compare case-insensitively when ``any_case``)
+    choices: tuple[str, ...] = ()
+    any_case: bool = False
+    #: URL schemes allowed (the part before ``+driver``); '' stays allowed for optional URLs
+    schemes: tuple[str, ...] = ()
 
     @property
     def key(self) -> str:
         return f"{self.section}.{self.name}"
 
+    def constraint(self) -> str:
+        """What the loader checks beyond the type, in words ('' when nothing)."""
+        if self.choices:
+            return "One of: " + ", ".join(self.choices) + (" (any case)." if self.any_case else ".")
+        if self.schemes:
+            return "URL schemes: " + ", ".join(f"{s}://" for s in self.schemes) + "."
+        if self.minimum is not None and self.maximum is not None:
+            return f"From {self.minimum} to {self.maximum}."
+        if self.minimum is not None:
+            return f"At least {self.minimum}."
+        if self.above is not None:
+            return f"More than {self.above:g}."
+        return ""
 
-def _o(section: str, name: str, default: Any, help: str, kind: str = "") -> Option:
-    return Option(section, name, default, help, kind)
+    def describe(self) -> str:
+        """The help text with its constraint: what ``aso init`` and the docs print."""
+        return f"{self.help} {self.constraint()}".strip()
+
+
+def _o(section: str, name: str, default: Any, help: str, kind: str = "", **checks: Any) -> Option:
+    return Option(section, name, default, help, kind, **checks)
+
+
+_PORT = {"minimum": 1, "maximum": 65535}
+_POSITIVE = {"minimum": 1}
+_NON_NEGATIVE = {"minimum": 0}
 
 
 OPTIONS: list[Option] = [
     # general
     _o("aso", "worker", "asoworker", "This installation's worker name (CRAB's asoworker): rows it acquires carry it."),
     _o("aso", "instance", "prod", "CRAB REST instance name, the <instance> in /crabserver/<instance>/filetransfers."),
-    _o("aso", "log_level", "INFO", "Log level of every component (DEBUG, INFO, WARNING, ERROR)."),
+    _o("aso", "log_level", "INFO", "Log level of every component.", choices=("DEBUG", "INFO", "WARNING", "ERROR"), any_case=True),
     _o("aso", "lock_dir", "locks", "Folder of the per-component lock files.", "path"),
     # state backend
-    _o("state", "url", "sqlite:///state.db", "State backend: a database URL (sqlite:///PATH, postgresql+psycopg://...) for the local backend, or http(s)://host:port for an aso server.", "url"),
+    _o("state", "url", "sqlite:///state.db", "State backend: a database URL (sqlite:///PATH, postgresql+psycopg://...) for the local backend, or http(s)://host:port for an aso server.", "url", schemes=("sqlite", "postgresql", "http", "https")),
     _o("state", "token", "", "Bearer token sent to the aso server (REST backend only)."),
-    _o("state", "timeout", 60.0, "Seconds before a REST request to the state server gives up."),
-    _o("state", "retries", 5, "Attempts for a REST request that meets a connection error or a 5xx answer."),
-    _o("state", "backoff", 0.5, "First back-off in seconds between REST retries; it doubles each time."),
+    _o("state", "timeout", 60.0, "Seconds before a REST request to the state server gives up.", above=0),
+    _o("state", "retries", 5, "Attempts for a REST request that meets a connection error or a 5xx answer.", **_POSITIVE),
+    _o("state", "backoff", 0.5, "First back-off in seconds between REST retries; it doubles each time.", **_NON_NEGATIVE),
     _o("state", "ca_bundle", "", "CA bundle to verify an https state server ('' = system default).", "path"),
     # REST server
     _o("server", "host", "127.0.0.1", "Address aso server listens on."),
-    _o("server", "port", 8080, "Port aso server listens on."),
-    _o("server", "db_url", "", "Database the server serves ('' = state.url when that is a database URL).", "url"),
-    _o("server", "threads", 8, "Worker threads of the built-in WSGI server."),
-    _o("server", "max_body_bytes", 16 * 1024 * 1024, "Largest request body accepted; larger ones get 413."),
-    _o("server", "max_batch", 10000, "Largest number of rows one REST call may carry."),
+    _o("server", "port", 8080, "Port aso server listens on.", **_PORT),
+    _o("server", "db_url", "", "Database the server serves ('' = state.url when that is a database URL).", "url", schemes=("sqlite", "postgresql")),
+    _o("server", "threads", 8, "Worker threads of the built-in WSGI server.", **_POSITIVE),
+    _o("server", "max_body_bytes", 16 * 1024 * 1024, "Largest request body accepted; larger ones get 413.", **_POSITIVE),
+    _o("server", "max_batch", 10000, "Largest number of rows one REST call may carry.", **_POSITIVE),
     _o("server", "tokens", [], "List of {token, identity, role} tables; role is service, operator or user."),
     _o("server", "source_areas", ["/store/temp/user/{username}"], "LFN areas a user token may inject sources from; an LFN is inside when the area is followed by '.' or '/' ({username} is the caller)."),
     _o("server", "destination_areas", ["/store/user/{username}/", "/store/group/{group}/"], "LFN prefixes a user token may inject destinations under ({username} is the caller; {group} each of the caller's groups)."),
@@ -76,59 +110,59 @@ OPTIONS: list[Option] = [
     # sandboxes
     _o("sandbox", "root", "sandboxes", "Root of the on-disk hand-offs (monitor/, reporter/, submit/).", "path"),
     # FTS client side
-    _o("fts", "delegation_lifetime", 48 * 3600, "Lifetime in seconds of a proxy delegated to FTS."),
-    _o("fts", "delegation_renew_below", 24 * 3600, "Re-delegate when less than this many seconds are left."),
-    _o("fts", "bulk_size", 100, "Job ids per bulk status request."),
-    _o("fts", "timeout", 30.0, "Seconds before an FTS request gives up."),
+    _o("fts", "delegation_lifetime", 48 * 3600, "Lifetime in seconds of a proxy delegated to FTS.", **_POSITIVE),
+    _o("fts", "delegation_renew_below", 24 * 3600, "Re-delegate when less than this many seconds are left.", **_NON_NEGATIVE),
+    _o("fts", "bulk_size", 100, "Job ids per bulk status request.", **_POSITIVE),
+    _o("fts", "timeout", 30.0, "Seconds before an FTS request gives up.", above=0),
     _o("fts", "ca_dir", "", "Folder of CA certificates to verify FTS servers ('' = X509_CERT_DIR or the system default).", "path"),
-    _o("fts", "verify_checksum", "both", "FTS checksum mode: both, source, target or none."),
+    _o("fts", "verify_checksum", "both", "FTS checksum mode.", choices=("both", "source", "target", "none")),
     _o("fts", "overwrite", True, "Let FTS overwrite an existing destination file."),
-    _o("fts", "retry", 3, "FTS-side retries per file."),
-    _o("fts", "retry_delay", 600, "Seconds FTS waits between its own retries."),
-    _o("fts", "max_time_in_queue", 10, "Hours an FTS job may stay queued before FTS cancels it."),
-    _o("fts", "priority", 3, "FTS job priority (1 to 5)."),
+    _o("fts", "retry", 3, "FTS-side retries per file.", **_NON_NEGATIVE),
+    _o("fts", "retry_delay", 600, "Seconds FTS waits between its own retries.", **_NON_NEGATIVE),
+    _o("fts", "max_time_in_queue", 10, "Hours an FTS job may stay queued before FTS cancels it.", **_NON_NEGATIVE),
+    _o("fts", "priority", 3, "FTS job priority (1 to 5).", minimum=1, maximum=5),
     # credentials
-    _o("credentials", "source", "directory", "Where user proxies come from: directory or myproxy."),
+    _o("credentials", "source", "directory", "Where user proxies come from.", choices=("directory", "myproxy")),
     _o("credentials", "directory", "proxies", "directory source: folder holding one proxy file per user, named <user>.pem.", "path"),
     _o("credentials", "cache_dir", "proxy-cache", "Where retrieved proxies are cached (mode 0600).", "path"),
-    _o("credentials", "min_time_left", 3600, "A proxy with less than this many seconds left is not used."),
+    _o("credentials", "min_time_left", 3600, "A proxy with less than this many seconds left is not used.", **_NON_NEGATIVE),
     _o("credentials", "myproxy_server", "localhost", "myproxy source: MyProxy host."),
-    _o("credentials", "myproxy_port", 7512, "myproxy source: MyProxy port."),
-    _o("credentials", "myproxy_lifetime", 168 * 3600, "myproxy source: lifetime in seconds asked of MyProxy."),
+    _o("credentials", "myproxy_port", 7512, "myproxy source: MyProxy port.", **_PORT),
+    _o("credentials", "myproxy_lifetime", 168 * 3600, "myproxy source: lifetime in seconds asked of MyProxy.", **_POSITIVE),
     _o("credentials", "myproxy_account", "", "myproxy source: host of the CRAB REST server, used in CRAB's credential name (sha1(dn + '_' + account))."),
     _o("credentials", "service_cert", "", "myproxy source: service certificate (a trusted retriever).", "path"),
     _o("credentials", "service_key", "", "myproxy source: service key.", "path"),
     _o("credentials", "ca_dir", "", "myproxy source: CA folder to verify the MyProxy server.", "path"),
     _o("credentials", "user_dns", {}, "myproxy source: map of user name to certificate DN."),
     # components
-    _o("transfer", "max_files_per_job", 50, "Files per FTS job (one job per link chunk)."),
-    _o("transfer", "acquire_limit", 10000, "Rows acquired per user per pass."),
-    _o("transfer", "threads", 8, "Users handled at once."),
-    _o("transfer", "max_retry", 3, "Submission attempts before a row is FAILED instead of RETRY."),
-    _o("monitor", "threads", 4, "Bulk status requests in flight at once."),
-    _o("monitor", "job_timeout", 72000, "Seconds after submission before a job still unfinished is abandoned."),
-    _o("monitor", "file_timeout", 18000, "Seconds without any change before a job is abandoned."),
-    _o("reporter", "threads", 8, "Users handled at once."),
+    _o("transfer", "max_files_per_job", 50, "Files per FTS job (one job per link chunk).", **_POSITIVE),
+    _o("transfer", "acquire_limit", 10000, "Rows acquired per user per pass.", **_POSITIVE),
+    _o("transfer", "threads", 8, "Users handled at once.", **_POSITIVE),
+    _o("transfer", "max_retry", 3, "Submission attempts before a row is FAILED instead of RETRY.", **_NON_NEGATIVE),
+    _o("monitor", "threads", 4, "Bulk status requests in flight at once.", **_POSITIVE),
+    _o("monitor", "job_timeout", 72000, "Seconds after submission before a job still unfinished is abandoned.", **_POSITIVE),
+    _o("monitor", "file_timeout", 18000, "Seconds without any change before a job is abandoned.", **_POSITIVE),
+    _o("reporter", "threads", 8, "Users handled at once.", **_POSITIVE),
     _o("reporter", "permanent_errors", PERMANENT_ERROR_PATTERNS, "Regular expressions (case-insensitive): a failure reason matching one fails the file at once."),
-    _o("reporter", "reason_length", 1000, "Failure reasons are cut to this many characters."),
-    _o("retry_manager", "cooloff", 7200, "Seconds a RETRY row waits before going back to NEW."),
-    _o("retry_manager", "stuck_after", 3600, "Seconds after which an ACQUIRED or SUBMITTED row without a sandbox entry is recovered."),
-    _o("publisher", "max_files_per_block", 100, "Files per published block."),
-    _o("publisher", "block_closure_timeout", 9400, "Seconds since a task's last publication after which a partial block is published."),
-    _o("publisher", "expiration", 3 * 86400, "Seconds after which waiting files are published, or failed, whatever happens."),
-    _o("publisher", "threads", 5, "Users handled at once."),
-    _o("publisher", "max_retry", 3, "Publication attempts before a file is FAILED."),
-    _o("publisher", "catalog", "local", "Catalog plug-in: local or dbs."),
-    _o("publisher", "catalog_url", "sqlite:///catalog.db", "local: database URL of the catalog; dbs: the DBS writer URL.", "url"),
+    _o("reporter", "reason_length", 1000, "Failure reasons are cut to this many characters.", **_POSITIVE),
+    _o("retry_manager", "cooloff", 7200, "Seconds a RETRY row waits before going back to NEW.", **_NON_NEGATIVE),
+    _o("retry_manager", "stuck_after", 3600, "Seconds after which an ACQUIRED or SUBMITTED row without a sandbox entry is recovered.", **_NON_NEGATIVE),
+    _o("publisher", "max_files_per_block", 100, "Files per published block.", **_POSITIVE),
+    _o("publisher", "block_closure_timeout", 9400, "Seconds since a task's last publication after which a partial block is published.", **_NON_NEGATIVE),
+    _o("publisher", "expiration", 3 * 86400, "Seconds after which waiting files are published, or failed, whatever happens.", **_NON_NEGATIVE),
+    _o("publisher", "threads", 5, "Users handled at once.", **_POSITIVE),
+    _o("publisher", "max_retry", 3, "Publication attempts before a file is FAILED.", **_NON_NEGATIVE),
+    _o("publisher", "catalog", "local", "Catalog plug-in.", choices=("local", "dbs")),
+    _o("publisher", "catalog_url", "sqlite:///catalog.db", "local: database URL of the catalog; dbs: the DBS writer URL.", "url", schemes=("sqlite", "postgresql", "http", "https")),
     # embedded FTS service
     _o("fts_server", "host", "127.0.0.1", "Address aso fts-server listens on."),
-    _o("fts_server", "port", 8446, "Port aso fts-server listens on."),
+    _o("fts_server", "port", 8446, "Port aso fts-server listens on.", **_PORT),
     _o("fts_server", "db", "fts.db", "SQLite database of the embedded FTS service.", "path"),
     _o("fts_server", "cert", "", "Host certificate; with key and ca_dir the service speaks HTTPS.", "path"),
     _o("fts_server", "key", "", "Host key.", "path"),
     _o("fts_server", "ca_dir", "", "Folder of trusted CA certificates for client authentication.", "path"),
-    _o("fts_server", "workers", 4, "Copies running at once."),
-    _o("fts_server", "per_link", 2, "Copies running at once per source host -> destination host."),
+    _o("fts_server", "workers", 4, "Copies running at once.", **_POSITIVE),
+    _o("fts_server", "per_link", 2, "Copies running at once per source host -> destination host.", **_POSITIVE),
     _o("fts_server", "roots", [], "Local folders that file:// URLs may read and write ([] = the folders of the file:// site prefixes in [sites]); any other file:// URL is refused."),
 ]
 
@@ -188,6 +222,47 @@ def _check_type(option: Option, value: Any) -> Any:
     return value
 
 
+_URL = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*)://(.*)", re.DOTALL)
+
+
+def check_value(option: Option, value: Any) -> Any:
+    """``value`` (already of the option's type) against the option's declared constraint;
+    the value to keep (a choice in its declared spelling), or ConfigError naming the option."""
+    if option.choices and isinstance(value, str):
+        fold = (lambda v: v.upper()) if option.any_case else (lambda v: v)
+        for choice in option.choices:
+            if fold(choice) == fold(value):
+                return choice
+        raise ConfigError(f"{option.key}: {value!r} is not one of {', '.join(option.choices)}")
+    if option.schemes and isinstance(value, str) and value:
+        match = _URL.fullmatch(value)
+        if match is None:
+            raise ConfigError(f"{option.key}: {value!r} is not a URL (expected "
+                              + ", ".join(f"{s}://..." for s in option.schemes) + ")")
+        scheme = match.group(1).lower().split("+", 1)[0]
+        if scheme not in option.schemes:
+            raise ConfigError(f"{option.key}: {match.group(1)}:// is not supported (expected "
+                              + ", ".join(f"{s}://" for s in option.schemes) + ")")
+        if scheme != "sqlite" and not match.group(2).split("/", 1)[0]:
+            raise ConfigError(f"{option.key}: {value!r} names no host")
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        if option.minimum is not None and value < option.minimum:
+            raise ConfigError(f"{option.key}: must be at least {option.minimum}, got {value!r}")
+        if option.maximum is not None and value > option.maximum:
+            raise ConfigError(f"{option.key}: must be at most {option.maximum}, got {value!r}")
+        if option.above is not None and not value > option.above:
+            raise ConfigError(f"{option.key}: must be more than {option.above:g}, got {value!r}")
+    return value
+
+
+def check_option(key: str, value: Any) -> Any:
+    """Type and constraint of one option given outside the file (a command-line override)."""
+    option = _BY_KEY.get(key)
+    if option is None:
+        raise ConfigError(f"{key}: unknown option")
+    return check_value(option, _check_type(option, value))
+
+
 def _resolve(option: Option, value: Any, base: Path) -> Any:
     if not isinstance(value, str) or not value:
         return value
@@ -231,7 +306,7 @@ def from_dict(data: dict[str, Any], base_dir: Path | None = None, path: Path | N
             option = _BY_KEY.get(f"{section}.{name}")
             if option is None:
                 raise ConfigError(f"{section}.{name}: unknown option")
-            values[section][name] = _resolve(option, _check_type(option, value), base)
+            values[section][name] = _resolve(option, check_value(option, _check_type(option, value)), base)
     return Config(values=values, sites=sites, path=path)
 
 
@@ -251,9 +326,14 @@ def load_config(explicit: str | os.PathLike | None = None) -> Config:
     if path is None:
         return from_dict({})
     try:
-        data = tomllib.loads(path.read_text())
+        data = tomllib.loads(path.read_bytes().decode("utf-8"))
     except FileNotFoundError:
         raise ConfigError(f"{path}: configuration file not found") from None
+    except OSError as exc:  # a folder, no permission, ...
+        raise ConfigError(f"{path}: cannot read the configuration file: {exc.strerror or exc}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text (TOML files are UTF-8): byte {exc.start} "
+                          f"({exc.object[exc.start:exc.start + 1]!r})") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
     return from_dict(data, path=path.resolve())
@@ -279,7 +359,7 @@ def render_toml(overrides: dict[str, dict[str, Any]], sites: dict[str, dict[str,
     for section in SECTIONS:
         lines.append(f"[{section}]")
         for option in (o for o in OPTIONS if o.section == section):
-            lines.append(f"# {option.help}")
+            lines.append(f"# {option.describe()}")
             if option.name in overrides.get(section, {}):
                 lines.append(f"{option.name} = {_toml_value(overrides[section][option.name])}")
             elif isinstance(option.default, (list, dict)):
@@ -313,7 +393,7 @@ def render_reference_markdown() -> str:
             default = _toml_value(option.default).replace("|", "\\|")
             if len(default) > 60:
                 default = default[:57] + "..."
-            out.append(f"| `{option.name}` | `{default}` | {option.help.replace('|', '/')} |")
+            out.append(f"| `{option.name}` | `{default}` | {option.describe().replace('|', '/')} |")
         out.append("")
     out += [
         "## [sites.NAME]",

@@ -33,25 +33,55 @@ COMMANDS: dict[str, str] = {
 
 
 class LazyGroup(click.Group):
+    """Loads subcommands when used, and turns whatever a command raises into one error line
+    and the README's exit code (:func:`aso.cli.common.report`), for every command alike."""
+
     def list_commands(self, ctx: click.Context) -> list[str]:
-        return sorted(name for name in COMMANDS if self._load(name) is not None)
+        return sorted(COMMANDS)
 
     def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
         return self._load(name)
 
     @staticmethod
     def _load(name: str) -> click.Command | None:
+        """The command ``name`` (None when there is no such command). A command module
+        that cannot be imported is an error, never a command that silently disappears."""
         target = COMMANDS.get(name)
         if target is None:
             return None
         module_name, _, attr = target.partition(":")
         try:
             module = importlib.import_module(f"aso.cli.{module_name}")
-        except ModuleNotFoundError as exc:
-            if exc.name == f"aso.cli.{module_name}":
-                return None  # that part is not built yet
+            command = getattr(module, attr)
+        except Exception as exc:
+            from aso.cli.common import EXIT_FAILED, CliError, report
+
+            report(exc)  # the traceback, at DEBUG
+            raise CliError(f"internal error: command 'aso {name}' cannot be loaded: "
+                           f"{type(exc).__name__}: {exc} (run with --log-level DEBUG / see log)", EXIT_FAILED) from None
+        if not isinstance(command, click.Command):
+            raise TypeError(f"aso.cli.{module_name}.{attr} is not a click command")
+        return command
+
+    def make_context(self, info_name, args, parent=None, **extra) -> click.Context:
+        try:
+            return super().make_context(info_name, args, parent=parent, **extra)
+        except click.exceptions.NoArgsIsHelpError:
             raise
-        return getattr(module, attr, None)
+        except click.UsageError as exc:  # e.g. aso --bogus: one line, exit 2
+            from aso.cli.common import report
+
+            raise report(exc) from None
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except (click.exceptions.Exit, click.Abort, click.exceptions.NoArgsIsHelpError, KeyboardInterrupt):
+            raise
+        except Exception as exc:
+            from aso.cli.common import report
+
+            raise report(exc) from None
 
 
 @click.group(cls=LazyGroup)
@@ -63,7 +93,8 @@ class LazyGroup(click.Group):
     envvar="ASO_CONFIG",
     help="Configuration file (default: $ASO_CONFIG, then ./aso.toml).",
 )
-@click.option("--log-level", default=None, help="Override aso.log_level (DEBUG, INFO, WARNING, ERROR).")
+@click.option("--log-level", default=None, type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
+              help="Override aso.log_level.")
 @click.pass_context
 def cli(ctx: click.Context, config_path: str | None, log_level: str | None) -> None:
     """Asynchronous stage-out: move grid job outputs with FTS3 and publish them."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 from rich.table import Table
 
-from aso.cli.common import EXIT_BAD_INPUT, console, echo_json, fail, handle_errors, pass_app
+from aso.cli.common import EXIT_BAD_INPUT, console, echo_json, fail, pass_app
 
 
 @click.group()
@@ -17,7 +17,6 @@ def catalog() -> None:
 @click.option("--dataset", default=None, help="Only this dataset.")
 @click.option("--json", "as_json", is_flag=True, help="Datasets, blocks and files as JSON.")
 @pass_app
-@handle_errors
 def list_(app, dataset: str | None, as_json: bool) -> None:
     """Datasets with their blocks and files (local catalog only)."""
     from aso.catalogs import catalog_from_config

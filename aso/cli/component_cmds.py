@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import re
 import sys
 from collections.abc import Callable
 
@@ -13,7 +14,7 @@ from aso.cli.common import (
     EXIT_UNAVAILABLE,
     echo_json,
     err_console,
-    handle_errors,
+    fail,
     pass_app,
 )
 
@@ -53,13 +54,38 @@ def _run(app, name: str, label: str, loop: bool, interval: float, as_json: bool,
     outcome = run_passes(config.aso.lock_dir, name, lambda: _with_progress(label, as_json, one_pass),
                          loop=loop, interval=interval, on_summary=show)
     if outcome.lock_held:
-        err_console.print(f"another 'aso {name}' pass is running; this one did nothing", highlight=False)
+        click.echo(f"another 'aso {name}' pass is running; this one did nothing", err=True)
         return
     summary = outcome.summary
-    if getattr(summary, "unreachable", None):
-        sys.exit(EXIT_UNAVAILABLE)
-    if summary is not None and summary.errors:
-        sys.exit(EXIT_FAILED)
+    if summary is None:
+        return
+    errors = list(getattr(summary, "errors", ()))
+    unreachable = _unreachable(summary)
+    if unreachable:
+        fail(f"{name}: unreachable: {', '.join(unreachable)}; {len(errors)} error(s) in this pass, "
+             "the work waits for the next pass (see the log)", EXIT_UNAVAILABLE)
+    if errors:
+        fail(f"{name}: {len(errors)} error(s) in this pass, the work waits for the next pass "
+             f"(see the log); first: {errors[0]}", EXIT_FAILED)
+
+
+#: How a pass's errors say a backend could not be reached, where the summary has no
+#: structured list: the retry manager's FTS cancels, and any component that met the state
+#: backend's BackendUnavailable for one user and went on with the others.
+_CANNOT_REACH = (
+    (re.compile(r"cannot reach FTS at (\S+) "), "FTS {}"),
+    (re.compile(r"state server (\S+) unreachable"), "state server {}"),
+    (re.compile(r"\b(state database(?: \S+?)?):"), "{}"),
+)
+
+
+def _unreachable(summary) -> list[str]:
+    """What a pass could not reach: 'FTS <endpoint>', 'state server <url>', ..."""
+    found = {f"FTS {endpoint}" for endpoint in getattr(summary, "unreachable", None) or ()}
+    for error in getattr(summary, "errors", ()):
+        for pattern, label in _CANNOT_REACH:
+            found.update(label.format(m.group(1)) for m in pattern.finditer(error))
+    return sorted(found)
 
 
 def _parts(config):
@@ -72,7 +98,6 @@ def _parts(config):
 @click.command()
 @_pass_options(60.0)
 @pass_app
-@handle_errors
 def transfer(app, loop: bool, interval: float, as_json: bool) -> None:
     """Acquire new transfers and submit them to FTS: per user, per link, in jobs of at most
     [transfer] max_files_per_job files.
@@ -97,7 +122,6 @@ def transfer(app, loop: bool, interval: float, as_json: bool) -> None:
 @click.command()
 @_pass_options(60.0)
 @pass_app
-@handle_errors
 def monitor(app, loop: bool, interval: float, as_json: bool) -> None:
     """Poll FTS in bulk for every submitted job and hand finished files to the reporter.
 
@@ -120,7 +144,6 @@ def monitor(app, loop: bool, interval: float, as_json: bool) -> None:
 @click.command()
 @_pass_options(60.0)
 @pass_app
-@handle_errors
 def reporter(app, loop: bool, interval: float, as_json: bool) -> None:
     """Record FTS results: FINISHED → DONE; failures → RETRY or FAILED (retry count,
     [reporter] permanent_errors). Late results for rows no longer in flight are ignored.
@@ -143,7 +166,6 @@ def reporter(app, loop: bool, interval: float, as_json: bool) -> None:
 @click.command("retry-manager")
 @_pass_options(300.0)
 @pass_app
-@handle_errors
 def retry_manager(app, loop: bool, interval: float, as_json: bool) -> None:
     """RETRY rows back to NEW after [retry_manager] cooloff; kill requests canceled in FTS
     and marked KILLED; rows stuck in ACQUIRED or SUBMITTED recovered.

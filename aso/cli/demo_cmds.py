@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from aso.cli.common import EXIT_FAILED, console, echo_json, err_console, handle_errors
+from aso.cli.common import EXIT_FAILED, console, echo_json, fail
 
 _TRANSFER_ORDER = ("NEW", "ACQUIRED", "SUBMITTED", "RETRY", "DONE", "FAILED", "KILL", "KILLED")
 _PUBLICATION_ORDER = ("NEW", "ACQUIRED", "RETRY", "DONE", "FAILED", "NOT_REQUIRED")
@@ -58,7 +58,7 @@ def _summary(result) -> None:
                   else f"[red]{len(result.problems)} problem(s)[/]")
     console.print(table)
     for problem in result.problems[:20]:
-        err_console.print(f"[red]problem:[/] {problem}", highlight=False)
+        console.print(f"[red]problem:[/] {problem}", highlight=False)
 
 
 @click.command()
@@ -68,7 +68,6 @@ def _summary(result) -> None:
               help="Build the installation in this new or empty folder and keep it (default: a temporary folder, removed).")
 @click.option("--timeout", type=float, default=600.0, show_default=True, help="Give up after this many seconds.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON instead of tables.")
-@handle_errors
 def demo(files: int, users: int, keep: str | None, timeout: float, as_json: bool) -> None:
     """Run the whole product on this machine with nothing configured: a throwaway CA and user
     proxies, an embedded installation (local state store, three sites as local folders), the
@@ -96,4 +95,5 @@ def demo(files: int, users: int, keep: str | None, timeout: float, as_json: bool
     else:
         _summary(result)
     if not result.ok:
-        sys.exit(EXIT_FAILED)
+        fail(f"demo: {len(result.problems)} problem(s); first: "
+             f"{result.problems[0] if result.problems else 'see the summary'}", EXIT_FAILED)

@@ -8,17 +8,14 @@ from aso.cli.common import EXIT_BAD_INPUT, fail, pass_app
 
 
 def _default(app, name: str):
-    try:
-        return getattr(app.config.fts_server, name)
-    except Exception:  # no configuration file: the option's own default applies
-        from aso.config import OPTIONS
-
-        return next(o.default for o in OPTIONS if o.section == "fts_server" and o.name == name)
+    # Without a configuration file this is the option's own default; a broken file is an
+    # error (exit 2), never silently replaced by the defaults.
+    return getattr(app.config.fts_server, name)
 
 
 @click.command("fts-server")
 @click.option("--host", default=None, help="Address to listen on [fts_server.host, 127.0.0.1].")
-@click.option("--port", type=int, default=None, help="Port to listen on [fts_server.port, 8446].")
+@click.option("--port", type=click.IntRange(0, 65535), default=None, help="Port to listen on [fts_server.port, 8446].")
 @click.option("--db", "db_path", type=click.Path(dir_okay=False), default=None,
               help="SQLite database of jobs, files and delegated credentials [fts_server.db].")
 @click.option("--cert", type=click.Path(dir_okay=False), default=None,
@@ -54,7 +51,8 @@ def fts_server(app, host, port, db_path, cert, key, ca_dir, workers, per_link, l
     killed at any moment and started again forgets no job and resumes partial copies from
     their last checkpoint. Stop it with SIGTERM or Ctrl-C.
 
-    Exit codes: 0 stopped cleanly, 2 bad option (missing certificate, key or CA folder).
+    Exit codes: 0 stopped cleanly, 2 bad option or configuration (missing certificate, key
+    or CA folder, port already in use).
     """
     import logging
     import signal
@@ -108,13 +106,19 @@ def fts_server(app, host, port, db_path, cert, key, ca_dir, workers, per_link, l
             httpd = make_https_server(wsgi_app, host, port, cert=cert, key=key, ca_dir=ca_dir, threads=threads)
         except Exception as exc:  # unreadable certificate or key, key not matching
             fail(f"cannot serve HTTPS: {exc}", EXIT_BAD_INPUT)
-        log.info("aso fts-server on https://%s:%d (clients authenticated against %s), database %s", host, port, ca_dir, db_path)
     else:
         httpd = wsgi.Server((host, port), wsgi_app, numthreads=threads)
         accept_double_slashes(httpd)
+    httpd.shutdown_timeout = 2
+    try:
+        httpd.prepare()  # bind before starting the copy service: a port in use is a one-line error
+    except OSError as exc:
+        fail(f"aso fts-server cannot listen on {host}:{port}: {exc}", EXIT_BAD_INPUT)
+    if https:
+        log.info("aso fts-server on https://%s:%d (clients authenticated against %s), database %s", host, port, ca_dir, db_path)
+    else:
         log.warning("aso fts-server on http://%s:%d WITHOUT authentication: every caller is %s (single local user); "
                     "give --cert, --key and --ca-dir for HTTPS", host, port, settings.local_user_dn)
-    httpd.shutdown_timeout = 2
 
     def _terminate(*_):
         raise KeyboardInterrupt
@@ -124,7 +128,7 @@ def fts_server(app, host, port, db_path, cert, key, ca_dir, workers, per_link, l
         log.warning("SIMULATION: no file is copied; every submitted file is reported FINISHED")
     service.start()
     try:
-        httpd.start()
+        httpd.serve()
     except KeyboardInterrupt:
         pass
     finally:

@@ -3,12 +3,15 @@
 
 from __future__ import annotations
 
+import logging
 import sys
 import time
 
 import click
 
-from aso.cli.common import EXIT_FAILED, console, echo_json, err_console, handle_errors, pass_app
+from aso.cli.common import EXIT_FAILED, console, echo_json, err_console, fail, pass_app
+
+log = logging.getLogger("aso.publisher")
 
 
 @click.command()
@@ -16,7 +19,6 @@ from aso.cli.common import EXIT_FAILED, console, echo_json, err_console, handle_
 @click.option("--interval", type=float, default=600.0, show_default=True, help="Seconds between passes with --loop.")
 @click.option("--json", "as_json", is_flag=True, help="Print the pass summary as JSON.")
 @pass_app
-@handle_errors
 def publisher(app, loop: bool, interval: float, as_json: bool) -> None:
     """Publish transferred files into the catalog ([publisher] section), in blocks.
 
@@ -51,7 +53,7 @@ def publisher(app, loop: bool, interval: float, as_json: bool) -> None:
                     else:
                         console.print(summary.line(), highlight=False)
                         for error in summary.errors:
-                            err_console.print(f"[yellow]warning:[/] {error}", highlight=False)
+                            log.warning("%s", error)
                     if not loop:
                         break
                     time.sleep(interval)
@@ -59,9 +61,10 @@ def publisher(app, loop: bool, interval: float, as_json: bool) -> None:
                 catalog.close()
                 backend.close()
     except LockHeld as exc:
-        err_console.print(str(exc), highlight=False)
+        click.echo(str(exc), err=True)
         return
     except KeyboardInterrupt:
         return
     if summary.errors:
-        sys.exit(EXIT_FAILED)
+        fail(f"publisher: {len(summary.errors)} error(s) in this pass, the files wait for the next pass "
+             f"(see the log); first: {summary.errors[0]}", EXIT_FAILED)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from aso.cli.common import console, handle_errors
+from aso.cli.common import console
 from aso.setup import init_installation
 
 
@@ -16,7 +16,6 @@ from aso.setup import init_installation
 @click.option("--fts", "fts_endpoint", default="http://127.0.0.1:8446", show_default=True, help="FTS endpoint for the example sites.")
 @click.option("--set", "settings", multiple=True, metavar="SECTION.NAME=VALUE",
               help="Set an option (repeatable); VALUE is read as TOML (42, true, \"text\") or else as text.")
-@handle_errors
 def init(directory: str, force: bool, fts_endpoint: str, settings: tuple[str, ...]) -> None:
     """Write a working embedded configuration into DIRECTORY and create its folders.
 

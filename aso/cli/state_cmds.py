@@ -3,18 +3,18 @@
 from __future__ import annotations
 
 import json
-import sys
 from collections import defaultdict
+from typing import Any
 
 import click
 from rich.table import Table
 
 from aso.cli.common import (
+    EXIT_BAD_INPUT,
     EXIT_FAILED,
     console,
     echo_json,
-    err_console,
-    handle_errors,
+    fail,
     pass_app,
 )
 from aso.errors import ValidationError
@@ -23,11 +23,10 @@ from aso.states import PublicationState, TransferState
 
 @click.command()
 @click.option("--host", default=None, help="Address to listen on (default: server.host).")
-@click.option("--port", type=int, default=None, help="Port to listen on (default: server.port).")
+@click.option("--port", type=click.IntRange(0, 65535), default=None, help="Port to listen on (default: server.port).")
 @click.option("--db-url", default=None, help="Database to serve (default: server.db_url, else state.url).")
-@click.option("--threads", type=int, default=None, help="Worker threads (default: server.threads).")
+@click.option("--threads", type=click.IntRange(min=1), default=None, help="Worker threads (default: server.threads).")
 @pass_app
-@handle_errors
 def server(app, host, port, db_url, threads) -> None:
     """Serve the state backend over CRAB's REST API (filetransfers, fileusertransfers, ...).
 
@@ -39,15 +38,20 @@ def server(app, host, port, db_url, threads) -> None:
 
     from cheroot import wsgi
 
+    from aso.config import check_option
     from aso.state.server import app_from_config
 
     config = app.config
     if db_url:
-        config.values["server"]["db_url"] = db_url
+        config.values["server"]["db_url"] = check_option("server.db_url", db_url)
     wsgi_app = app_from_config(config)
     host = host or config.server.host
     port = port if port is not None else config.server.port
     httpd = wsgi.Server((host, port), wsgi_app, numthreads=threads or config.server.threads, shutdown_timeout=2)
+    try:
+        httpd.prepare()  # bind now: a port in use is a one-line error, not a traceback
+    except OSError as exc:
+        fail(f"aso server cannot listen on {host}:{port}: {exc}", EXIT_BAD_INPUT)
 
     def _terminate(*_):
         # Leave the serve loop from the main thread; start() then stops the pool.
@@ -56,16 +60,60 @@ def server(app, host, port, db_url, threads) -> None:
     signal.signal(signal.SIGTERM, _terminate)
     logging.getLogger("aso.server").info("aso server on http://%s:%d (instance %s)", host, port, config.aso.instance)
     try:
-        httpd.start()
+        httpd.serve()
     except KeyboardInterrupt:
         httpd.stop()
 
 
+def _no_lone_surrogates(requests: Any) -> None:
+    """JSON may spell a lone surrogate (\\ud800), which no database or UTF-8 text can hold:
+    refuse it as bad input, naming where it is."""
+
+    def bad(text: str) -> int | None:
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            return exc.start
+        return None
+
+    stack: list[tuple[str, Any]] = [("", requests)]
+    while stack:
+        where, value = stack.pop()
+        if isinstance(value, str) and (at := bad(value)) is not None:
+            raise ValidationError(where or "file", f"character {at} is a lone surrogate "
+                                  f"({value[at]!r}), not valid Unicode")
+        if isinstance(value, list):
+            stack += [(f"{where}[{i}]", v) for i, v in enumerate(value)]
+        elif isinstance(value, dict):
+            for key, v in value.items():
+                path = f"{where}.{ascii(key)}" if where else ascii(key)
+                if bad(key) is not None:
+                    raise ValidationError(path, "this key holds a lone surrogate, not valid Unicode")
+                stack.append((f"{where}.{key}" if where else key, v))
+
+
+def read_requests(source) -> Any:
+    """The JSON document in ``source`` (a binary file): UTF-8, not nested absurdly deep,
+    every string valid Unicode; else ValidationError (exit 2)."""
+    raw = source.read()
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ValidationError("file", f"not UTF-8 text: byte {exc.start} is {raw[exc.start:exc.start + 1]!r}") from None
+    try:
+        requests = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValidationError("file", f"not valid JSON: {exc}") from None
+    except RecursionError:
+        raise ValidationError("file", "JSON nested too deeply (a list of flat objects is expected)") from None
+    _no_lone_surrogates(requests)
+    return requests
+
+
 @click.command()
-@click.argument("source", type=click.File("r"))
+@click.argument("source", type=click.File("rb"))
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @pass_app
-@handle_errors
 def inject(app, source, as_json: bool) -> None:
     """Inject transfer requests from FILE (or - for stdin): a JSON list of objects.
 
@@ -73,10 +121,7 @@ def inject(app, source, as_json: bool) -> None:
     filesize, and optionally checksum (adler32), publish, job_id, job_retry_count, type,
     start_time. The whole list is validated first; one bad request writes nothing.
     """
-    try:
-        requests = json.load(source)
-    except json.JSONDecodeError as exc:
-        raise ValidationError("file", f"not valid JSON: {exc}") from None
+    requests = read_requests(source)
     result = app.backend().inject(requests)
     if as_json:
         echo_json({"inserted": result.inserted, "reinitialised": result.reinitialised, "skipped": result.skipped})
@@ -93,7 +138,6 @@ def inject(app, source, as_json: bool) -> None:
 @click.option("--task", default=None, help="Only this task.")
 @click.option("--json", "as_json", is_flag=True, help="Print counts as JSON.")
 @pass_app
-@handle_errors
 def status(app, user, task, as_json: bool) -> None:
     """Counts of transfers per state, per user and task (and publication states)."""
     rows = app.backend().statistics(user=user, task=task)
@@ -134,7 +178,6 @@ def status(app, user, task, as_json: bool) -> None:
 @click.option("--ids", default=None, help="Comma-separated transfer ids to kill.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @pass_app
-@handle_errors
 def kill(app, task, ids, as_json: bool) -> None:
     """Request a kill: rows in flight go to KILL; the retry manager cancels them in FTS."""
     id_list = [i.strip() for i in ids.split(",") if i.strip()] if ids else None
@@ -146,9 +189,9 @@ def kill(app, task, ids, as_json: bool) -> None:
     else:
         console.print(f"kill requested for {len(result.killed)} transfers; {len(result.failed_kill)} could not be killed")
         for f in result.failed_kill[:20]:
-            err_console.print(f"  {f['id'][:12]}…: {f['reason']}")
+            console.print(f"  not killed {f['id'][:12]}…: {f['reason']}", highlight=False)
     if result.failed_kill and not result.killed:
-        sys.exit(EXIT_FAILED)
+        fail(f"none of the {len(result.failed_kill)} transfer(s) could be killed", EXIT_FAILED)
 
 
 @click.command()
@@ -157,7 +200,6 @@ def kill(app, task, ids, as_json: bool) -> None:
 @click.option("--publication", is_flag=True, help="Retry failed publication instead of failed transfers.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 @pass_app
-@handle_errors
 def retry(app, task, ids, publication: bool, as_json: bool) -> None:
     """Operator: put FAILED (and KILLED) transfers back to NEW, or failed publication."""
     id_list = [i.strip() for i in ids.split(",") if i.strip()] if ids else None

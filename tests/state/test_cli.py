@@ -79,7 +79,7 @@ def test_cli_over_rest_as_user_and_operator(tmp_path):
         out = subprocess.run(aso_command("--config", config("bob-token"), "status", "--json"), capture_output=True, text=True, timeout=60)
         assert out.returncode == 0 and json.loads(out.stdout) == []  # bob sees none of alice's rows
         out = subprocess.run(aso_command("--config", config("bob-token"), "retry", "--task", "task_a"), capture_output=True, text=True, timeout=60)
-        assert out.returncode == 1 and "may not call" in out.stderr
+        assert out.returncode == 2 and "may not call" in out.stderr  # a role refused: configuration (token)
         out = subprocess.run(aso_command("--config", config("operator-token"), "status", "--json"), capture_output=True, text=True, timeout=60)
         assert sum(r["count"] for r in json.loads(out.stdout)) == 3
     finally:

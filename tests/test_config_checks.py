@@ -1,0 +1,70 @@
+"""Option constraints declared in OPTIONS are checked when a file is loaded (and so by
+``aso init --set``), before any component acquires a row."""
+
+from __future__ import annotations
+
+import pytest
+from click.testing import CliRunner
+
+from aso.cli import cli
+from aso.config import OPTIONS, check_value, from_dict, load_config
+from aso.errors import ConfigError
+
+
+def test_every_default_satisfies_its_own_constraint():
+    for option in OPTIONS:
+        assert check_value(option, option.default) == option.default, option.key
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        ({"aso": {"log_level": "LOUD"}}, "aso.log_level: 'LOUD' is not one of DEBUG, INFO, WARNING, ERROR"),
+        ({"state": {"url": "not-a-url"}}, "state.url: 'not-a-url' is not a URL"),
+        ({"state": {"url": "mysql://u@db/aso"}}, "state.url: mysql:// is not supported"),
+        ({"state": {"url": "ftp://example.org/x"}}, "state.url: ftp:// is not supported"),
+        ({"state": {"url": "http://"}}, "state.url: 'http://' names no host"),
+        ({"server": {"db_url": "http://127.0.0.1:8080"}}, "server.db_url: http:// is not supported"),
+        ({"transfer": {"max_files_per_job": 0}}, "transfer.max_files_per_job: must be at least 1, got 0"),
+        ({"transfer": {"threads": -1}}, "transfer.threads: must be at least 1"),
+        ({"server": {"port": 70000}}, "server.port: must be at most 65535"),
+        ({"fts": {"priority": 6}}, "fts.priority: must be at most 5"),
+        ({"state": {"timeout": 0}}, "state.timeout: must be more than 0"),
+        ({"fts": {"verify_checksum": "maybe"}}, "fts.verify_checksum: 'maybe' is not one of"),
+        ({"publisher": {"catalog": "nosuch"}}, "publisher.catalog: 'nosuch' is not one of local, dbs"),
+    ],
+)
+def test_constraints_name_the_option(data, message):
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace("?", r"\?")):
+        from_dict(data)
+
+
+def test_accepted_spellings():
+    config = from_dict({"aso": {"log_level": "debug"}, "state": {"url": "postgresql+psycopg://u@db/aso"},
+                        "server": {"db_url": ""}})
+    assert config.aso.log_level == "DEBUG"
+    assert config.state.url == "postgresql+psycopg://u@db/aso"
+    assert from_dict({"state": {"url": "https://state.example.org:8443"}}).state.url.startswith("https://")
+
+
+def test_a_file_that_is_not_utf8_is_a_config_error(tmp_path):
+    path = tmp_path / "aso.toml"
+    path.write_bytes(b'[aso]\nworker = "\xff"\n')
+    with pytest.raises(ConfigError, match="not UTF-8"):
+        load_config(path)
+    with pytest.raises(ConfigError, match="cannot read"):
+        load_config(tmp_path)
+
+
+def test_init_refuses_a_value_out_of_range(tmp_path):
+    result = CliRunner().invoke(cli, ["init", str(tmp_path / "x"), "--set", "transfer.max_files_per_job=0"])
+    assert result.exit_code == 2
+    assert result.stderr == "error: transfer.max_files_per_job: must be at least 1, got 0\n"
+    assert not (tmp_path / "x" / "aso.toml").exists()
+
+
+def test_the_generated_file_and_docs_state_the_constraints(tmp_path):
+    from aso.config import render_reference_markdown, render_toml
+
+    assert "At least 1." in render_reference_markdown()
+    assert "# Files per FTS job (one job per link chunk). At least 1." in render_toml({}, {})
