@@ -34,17 +34,29 @@ RESOURCES = ("filetransfers", "fileusertransfers", "task", "filemetadata")
 # -- value schemas -------------------------------------------------------------------------
 INT = {"type": "integer", "minimum": 0, "maximum": validate.MAX_INT}
 FLAG = {"type": "integer", "enum": [0, 1]}
-USERNAME = {"type": "string", "pattern": validate.USERNAME_RE.pattern, "minLength": 1, "maxLength": 64}
-WORKER = {"type": "string", "pattern": validate.WORKER_RE.pattern, "minLength": 1, "maxLength": 100}
-TASKNAME = {"type": "string", "pattern": validate.TASKNAME_RE.pattern, "minLength": 1, "maxLength": 255}
-SITE = {"type": "string", "pattern": validate.SITE_RE.pattern, "minLength": 1, "maxLength": 100}
-ROW_ID = {"type": "string", "pattern": validate.ROW_ID_RE.pattern, "minLength": 56, "maxLength": 56}
+# Names with a pattern also carry a format of their own ("aso-..."), defined by the pattern:
+# clients may key generators or validators on it (the test suite's fuzzing does).
+USERNAME = {"type": "string", "format": "aso-username", "pattern": validate.USERNAME_RE.pattern, "minLength": 1, "maxLength": 64}
+WORKER = {"type": "string", "format": "aso-worker", "pattern": validate.WORKER_RE.pattern, "minLength": 1, "maxLength": 100}
+TASKNAME = {"type": "string", "format": "aso-taskname", "pattern": validate.TASKNAME_RE.pattern, "minLength": 1, "maxLength": 255}
+SITE = {"type": "string", "format": "aso-site", "pattern": validate.SITE_RE.pattern, "minLength": 1, "maxLength": 100}
+ROW_ID = {
+    "type": "string",
+    "format": "aso-transfer-id",
+    "description": "sha224 hex digest of the source LFN",
+    "pattern": validate.ROW_ID_RE.pattern,
+    "minLength": 56,
+    "maxLength": 56,
+}
 LFN = {
     "type": "string",
+    "format": "aso-lfn",
     "pattern": f"^(/{validate.LFN_PART_RE.pattern})+$",
     "minLength": 2,
     "maxLength": validate.MAX_LFN,
 }
+#: the custom string formats used above, by name
+FORMATS = {"aso-username": USERNAME, "aso-worker": WORKER, "aso-taskname": TASKNAME, "aso-site": SITE, "aso-transfer-id": ROW_ID, "aso-lfn": LFN}
 ADLER32 = {"type": "string", "pattern": "^([Aa][Dd][Ll][Ee][Rr]32:)?[0-9A-Fa-f]{1,8}$"}
 TRANSFER_STATE = {"type": "string", "enum": list(TransferState.__members__)}
 PUBLICATION_STATE = {"type": "string", "enum": list(PublicationState.__members__)}
@@ -230,7 +242,7 @@ class Answer:
 
 
 def table(columns: list[str]) -> Answer:
-    return Answer(columns=tuple(columns))
+    return Answer(columns=tuple(str(c) for c in columns))
 
 
 def write(item: dict[str, Any]) -> Answer:
@@ -568,7 +580,8 @@ def build_document(instance: str | None = None, routes: dict | None = None) -> d
             "description": (
                 "CRAB-compatible REST interface of `aso server`. Each resource takes a `subresource` "
                 "naming the call; each call names the roles allowed to make it (x-aso-subresources). "
-                "Reads answer a table {desc: {columns}, result: [[...]]}; writes answer {result: [{...}]}."
+                "Reads answer a table {desc: {columns}, result: [[...]]}; writes answer {result: [{...}]}. "
+                "String formats named aso-* are defined by the pattern next to them."
             ),
         },
         "security": [{"bearer": []}],
