@@ -498,6 +498,16 @@ def create_app(
     def healthz():
         return {"status": "ok"}
 
+    @app.get("/crabserver/<inst>/openapi.json")
+    def openapi_document(inst: str):
+        from aso.state.openapi import build_document
+
+        if instance is not None and inst != instance:
+            raise NotFoundError(f"no REST instance {inst!r} here (this server serves {instance!r})")
+        if authenticator.authenticate(request.headers) is None:
+            raise AuthenticationError("a valid bearer token is required (Authorization: Bearer <token>)")
+        return build_document(instance)
+
     @app.route("/crabserver/<inst>/<resource>", methods=["GET", "POST", "PUT"])
     def dispatch(inst: str, resource: str):
         who: Identity = g.identity
