@@ -332,6 +332,8 @@ OPERATIONS: dict[tuple[str, str, str], Operation] = {
     ("filetransfers", "GET", "getById"): _q(
         "rows by id", {"id": False, "list_of_ids": False}, table(TRANSFER_COLUMNS),
         notes="give id or list_of_ids"),
+    ("filetransfers", "POST", "getById"): Operation(
+        "rows by id, the ids in the body (no URL length limit)", {"list_of_ids": True}, table(TRANSFER_COLUMNS)),
     ("filetransfers", "GET", "listTransfers"): _q(
         "rows filtered by user, task and state",
         {"username": False, "taskname": False, "state": False, "limit": False}, table(TRANSFER_COLUMNS)),
@@ -349,6 +351,8 @@ OPERATIONS: dict[tuple[str, str, str], Operation] = {
         "FAILED and KILLED rows back to NEW", _TASK_OR_IDS, write(MODIFIED), notes=_TASK_OR_IDS_NOTE),
     ("fileusertransfers", "GET", "getById"): _q(
         "rows by id", {"id": False, "list_of_ids": False}, table(TRANSFER_COLUMNS), notes="give id or list_of_ids"),
+    ("fileusertransfers", "POST", "getById"): Operation(
+        "rows by id, the ids in the body (no URL length limit)", {"list_of_ids": True}, table(TRANSFER_COLUMNS)),
     ("fileusertransfers", "GET", "getTransferStatus"): _q(
         "transfer status of a task's rows", {"username": True, "taskname": True}, table(TRANSFER_STATUS_COLUMNS)),
     ("fileusertransfers", "GET", "getPublicationStatus"): _q(
@@ -371,6 +375,8 @@ OPERATIONS: dict[tuple[str, str, str], Operation] = {
         write(MODIFIED), notes="give workflow or taskname"),
     # file metadata
     ("filemetadata", "GET", ""): _q("metadata of LFNs", {"lfnList": True}, table(["lfn", "metadata"])),
+    ("filemetadata", "POST", "lookup"): Operation(
+        "metadata of LFNs, the LFNs in the body (no URL length limit)", {"lfnList": True}, table(["lfn", "metadata"])),
     ("filemetadata", "PUT", ""): Operation(
         "store metadata of LFNs", {"entries": False, "metadata_transfers": False}, write(MODIFIED), json_only=True,
         notes="give entries (or the same list under transfers)"),

@@ -833,6 +833,9 @@ class Store:
             for key in ("tm_last_publication", "tm_creation_time"):
                 if item.get(key) is not None:
                     validate.non_negative_int(item[key], f"tasks[{i}].{key}")
+            # null for a column that cannot be empty means "not given": keep the default
+            # (or the stored value), rather than fail the whole batch in the database
+            item = {k: v for k, v in item.items() if not (v is None and k in ("tm_task_status", "tm_creation_time"))}
             clean.append(item)
         with self._write() as conn:
             names = [t["tm_taskname"] for t in clean]
@@ -859,10 +862,14 @@ class Store:
     def put_file_metadata(self, entries: list[dict[str, Any]]) -> int:
         now = _now()
         rows = []
+        seen: dict[str, int] = {}
         for i, e in enumerate(entries):
             if not isinstance(e, dict):
                 raise ValidationError(f"[{i}]", "expected an object")
             lfn = validate.lfn(e.get("lfn"), f"[{i}].lfn")
+            if lfn in seen:
+                raise ValidationError(f"[{i}].lfn", f"same LFN as [{seen[lfn]}]")
+            seen[lfn] = i
             validate.taskname(e.get("taskname"), f"[{i}].taskname")
             if not isinstance(e.get("metadata"), dict):
                 raise ValidationError(f"[{i}].metadata", "expected an object")

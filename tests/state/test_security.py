@@ -230,3 +230,19 @@ def test_same_task_twice_in_one_upsert_is_400(api):
 def test_last_publication_of_an_unknown_task_says_so(api):
     resp = api("POST", "task", token="service-token", data={"subresource": "updatepublicationtime", "workflow": "no_such_task"})
     assert resp.status_code == 200 and resp.json()["result"] == [{"modified": 0}]
+
+
+def test_task_fields_that_cannot_be_empty_given_as_null_keep_their_defaults(api):
+    name = f"t{time.time_ns()}"
+    resp = api("PUT", "task", token="service-token",
+               json={"tasks": [{"tm_taskname": name, "tm_username": "alice", "tm_creation_time": None, "tm_task_status": None}]})
+    assert resp.status_code == 200, resp.text
+    task = api("GET", "task", token="service-token", params={"subresource": "search", "workflow": name}).json()
+    row = dict(zip(task["desc"]["columns"], task["result"][0], strict=True))
+    assert row["tm_task_status"] == "SUBMITTED" and row["tm_creation_time"] > 0
+
+
+def test_same_lfn_twice_in_one_metadata_put_is_400(api):
+    entry = {"lfn": "/store/user/alice/m.root", "taskname": "t", "metadata": {}}
+    resp = api("PUT", "filemetadata", token="service-token", json={"entries": [entry, dict(entry)]})
+    assert_refused(resp, 400, "[1].lfn")
