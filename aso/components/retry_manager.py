@@ -2,8 +2,12 @@
 
 - RETRY rows older than the cool-off go back to NEW (retry count + 1).
 - KILL rows: the ones submitted to FTS have their files canceled there (the whole job when
-  every file of it is being killed, else those files), then all are marked KILLED. A row
-  whose FTS cancel failed stays KILL for the next pass.
+  every file of it is being killed, else those files); then FTS is asked again, file by
+  file: a file FTS had already FINISHED makes its row DONE (the file is there), the others
+  are marked KILLED (canceled before copying, failed, or never in FTS). A row whose FTS
+  cancel failed stays KILL for the next pass (exit 3 when FTS was unreachable); so does a
+  row a pending write-ahead record names (the transfer component's replay records its FTS
+  job first).
 - Rows stuck in ACQUIRED beyond ``stuck_after`` that no write-ahead record names go back to
   NEW (their submitter died before writing one: nothing was submitted). Rows stuck in
   SUBMITTED that no monitor or reporter entry names get a monitor entry again, so the
@@ -78,26 +82,25 @@ class RetryManagerPass:
         rows = self.backend.transfers_to_kill()
         if not rows:
             return
+        # A row a write-ahead record names may be on its way to FTS (a pass killed mid-
+        # submission, or FTS unreachable when it tried), whatever FTS job an earlier attempt
+        # left in tm_fts_id: the transfer component's replay leaves it out, records the job
+        # its chunk went to (the row stays KILL) and cancels it there; this waits for that.
+        pending = self._named_in("submit")
         by_job: dict[tuple[str, str, str], list[dict]] = defaultdict(list)
-        unsubmitted = []
+        killed: list[str] = []
+        waiting = 0
         for row in rows:
-            if row.get("tm_fts_id") and row.get("tm_fts_instance"):
+            if row["tm_id"] in pending:
+                waiting += 1
+            elif row.get("tm_fts_id") and row.get("tm_fts_instance"):
                 by_job[(row["tm_username"], row["tm_fts_instance"], row["tm_fts_id"])].append(row)
             else:
-                unsubmitted.append(row["tm_id"])
-        killed: list[str] = []
-        if unsubmitted:
-            # A row a write-ahead record names may be in FTS already (a pass killed mid-
-            # submission, or FTS unreachable when it tried): the transfer component's replay
-            # records its FTS job id (the row stays KILL), and the next pass cancels it there.
-            pending = self._named_in("submit")
-            waiting = [i for i in unsubmitted if i in pending]
-            killed.extend(i for i in unsubmitted if i not in pending)
-            if waiting:
-                summary.kill_pending += len(waiting)
-                log.info("%d row(s) to kill are named in a pending submission; killed once its FTS job is known",
-                         len(waiting))
-        done: list[str] = []  # FTS finished the copy before the kill reached it
+                killed.append(row["tm_id"])  # never submitted
+        if waiting:
+            summary.kill_pending += waiting
+            log.info("%d row(s) to kill are named in a pending submission; killed once its FTS job is known", waiting)
+        done: list[dict] = []  # rows whose copy FTS finished before the kill reached it
         by_user: dict[tuple[str, str], dict[str, list[dict]]] = defaultdict(dict)
         for (user, endpoint, job_id), job_rows in by_job.items():
             by_user[(user, endpoint)][job_id] = job_rows
