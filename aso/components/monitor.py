@@ -47,6 +47,17 @@ class MonitorSummary:
         data["handed_over"] = dict(self.handed_over)
         return data
 
+    def merge(self, part: MonitorSummary) -> None:
+        """Add what one (user, endpoint) group found: each pool thread counts into its own
+        summary, and only the main thread adds them up (``+=`` from threads loses counts)."""
+        self.finished_jobs += part.finished_jobs
+        self.active_jobs += part.active_jobs
+        self.lost_jobs += part.lost_jobs
+        self.timed_out_jobs += part.timed_out_jobs
+        self.handed_over.update(part.handed_over)
+        self.unreachable.extend(part.unreachable)
+        self.errors.extend(part.errors)
+
     def line(self) -> str:
         handed = ", ".join(f"{n} {state}" for state, n in sorted(self.handed_over.items())) or "none"
         text = (f"monitor: polled {self.jobs} FTS job(s) of {self.users} user(s) at {self.endpoints} endpoint(s): "
@@ -120,9 +131,12 @@ class MonitorPass:
                 log.info("user %s: FTS job %s %s, %d more file(s) handed to the reporter", entry.user, result.job_id,
                          result.state, len(new))
 
-    def run_group(self, user: str, endpoint: str, entries: list[tuple[Entry, dict]], summary: MonitorSummary) -> None:
+    def run_group(self, user: str, endpoint: str, entries: list[tuple[Entry, dict]]) -> MonitorSummary:
+        """Poll one user's jobs at one endpoint; returns what this group found."""
+        summary = MonitorSummary()
         try:
             self._run_group(user, endpoint, entries, summary)
+            return summary
         finally:
             self.tools.release(user, endpoint)  # a pass over 1000 users must not hold 1000 clients
 
@@ -158,9 +172,9 @@ class MonitorPass:
             progress(0, len(groups))
         try:
             with ThreadPoolExecutor(max_workers=max(1, self.settings.monitor_threads)) as pool:
-                futures = [pool.submit(self.run_group, u, e, items, summary) for (u, e), items in sorted(groups.items())]
+                futures = [pool.submit(self.run_group, u, e, items) for (u, e), items in sorted(groups.items())]
                 for done, future in enumerate(futures, 1):
-                    future.result()
+                    summary.merge(future.result())
                     if progress:
                         progress(done, len(futures))
         finally:

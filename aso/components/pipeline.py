@@ -96,6 +96,12 @@ class PipelineSettings:
         return reason[: self.reason_length - 1] + "…"
 
 
+def int_or(value, default: int) -> int:
+    """An integer column's value, or ``default`` only when it is missing: ``value or
+    default`` would read a real 0 (``max_retry: 0``: never retry) as missing."""
+    return default if value is None or value == "" else int(value)
+
+
 def tool_factory_from_config(config) -> ToolFactory:
     fts = config.fts
 

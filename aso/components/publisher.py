@@ -130,7 +130,8 @@ def tail_due(task: dict[str, Any] | None, oldest_ready: int, settings: Publisher
         return True, False
     # A task never published starts its clock when its oldest waiting file became ready:
     # a new task's first files wait as long as any later tail (CRAB forced them at once).
-    since = (task or {}).get("tm_last_publication") or oldest_ready
+    last = (task or {}).get("tm_last_publication")
+    since = oldest_ready if last is None else last
     return now - int(since) > settings.block_closure_timeout, False
 
 

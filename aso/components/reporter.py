@@ -17,8 +17,9 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 
-from aso.components.pipeline import GroupCommit, PipelineSettings
-from aso.errors import AsoError
+from aso.components.pipeline import GroupCommit, PipelineSettings, int_or
+from aso.errors import AsoError, BackendUnavailable
+from aso.sandbox import SandboxError
 from aso.state.backend import StateBackend, TransferUpdate
 
 log = logging.getLogger("aso.reporter")
@@ -30,6 +31,8 @@ class ReporterSummary:
     users: int = 0
     states: Counter = field(default_factory=Counter)
     ignored: int = 0
+    #: the state backend, when it could not be reached (results stay for the next pass)
+    unreachable: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict:
@@ -39,8 +42,9 @@ class ReporterSummary:
 
     def line(self) -> str:
         states = ", ".join(f"{n} {s}" for s, n in sorted(self.states.items())) or "nothing"
-        return (f"reporter: {self.entries} result file(s) of {self.users} user(s): {states}; "
-                f"{self.ignored} late result(s) ignored")
+        return (f"reporter: {self.entries} result file(s) of {self.users} user(s): {states} recorded; "
+                f"{self.ignored} late result(s) ignored"
+                + ("; state backend unreachable, results kept for the next pass" if self.unreachable else ""))
 
 
 class ReporterPass:
@@ -49,6 +53,8 @@ class ReporterPass:
         self.settings = settings
         self.box = settings.sandbox("reporter")
         self._group: GroupCommit | None = None
+        #: set once the state backend was found unreachable: the other users wait too
+        self._down: BackendUnavailable | None = None
 
     def _update_many(self, batches: list[list[TransferUpdate]]):
         return self.backend.update_transfers([u for batch in batches for u in batch])
@@ -57,13 +63,22 @@ class ReporterPass:
         if state == "FINISHED":
             return "DONE", None
         reason = self.settings.cut(reason or f"FTS reported {state} without a reason")
-        count = int(row.get("tm_transfer_retry_count") or 0)
-        limit = int(row.get("tm_transfer_max_retry_count") or self.settings.max_retry)
+        count = int_or(row.get("tm_transfer_retry_count"), 0)
+        limit = int_or(row.get("tm_transfer_max_retry_count"), self.settings.max_retry)
         if self.settings.is_permanent(reason) or count + 1 > limit:
             return "FAILED", reason
         return "RETRY", reason
 
     def run_user(self, user: str) -> tuple[int, Counter, int]:
+        if self._down is not None:
+            raise self._down  # do not wait out the client's retries once per user
+        try:
+            return self._run_user(user)
+        except BackendUnavailable as exc:
+            self._down = exc
+            raise
+
+    def _run_user(self, user: str) -> tuple[int, Counter, int]:
         entries, docs = [], []
         for entry in self.box.entries(user):
             doc = self.box.load(entry)
@@ -74,7 +89,7 @@ class ReporterPass:
             return 0, Counter(), 0
         results = [(doc["job_id"], f) for doc in docs for f in doc["files"]]
         rows = {r["tm_id"]: r for r in self.backend.get_transfers(sorted({f["id"] for _, f in results}))}
-        updates, states, latest = [], Counter(), {}
+        updates, latest = [], {}
         for job_id, f in results:
             latest[(f["id"], job_id)] = f  # a result written twice (a replayed hand-over) counts once
         for (row_id, job_id), f in latest.items():
@@ -85,12 +100,15 @@ class ReporterPass:
             state, reason = self.decide(row, f["state"], f.get("reason"))
             updates.append(TransferUpdate(id=row_id, state=state, reason=reason, expect_state="SUBMITTED",
                                           expect_fts_id=job_id))
-            states[state] += 1
         if self._group is not None:
             result = self._group.commit(updates)
         else:
             result = self.backend.update_transfers(updates)
         mine = {u.id for u in updates}
+        # count what was recorded, not what was asked for (a row killed or resolved meanwhile
+        # is skipped by the store)
+        applied = set(result.updated)
+        states = Counter(u.state for u in updates if u.id in applied)
         ignored = 0
         for skip in result.skipped:
             if skip.get("id") not in mine:
@@ -122,6 +140,14 @@ class ReporterPass:
             for done, (user, future) in enumerate(futures.items(), 1):
                 try:
                     n, states, ignored = future.result()
+                except SandboxError:
+                    raise  # the sandbox itself is broken: one clear error, not one per user
+                except BackendUnavailable as exc:
+                    if not summary.unreachable:
+                        summary.unreachable.append("state backend")
+                        summary.errors.append(f"state backend unreachable: {exc}; results stay for the next pass")
+                        log.error("%s", summary.errors[-1])
+                    continue
                 except AsoError as exc:
                     summary.errors.append(f"{user}: {exc}; their results stay for the next pass")
                     log.error("%s", summary.errors[-1])

@@ -2,8 +2,12 @@
 
 - RETRY rows older than the cool-off go back to NEW (retry count + 1).
 - KILL rows: the ones submitted to FTS have their files canceled there (the whole job when
-  every file of it is being killed, else those files), then all are marked KILLED. A row
-  whose FTS cancel failed stays KILL for the next pass.
+  every file of it is being killed, else those files); then FTS is asked again, file by
+  file: a file FTS had already FINISHED makes its row DONE (the file is there), the others
+  are marked KILLED (canceled before copying, failed, or never in FTS). A row whose FTS
+  cancel failed stays KILL for the next pass (exit 3 when FTS was unreachable); so does a
+  row a pending write-ahead record names (the transfer component's replay records its FTS
+  job first).
 - Rows stuck in ACQUIRED beyond ``stuck_after`` that no write-ahead record names go back to
   NEW (their submitter died before writing one: nothing was submitted). Rows stuck in
   SUBMITTED that no monitor or reporter entry names get a monitor entry again, so the
@@ -20,8 +24,9 @@ from dataclasses import asdict, dataclass, field
 from aso.components.pipeline import PipelineSettings, ToolCache, ToolFactory
 from aso.errors import AsoError
 from aso.locking import LockHeld, component_lock
-from aso.state.backend import StateBackend
-from aso.transfertools import TransferToolError
+from aso.state.backend import StateBackend, TransferUpdate
+from aso.transfertools import JobResult, TransferToolError
+from aso.transfertools.base import FILE_TERMINAL
 
 log = logging.getLogger("aso.retry_manager")
 
@@ -30,10 +35,14 @@ log = logging.getLogger("aso.retry_manager")
 class RetryManagerSummary:
     retried: int = 0
     killed: int = 0
+    #: rows to kill whose copy FTS had finished already: DONE
+    done: int = 0
     canceled_jobs: int = 0
     kill_pending: int = 0
     released: int = 0
     repolled: int = 0
+    #: FTS endpoints that could not be reached (their kills wait for the next pass)
+    unreachable: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict:
@@ -41,8 +50,9 @@ class RetryManagerSummary:
 
     def line(self) -> str:
         return (f"retry-manager: {self.retried} back to NEW after the cool-off, {self.killed} killed "
-                f"({self.canceled_jobs} FTS job(s) canceled, {self.kill_pending} kill(s) waiting for FTS), "
-                f"{self.released} stuck ACQUIRED released, {self.repolled} stuck SUBMITTED re-polled")
+                f"({self.canceled_jobs} FTS job(s) canceled, {self.kill_pending} kill(s) waiting, {self.done} "
+                f"already copied: DONE), {self.released} stuck ACQUIRED released, {self.repolled} stuck SUBMITTED "
+                f"re-polled" + (f"; FTS unreachable: {', '.join(self.unreachable)}" if self.unreachable else ""))
 
 
 class RetryManagerPass:
@@ -56,28 +66,41 @@ class RetryManagerPass:
         box = self.settings.sandbox(kind)
         ids: set[str] = set()
         for entry in box.entries():
-            doc = box.load(entry) or {}
+            doc = box.load(entry)  # None when unreadable or of the wrong shape (quarantined)
+            if doc is None:
+                continue
             if kind == "submit":
                 chunks = doc.get("chunks", [doc])  # a record holds a user's chunks (or is one)
-                ids.update(t["id"] for chunk in chunks for t in chunk.get("transfers", ()))
+                ids.update(t["id"] for chunk in chunks for t in chunk["transfers"])
             elif kind == "monitor":
                 ids.update(doc.get("files", {}))
             else:
-                ids.update(f["id"] for f in doc.get("files", ()))
+                ids.update(f["id"] for f in doc["files"])
         return ids
 
     def kill(self, summary: RetryManagerSummary) -> None:
         rows = self.backend.transfers_to_kill()
         if not rows:
             return
+        # A row a write-ahead record names may be on its way to FTS (a pass killed mid-
+        # submission, or FTS unreachable when it tried), whatever FTS job an earlier attempt
+        # left in tm_fts_id: the transfer component's replay leaves it out, records the job
+        # its chunk went to (the row stays KILL) and cancels it there; this waits for that.
+        pending = self._named_in("submit")
         by_job: dict[tuple[str, str, str], list[dict]] = defaultdict(list)
-        unsubmitted = []
+        killed: list[str] = []
+        waiting = 0
         for row in rows:
-            if row.get("tm_fts_id") and row.get("tm_fts_instance"):
+            if row["tm_id"] in pending:
+                waiting += 1
+            elif row.get("tm_fts_id") and row.get("tm_fts_instance"):
                 by_job[(row["tm_username"], row["tm_fts_instance"], row["tm_fts_id"])].append(row)
             else:
-                unsubmitted.append(row["tm_id"])
-        done = list(unsubmitted)
+                killed.append(row["tm_id"])  # never submitted
+        if waiting:
+            summary.kill_pending += waiting
+            log.info("%d row(s) to kill are named in a pending submission; killed once its FTS job is known", waiting)
+        done: list[dict] = []  # rows whose copy FTS finished before the kill reached it
         by_user: dict[tuple[str, str], dict[str, list[dict]]] = defaultdict(dict)
         for (user, endpoint, job_id), job_rows in by_job.items():
             by_user[(user, endpoint)][job_id] = job_rows
@@ -86,32 +109,64 @@ class RetryManagerPass:
                 proxy = str(self.proxies.get_proxy(user))
                 tool = self.tools.delegated(endpoint, user, proxy, self.settings)
                 statuses = tool.bulk_query(list(jobs))  # one status request for all the user's jobs there
-            except (AsoError, TransferToolError) as exc:
-                summary.kill_pending += sum(len(r) for r in jobs.values())
-                summary.errors.append(f"{user}: cannot reach FTS at {endpoint} to cancel {len(jobs)} job(s) yet: {exc}")
-                log.warning("%s", summary.errors[-1])
+                canceled = []
+                for job_id, job_rows in jobs.items():
+                    if self._cancel(tool, statuses.get(job_id), {r["tm_id"] for r in job_rows}, summary):
+                        canceled.append(job_id)
+                if canceled:  # what FTS says now: a file may have finished before the cancel landed
+                    statuses.update(tool.bulk_query(canceled))
+            except TransferToolError as exc:
+                self._unreachable(summary, user, endpoint, jobs, exc, transient=exc.transient)
                 continue
+            except AsoError as exc:  # no usable proxy
+                self._unreachable(summary, user, endpoint, jobs, exc, transient=False)
+                continue
+            finally:
+                self.tools.release(user, endpoint)
             for job_id, job_rows in jobs.items():
-                try:
-                    self._cancel(tool, statuses[job_id], {r["tm_id"] for r in job_rows}, summary)
-                    done.extend(r["tm_id"] for r in job_rows)
-                except TransferToolError as exc:
-                    summary.kill_pending += len(job_rows)
-                    summary.errors.append(f"{user}: cannot cancel FTS job {job_id} at {endpoint} yet: {exc}")
-                    log.warning("%s", summary.errors[-1])
+                files = _files_by_row(statuses.get(job_id))
+                for row in job_rows:
+                    state = files.get(row["tm_id"])
+                    if state == "FINISHED":
+                        done.append(row)
+                    elif state is None or state in FILE_TERMINAL:
+                        killed.append(row["tm_id"])  # never copied: canceled, failed, or not in FTS
+                    else:
+                        summary.kill_pending += 1  # FTS has not stopped it yet: next pass
         if done:
-            summary.killed = self.backend.mark_killed(done, reason="killed by request")
+            outcome = self.backend.update_transfers([
+                TransferUpdate(id=r["tm_id"], state="DONE", reason="finished in FTS before the kill reached it",
+                               expect_state="KILL", expect_fts_id=r["tm_fts_id"]) for r in done])
+            summary.done += len(outcome.updated)
+            log.warning("%d row(s) to kill had already been copied by FTS: DONE, not KILLED", len(outcome.updated))
+        if killed:
+            summary.killed = self.backend.mark_killed(killed, reason="killed by request")
 
     @staticmethod
-    def _cancel(tool, status, wanted: set[str], summary: RetryManagerSummary) -> None:
-        if status.terminal:
-            return
+    def _unreachable(summary: RetryManagerSummary, user: str, endpoint: str, jobs: dict, exc: Exception,
+                     transient: bool) -> None:
+        summary.kill_pending += sum(len(r) for r in jobs.values())
+        if transient and endpoint not in summary.unreachable:
+            summary.unreachable.append(endpoint)
+        summary.errors.append(f"{user}: cannot cancel {len(jobs)} FTS job(s) at {endpoint} yet: {exc}")
+        log.warning("%s", summary.errors[-1])
+
+    @staticmethod
+    def _cancel(tool, status: JobResult | None, wanted: set[str], summary: RetryManagerSummary) -> bool:
+        """Cancel the wanted files that FTS has not finished yet (the whole job when they are
+        all it has left to do). True when something was canceled."""
+        if status is None or status.terminal:
+            return False
         files = [f for f in status.files if f.transfer_id in wanted and not f.terminal]
+        file_ids = [f.file_id for f in files if f.file_id is not None]
         if files and len(files) == sum(1 for f in status.files if not f.terminal):
             tool.cancel(status.job_id)
             summary.canceled_jobs += 1
-        elif files:
-            tool.cancel(status.job_id, [f.file_id for f in files if f.file_id is not None])
+            return True
+        if file_ids:  # never an empty list: the tool would cancel the whole job
+            tool.cancel(status.job_id, file_ids)
+            return True
+        return False
 
     def recover(self, summary: RetryManagerSummary) -> None:
         acquired = self.backend.stuck_transfers(["ACQUIRED"], self.settings.stuck_after)
@@ -128,7 +183,8 @@ class RetryManagerPass:
         box = self.settings.sandbox("monitor")
         now = int(time.time())
         for (user, endpoint, job_id), rows in orphans.items():
-            doc = box.read(user, job_id) if box.exists(user, job_id) else {
+            existing = [e for e in box.entries(user) if e.name == job_id]
+            doc = (box.load(existing[0]) if existing else None) or {
                 "job_id": job_id, "user": user, "endpoint": endpoint, "submitted": now,
                 "files": {}, "reported": [], "batches": 0, "last_progress": now,
             }
@@ -169,6 +225,13 @@ class RetryManagerPass:
         finally:
             self.tools.close()
         return summary
+
+
+def _files_by_row(status: JobResult | None) -> dict[str, str]:
+    """Row id → the FTS state of its file in a job (empty when FTS does not know the job)."""
+    if status is None or status.state == "LOST":
+        return {}
+    return {f.transfer_id: f.state for f in status.files if f.transfer_id}
 
 
 def run_retry_manager(backend: StateBackend, proxies, tools: ToolFactory, settings: PipelineSettings) -> RetryManagerSummary:

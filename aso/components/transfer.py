@@ -13,7 +13,12 @@ most ``max_files_per_job`` with a fresh submission id (sid) each, then:
 4. write a monitor entry per FTS job (``monitor/<user>/<job_id>.json``);
 5. remove the write-ahead record (or shrink it to the chunks FTS could not be reached for).
 
-Killed anywhere in between, the next pass replays the record from step 2 on. A refused
+Killed anywhere in between, the next pass replays the record from step 2 on. The replay
+leaves out rows killed meanwhile (KILL or KILLED): a chunk is submitted again with the same
+sid but without them (a chunk with nothing left is not submitted; its job id is known from
+the sid). A row killed while its chunk was in flight gets its FTS job id recorded (the store
+keeps it KILL), so the retry manager cancels it in FTS, and this pass asks FTS to cancel it
+at once too. A refused
 submission marks the chunk RETRY (or FAILED past the maximum, CRAB's rule); an unreachable
 FTS leaves the record and the rows ACQUIRED for the next pass, which resubmits the same sid.
 A user without a usable proxy is skipped with a log line; their rows stay ACQUIRED.
@@ -30,8 +35,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from aso.components.pipeline import GroupCommit, PipelineSettings, ToolCache, ToolFactory
+from aso.components.pipeline import GroupCommit, PipelineSettings, ToolCache, ToolFactory, int_or
 from aso.errors import AsoError
+from aso.sandbox import SandboxError
 from aso.state.backend import StateBackend, TransferUpdate
 from aso.transfertools import Transfer, TransferToolError
 
@@ -115,6 +121,17 @@ class _Pending:
     batch: _Batch
     rows_by_id: dict[str, dict]
     result: _UserResult
+    proxy: str = ""
+    #: rows killed before this (replayed) submission: not submitted
+    dead: frozenset[str] = frozenset()
+
+
+#: row states a submission must leave out (the user asked for a kill)
+_KILLED_STATES = ("KILL", "KILLED")
+
+
+def _live(chunk: dict, dead: frozenset[str] | set[str]) -> list[dict]:
+    return [t for t in chunk["transfers"] if t["id"] not in dead]
 
 
 def _rows(item: _Pending) -> int:
@@ -136,7 +153,8 @@ class TransferPass:
 
     # -- one write-ahead record (a user's chunks), from submission on ----------------------
 
-    def _submit_chunks(self, user: str, chunks: list[dict], proxy: str, result: _UserResult) -> _Batch:
+    def _submit_chunks(self, user: str, chunks: list[dict], proxy: str, result: _UserResult,
+                       dead: frozenset[str] = frozenset()) -> _Batch:
         batch = _Batch()
         for i, chunk in enumerate(chunks):
             if chunk["endpoint"] in self._down:
@@ -150,7 +168,11 @@ class TransferPass:
                 break
             try:
                 tool = self.tools.delegated(chunk["endpoint"], user, proxy, self.settings)
-                job_id = tool.submit([Transfer(**t) for t in chunk["transfers"]], self.settings.job_options, chunk["sid"])
+                live = _live(chunk, dead)
+                if live:
+                    job_id = tool.submit([Transfer(**t) for t in live], self.settings.job_options, chunk["sid"])
+                else:  # every file of it was killed: submit nothing, but know where it went if it did
+                    job_id = tool.expected_job_id(chunk["sid"])
                 batch.submitted.append((chunk, job_id))
             except TransferToolError as exc:
                 if not exc.transient:
@@ -179,28 +201,35 @@ class TransferPass:
             for chunk, job_id in batch.submitted:
                 updates.extend(TransferUpdate(id=t["id"], state="SUBMITTED", fts_id=job_id,
                                               fts_instance=chunk["endpoint"], expect_state="ACQUIRED")
-                               for t in chunk["transfers"])
+                               for t in _live(chunk, item.dead))
             for chunk, reason in batch.refused:
                 for t in chunk["transfers"]:
                     row = item.rows_by_id.get(t["id"], {})
-                    count = int(row.get("tm_transfer_retry_count") or 0)
-                    limit = int(row.get("tm_transfer_max_retry_count") or self.settings.max_retry)
+                    count = int_or(row.get("tm_transfer_retry_count"), 0)
+                    limit = int_or(row.get("tm_transfer_max_retry_count"), self.settings.max_retry)
                     give_up = count + 1 > limit or self.settings.is_permanent(reason)
                     updates.append(TransferUpdate(id=t["id"], state="FAILED" if give_up else "RETRY",
                                                   reason=self.settings.cut(f"submission refused: {reason}"),
                                                   expect_state="ACQUIRED"))
                     result.failed += give_up
                     result.retry += not give_up
+        killed_now: set[str] = set()
         if updates:
             outcome = self.backend.update_transfers(updates)
             for skip in outcome.skipped:
-                if skip.get("state") not in ("SUBMITTED", "KILL"):
+                if skip.get("state") in _KILLED_STATES:
+                    killed_now.add(skip.get("id"))
+                elif skip.get("state") != "SUBMITTED":
                     log.info("row %s was %s when its FTS job was recorded; the monitor will ignore its result",
                              skip.get("id"), skip.get("state"))
+        self._record_killed(items, killed_now)
         now = int(time.time())
         for item in items:
             user, batch, result = item.user, item.batch, item.result
             for chunk, job_id in batch.submitted:
+                chunk = {**chunk, "transfers": _live(chunk, item.dead)}
+                if not chunk["transfers"]:
+                    continue  # all killed before submission: nothing to follow
                 # A replayed chunk may already be followed: its entry knows what was handed over.
                 if not self.monitor_box.exists(user, job_id):
                     self.monitor_box.write(user, job_id, {
@@ -216,10 +245,44 @@ class TransferPass:
             else:
                 self.submit_box.remove(user, item.name)
 
+    def _record_killed(self, items: list[_Pending], killed_now: set[str]) -> None:
+        """Rows killed while their chunk was being submitted: record the FTS job on those
+        still in KILL (the store keeps them KILL), so the retry manager cancels them in FTS,
+        and ask FTS to cancel their files now (best effort: a row the retry manager already
+        marked KILLED has nobody else to cancel it)."""
+        updates: list[TransferUpdate] = []
+        cancels: list[tuple[_Pending, str, str, set[str]]] = []
+        for item in items:
+            for chunk, job_id in item.batch.submitted:
+                ids = {t["id"] for t in chunk["transfers"]}
+                late = (ids & item.dead) | (ids & killed_now)
+                if not late:
+                    continue
+                updates.extend(TransferUpdate(id=i, state="SUBMITTED", fts_id=job_id, fts_instance=chunk["endpoint"],
+                                              expect_state="KILL") for i in sorted(late))
+                cancels.append((item, chunk["endpoint"], job_id, late))
+        if not updates:
+            return
+        self.backend.update_transfers(updates)
+        for item, endpoint, job_id, late in cancels:
+            log.info("user %s: %d file(s) of FTS job %s were killed while being submitted; canceling them",
+                     item.user, len(late), job_id)
+            try:
+                tool = self.tools.delegated(endpoint, item.user, item.proxy, self.settings)
+                status = tool.bulk_query([job_id]).get(job_id)
+                if status is None or status.terminal:
+                    continue
+                file_ids = [f.file_id for f in status.files
+                            if f.transfer_id in late and not f.terminal and f.file_id is not None]
+                if file_ids:
+                    tool.cancel(job_id, file_ids)
+            except AsoError as exc:  # the retry manager cancels the rows still in KILL
+                log.warning("user %s: cannot cancel killed files of FTS job %s yet: %s", item.user, job_id, exc)
+
     def _run_record(self, user: str, name: str, chunks: list[dict], proxy: str, rows_by_id: dict[str, dict],
-                    result: _UserResult, group: GroupCommit | None = None) -> None:
-        batch = self._submit_chunks(user, chunks, proxy, result)
-        item = _Pending(user, name, batch, rows_by_id, result)
+                    result: _UserResult, group: GroupCommit | None = None, dead: frozenset[str] = frozenset()) -> None:
+        batch = self._submit_chunks(user, chunks, proxy, result, dead)
+        item = _Pending(user, name, batch, rows_by_id, result, proxy, dead)
         if group is None:
             self._apply([item])
         else:
@@ -248,10 +311,13 @@ class TransferPass:
                 continue
             ids = [t["id"] for _, r in user_records for c in _chunks_of(r) for t in c["transfers"]]
             rows_by_id = {r["tm_id"]: r for r in self.backend.get_transfers(ids)}
+            # killed since the record was written: not submitted (their FTS job is recorded
+            # if an earlier attempt submitted them, so the retry manager cancels them there)
+            dead = frozenset(i for i, r in rows_by_id.items() if r["tm_transfer_state"] in _KILLED_STATES)
             try:
                 for name, record in user_records:
                     result = _UserResult()
-                    self._run_record(user, name, _chunks_of(record), proxy, rows_by_id, result)
+                    self._run_record(user, name, _chunks_of(record), proxy, rows_by_id, result, dead=dead)
                     done += result.jobs
                     if summary is not None:  # replayed jobs count among the pass's jobs too
                         summary.jobs += result.jobs
@@ -334,6 +400,8 @@ class TransferPass:
                 for done, (user, future) in enumerate(futures.items(), 1):
                     try:
                         r = future.result()
+                    except SandboxError:
+                        raise  # the sandbox itself is broken: one clear error, not one per user
                     except AsoError as exc:
                         summary.errors.append(f"{user}: {exc}")
                         log.error("user %s: %s", user, exc)

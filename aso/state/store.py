@@ -515,6 +515,8 @@ class Store:
                     # Killed while being submitted: keep KILL but record where it went, so the
                     # retry manager can cancel it in FTS.
                     target = T.KILL
+                elif state == T.DONE and now_state == T.KILL and expect == T.KILL:
+                    pass  # FTS finished the copy before the kill reached it: the file is there
                 elif state not in TRANSFER_TRANSITIONS[now_state]:
                     raise TransitionError(u.id, now_state.name, state.name)
                 params.append(

@@ -107,7 +107,8 @@ class TransferTool(ABC):
 
     @abstractmethod
     def cancel(self, job_id: str, file_ids: Sequence[int] | None = None) -> None:
-        """Cancel a job, or some of its files."""
+        """Cancel a job (``file_ids`` None), or some of its files; an empty ``file_ids``
+        cancels nothing."""
 
     def close(self) -> None:  # noqa: B027 - optional
         pass

@@ -224,7 +224,11 @@ class Fts3Tool(TransferTool):
     def cancel(self, job_id: str, file_ids: Sequence[int] | None = None) -> None:
         from fts3.rest.client.exceptions import NotFound
 
-        path = f"/jobs/{job_id}" + (f"/files/{','.join(str(f) for f in file_ids)}" if file_ids else "")
+        if file_ids is not None:
+            file_ids = list(file_ids)
+            if not file_ids:
+                return  # no file: cancel nothing (never the whole job, which ``DELETE /jobs/{id}`` does)
+        path = f"/jobs/{job_id}" + (f"/files/{','.join(str(f) for f in file_ids)}" if file_ids is not None else "")
         try:
             self.context.delete(path)
         except NotFound:

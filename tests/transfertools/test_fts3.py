@@ -119,3 +119,19 @@ def test_service_down_is_a_transient_error(tmp_path):
     with pytest.raises(TransferToolError) as err:
         tool.submit(transfers(tmp_path, 1), JobOptions(), sid="x")
     assert err.value.transient and "cannot reach FTS" in str(err.value)
+
+
+def test_cancel_with_an_empty_file_list_cancels_nothing(tmp_path):
+    """An empty list of file ids must not become ``DELETE /jobs/{id}`` (the whole job)."""
+    with plain_fts(tmp_path / "fts") as fts, http_storage(tmp_path / "web") as storage:
+        storage.behaviour.gate.clear()
+        tool = open_transfer_tool("fts3", fts.url, "/nonexistent-proxy-over-plain-http")
+        (storage.root / "s").write_bytes(b"x" * 100)
+        job = tool.submit([Transfer(id=f"{7:056x}", source=f"{storage.url}/s", destination=(tmp_path / "d").as_uri())],
+                          JobOptions(), sid="keep")
+        tool.cancel(job, [])
+        tool.cancel(job, iter(()))
+        storage.behaviour.gate.set()
+        done = wait_terminal(tool, job)
+        assert done.state == "FINISHED", done
+        assert (tmp_path / "d").read_bytes() == b"x" * 100
