@@ -210,7 +210,9 @@ def create_app(service: FtsService) -> Flask:
             raise FtsHttpError(403, "The provided delegation id does not match your delegation id")
         if user_dn and user_dn != identity.user_dn:
             raise FtsHttpError(400, "The provided DN and delegation id do not correspond to the same user")
-        states = [s for s in (args.get("state_in") or "").split(",") if s] or list(fj.JOB_ACTIVE)
+        asked = [s for s in (args.get("state_in") or "").split(",") if s]
+        # unknown states match no job (and a long list would not become a long query)
+        states = [s for s in (*fj.JOB_ACTIVE, *fj.JOB_TERMINAL) if s in asked] if asked else list(fj.JOB_ACTIVE)
         limit = args.get("limit")
         if limit is not None:
             if not re.fullmatch(r"\s*[0-9]{1,19}\s*", limit):

@@ -295,6 +295,21 @@ def test_delegation_routes(env):
     run()
 
 
+def test_listing(env):
+    name = "test_listing"
+    value = st.one_of(st.text(max_size=12), st.sampled_from(["SUBMITTED,ACTIVE", "FINISHED", ",,,", "1", "-1", "9" * 30,
+                                                             "1:30", "1:", ":", "١", "%00", "job_id,job_state"]))
+    query = st.dictionaries(st.sampled_from(["state_in", "limit", "time_window", "fields", "vo_name", "user_dn", "dlg_id",
+                                             "source_se", "dest_se"]), value, max_size=4)
+
+    @settings(FUZZ, max_examples=60)
+    @given(query)
+    def run(params):
+        check(name, env.fts.request("GET", "/jobs", params=params))
+
+    run()
+
+
 def test_zz_nothing_written_outside_the_root(env, capsys):
     """Last: once the copies the fuzzing started have settled, nothing changed outside the root."""
     deadline, quiet = time.monotonic() + 20, 0

@@ -212,6 +212,8 @@ def test_rest_modify_bulk_and_file_routes_refuse_huge_and_infinite_numbers(clien
     assert c.get(f"/jobs/{job}/files/{2**63 - 1}/retries").get_json() == []
     _fts_error(c.get(f"/jobs?time_window={'9' * 4000}"), 400)
     _fts_error(c.get("/jobs?limit=-1"), 400)
+    assert c.get("/jobs?state_in=" + ",".join(f"S{i}" for i in range(300_000))).get_json() == []
+    assert [j["job_id"] for j in c.get("/jobs?state_in=NOPE,SUBMITTED").get_json()] == [job]
 
 
 def test_unexpected_errors_answer_without_the_python_text(client, caplog):
