@@ -145,16 +145,21 @@ class _Grid:
             self.proxies[user] = make_proxy(cert, hours=12).proxy_pem()
 
 
+def fts_url(port: int) -> str:
+    return f"https://localhost:{port}"
+
+
 class _EmbeddedFts:
     """``aso fts-server`` over HTTPS on a free loopback port, in a thread of this process."""
 
-    def __init__(self, db: Path, grid: _Grid, workers: int = 8, per_link: int = 4):
+    def __init__(self, db: Path, grid: _Grid, port: int, roots: tuple[str, ...], workers: int = 8, per_link: int = 4):
         from aso.ftsd.service import FtsService, ServiceSettings
         from aso.ftsd.tls import make_https_server
 
-        self.port = _free_port()
-        self.url = f"https://localhost:{self.port}"
-        self.service = FtsService(ServiceSettings(db=db, workers=workers, per_link=per_link))
+        self.port = port
+        self.url = fts_url(port)
+        # file:// only under the demo's site folders, as a production service under its --root
+        self.service = FtsService(ServiceSettings(db=db, workers=workers, per_link=per_link, roots=roots))
         self.httpd = make_https_server(self.service.app(), "127.0.0.1", self.port, cert=grid.host_cert,
                                        key=grid.host_key, ca_dir=grid.ca_dir, threads=16)
         self._thread: threading.Thread | None = None
@@ -306,17 +311,20 @@ def _run(root: Path, settings: DemoSettings, on_update: Callable[[Snapshot], Non
     from aso.components.runner import run_passes
     from aso.config import load_config
     from aso.credentials.base import write_private
+    from aso.ftsd.urls import roots_from_site_prefixes
     from aso.setup import init_installation
     from aso.state.backend import backend_from_config
 
     users = [f"demo{i + 1}" for i in range(settings.users)]
     grid = _Grid(root / "grid", users)
-    fts = _EmbeddedFts(root / "fts.db", grid)
-    config_path = init_installation(root, fts_endpoint=fts.url, overrides={
+    port = _free_port()
+    config_path = init_installation(root, fts_endpoint=fts_url(port), overrides={
         "fts": {"ca_dir": str(grid.ca_dir)},
         "monitor": {"threads": 4},
     })
     config = load_config(str(config_path))
+    fts = _EmbeddedFts(root / "fts.db", grid, port,
+                       roots=roots_from_site_prefixes(site.prefix for site in config.sites.values()))
     for user, pem in grid.proxies.items():
         write_private(Path(config.credentials.directory) / f"{user}.pem", pem)
 

@@ -153,7 +153,7 @@ def main() -> int:
         tag = "nofsync" if extra else "fsync"
         services[name] = (f"http://127.0.0.1:{port}", Service(
             aso_command("--log-level", "WARNING", "fts-server", "--port", str(port), "--db", str(work / f"fts-{tag}.db"),
-                        "--workers", str(args.workers), "--per-link", str(args.workers), *extra),
+                        "--workers", str(args.workers), "--per-link", str(args.workers), "--root", str(work), *extra),
             port, work / f"fts-{tag}.log").start())
     web_url = f"http://127.0.0.1:{http_port}"
     results: list[Result] = []

@@ -148,7 +148,7 @@ def main() -> int:
     work.mkdir(parents=True)
     fts_port = free_port()
     fts = Service(aso_command("--log-level", "WARNING", "fts-server", "--port", str(fts_port), "--db", str(work / "fts.db"),
-                              "--simulate", "--poll-seconds", "0.2"), fts_port, work / "fts.log").start()
+                              "--simulate", "--poll-seconds", "0.2", "--root", str(work)), fts_port, work / "fts.log").start()
     services = [fts]
     settings = ["--set", "transfer.acquire_limit=100000", "--set", "retry_manager.stuck_after=36000"]
     if args.rest:

@@ -139,13 +139,16 @@ class HttpsFtsServer:
 
 
 @contextlib.contextmanager
-def fts_server_https(pki: TestPki, folder: Path, *extra: str) -> Iterator[HttpsFtsServer]:
-    """A real ``aso fts-server`` over HTTPS with the PKI's host certificate and CA folder."""
+def fts_server_https(pki: TestPki, folder: Path, *extra: str, roots: list[Path] | None = None) -> Iterator[HttpsFtsServer]:
+    """A real ``aso fts-server`` over HTTPS with the PKI's host certificate and CA folder.
+    ``roots``: the folders file:// URLs may use (``--root``); default: the folder above ``folder``."""
     port = free_port()
     db, log = folder / "fts.db", folder / "fts-server.log"
+    roots = [folder.parent] if roots is None else roots
     args = aso_command(
         "fts-server", "--host", "127.0.0.1", "--port", str(port), "--db", str(db),
-        "--cert", str(pki.host_cert_path), "--key", str(pki.host_key_path), "--ca-dir", str(pki.ca_dir), *extra,
+        "--cert", str(pki.host_cert_path), "--key", str(pki.host_key_path), "--ca-dir", str(pki.ca_dir),
+        *[a for r in roots for a in ("--root", str(r))], *extra,
     )
     service = Service(args, port, log, cwd=str(folder))
     service.start()

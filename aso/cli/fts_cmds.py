@@ -13,6 +13,30 @@ def _default(app, name: str):
     return getattr(app.config.fts_server, name)
 
 
+def _roots(app, given: tuple[str, ...]) -> tuple[tuple[str, ...], str]:
+    """The folders file:// URLs may use, and where they came from: --root options, else
+    fts_server.roots, else the folders of the file:// prefixes of [sites], else none."""
+    import os
+
+    from aso.ftsd.urls import normalise_roots, roots_from_site_prefixes
+
+    if given:
+        return normalise_roots(given), "--root"
+    try:
+        config = app.config
+    except Exception:  # no usable configuration file: nothing configured
+        return (), "none"
+    base = config.base_dir
+    configured = getattr(config.fts_server, "roots", []) or []
+    if configured:
+        paths = [os.path.expanduser(str(r)) for r in configured]
+        return normalise_roots(p if os.path.isabs(p) else os.path.join(base, p) for p in paths), "fts_server.roots"
+    from_sites = roots_from_site_prefixes(site.prefix for site in config.sites.values())
+    if from_sites:
+        return from_sites, "the file:// prefixes of [sites]"
+    return (), "none"
+
+
 @click.command("fts-server")
 @click.option("--host", default=None, help="Address to listen on [fts_server.host, 127.0.0.1].")
 @click.option("--port", type=click.IntRange(0, 65535), default=None, help="Port to listen on [fts_server.port, 8446].")
@@ -42,10 +66,17 @@ def _default(app, name: str):
               help="Move no data: every submitted file is FINISHED at once with its declared size. "
                    "For measuring what surrounds FTS (aso's pipeline benchmark); never for real transfers.")
 @click.option("--threads", type=int, default=16, show_default=True, help="HTTP server threads.")
+@click.option("--root", "roots", multiple=True, type=click.Path(file_okay=False),
+              help="A local folder file:// URLs (sources and destinations) may lie under; repeatable. "
+                   "Default: fts_server.roots, else the folders of the file:// site prefixes in [sites]. "
+                   "With none, every file:// URL is refused.")
 @pass_app
 def fts_server(app, host, port, db_path, cert, key, ca_dir, workers, per_link, local_user_dn, default_retry,
-               checkpoint_seconds, poll_seconds, durable, simulate, threads) -> None:
+               checkpoint_seconds, poll_seconds, durable, simulate, threads, roots) -> None:
     """Serve FTS3's REST API and copy files (file://, http://, https://).
+
+    file:// URLs must lie under one of the service's roots (--root), as written and with
+    symbolic links resolved; any other file:// URL is refused at submission with 400.
 
     Jobs, files, progress and delegated credentials live in the SQLite database; a service
     killed at any moment and started again forgets no job and resumes partial copies from
@@ -81,7 +112,9 @@ def fts_server(app, host, port, db_path, cert, key, ca_dir, workers, per_link, l
     if all(tls) and local_user_dn:
         fail("--local-user-dn is for plain HTTP; over HTTPS the user is the client certificate's DN", EXIT_BAD_INPUT)
     https = all(tls)
+    roots, roots_from = _roots(app, roots)
     settings = ServiceSettings(
+        roots=roots,
         db=Path(db_path),
         workers=workers,
         per_link=per_link,
@@ -124,6 +157,10 @@ def fts_server(app, host, port, db_path, cert, key, ca_dir, workers, per_link, l
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, _terminate)
+    if roots:
+        log.info("file:// roots (from %s): %s", roots_from, ", ".join(roots))
+    else:
+        log.warning("no local roots: every file:// URL is refused; start the service with --root DIR to allow them")
     if simulate:
         log.warning("SIMULATION: no file is copied; every submitted file is reported FINISHED")
     service.start()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import time
 from typing import TYPE_CHECKING
 
@@ -21,6 +22,8 @@ from aso.ftsd.delegation import bp as delegation_bp
 from aso.ftsd.delegation import require_usable_delegation
 from aso.ftsd.errors import FtsHttpError, reason_phrase
 from aso.ftsd.identity import Identity, identity_from_environ
+from aso.ftsd.jobs import MAX_INT
+from aso.ftsd.jsonbody import MAX_BODY_BYTES, parse_json
 
 if TYPE_CHECKING:
     from aso.ftsd.service import FtsService
@@ -29,6 +32,8 @@ log = logging.getLogger("aso.fts.api")
 
 API_VERSION = {"major": 3, "minor": 13, "patch": 4}
 LISTING_LIMIT = 500
+#: most ids one bulk request may name (GET, DELETE, POST /jobs/<ids>, file ids)
+MAX_IDS = 10_000
 _OK = "200 Ok"
 
 
@@ -67,7 +72,20 @@ def _split_ids(text: str) -> list[str]:
     ids = [i for i in (p.strip() for p in text.split(",")) if i]
     if not ids:
         raise FtsHttpError(400, "Invalid value within the request: no job id given")
+    if len(ids) > MAX_IDS:
+        raise FtsHttpError(400, f"Invalid value within the request: more than {MAX_IDS} job ids")
     return list(dict.fromkeys(ids))
+
+
+_FILE_ID = re.compile(r"[0-9]{1,19}")
+
+
+def _file_id(text: str) -> int:
+    """A file id from a URL: ASCII digits, a 64-bit integer."""
+    text = text.strip()
+    if not _FILE_ID.fullmatch(text) or int(text) > MAX_INT:
+        raise FtsHttpError(400, f"Invalid value within the request: file id {text[:40]!r} (an integer from 0 to {MAX_INT})")
+    return int(text)
 
 
 def _json_response(data, status: int = 200) -> Response:
@@ -76,6 +94,7 @@ def _json_response(data, status: int = 200) -> Response:
 
 def create_app(service: FtsService) -> Flask:
     app = Flask("aso.ftsd")
+    app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
     app.extensions["aso_credentials"] = service.credentials
     app.register_blueprint(delegation_bp)
     store, executor = service.store, service.executor
@@ -94,8 +113,9 @@ def create_app(service: FtsService) -> Flask:
 
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception):
+        # The traceback is for the service's log; the client learns nothing of the code.
         log.exception("%s %s failed", request.method, request.path)
-        return jsonify({"status": "500 Internal Server Error", "message": f"{type(exc).__name__}: {exc}"}), 500
+        return jsonify({"status": "500 Internal Server Error", "message": "internal error; see the service log"}), 500
 
     @app.get("/")
     def versions():
@@ -107,11 +127,7 @@ def create_app(service: FtsService) -> Flask:
     def submit():
         identity = _caller()
         require_usable_delegation(service.credentials, identity)
-        try:
-            body = json.loads(request.get_data() or b"null")
-        except (ValueError, UnicodeDecodeError):
-            raise FtsHttpError(400, "Badly formatted JSON request") from None
-        spec = fj.parse_submission(body)
+        spec = fj.parse_submission(parse_json(request.get_data()), roots=service.settings.roots)
         job_id = store.submit(spec, identity)
         log.info("job %s submitted by %s: %d file(s)", job_id, identity.user_dn, len(spec.files))
         executor.wake()
@@ -173,10 +189,10 @@ def create_app(service: FtsService) -> Flask:
         _one_job(job_id)
         return _json_response([])
 
-    @app.get("/jobs/<job_id>/files/<int:file_id>/retries")
-    def get_retries(job_id: str, file_id: int):
+    @app.get("/jobs/<job_id>/files/<file_id>/retries")
+    def get_retries(job_id: str, file_id: str):
         _one_job(job_id)
-        return _json_response(store.retries(job_id, file_id))
+        return _json_response(store.retries(job_id, _file_id(file_id)))
 
     @app.get("/jobs/<job_id>/<field>")
     def get_field(job_id: str, field: str):
@@ -194,21 +210,21 @@ def create_app(service: FtsService) -> Flask:
             raise FtsHttpError(403, "The provided delegation id does not match your delegation id")
         if user_dn and user_dn != identity.user_dn:
             raise FtsHttpError(400, "The provided DN and delegation id do not correspond to the same user")
-        states = [s for s in (args.get("state_in") or "").split(",") if s] or list(fj.JOB_ACTIVE)
+        asked = [s for s in (args.get("state_in") or "").split(",") if s]
+        # unknown states match no job (and a long list would not become a long query)
+        states = [s for s in (*fj.JOB_ACTIVE, *fj.JOB_TERMINAL) if s in asked] if asked else list(fj.JOB_ACTIVE)
         limit = args.get("limit")
         if limit is not None:
-            try:
-                limit = min(LISTING_LIMIT, max(0, int(limit)))
-            except ValueError:
-                raise FtsHttpError(400, f"Invalid value within the request: limit {limit!r}") from None
+            if not re.fullmatch(r"\s*[0-9]{1,19}\s*", limit):
+                raise FtsHttpError(400, f"Invalid value within the request: limit {limit[:40]!r}")
+            limit = min(LISTING_LIMIT, int(limit))
         finished_after = None
         window = args.get("time_window")
         if window:
-            try:
-                hours, _, minutes = window.partition(":")
-                finished_after = time.time() - int(hours) * 3600 - int(minutes or 0) * 60
-            except ValueError:
-                raise FtsHttpError(400, f"Invalid value within the request: time_window {window!r} (H or H:M)") from None
+            m = re.fullmatch(r"\s*([0-9]{1,9})(?::([0-9]{1,9}))?\s*", window)
+            if not m:
+                raise FtsHttpError(400, f"Invalid value within the request: time_window {window[:40]!r} (H or H:M)")
+            finished_after = time.time() - int(m.group(1)) * 3600 - int(m.group(2) or 0) * 60
         elif limit is None:
             # as FTS3: finished jobs only within a time window (or with an explicit limit)
             states = [s for s in states if s not in fj.JOB_TERMINAL]
@@ -246,12 +262,11 @@ def create_app(service: FtsService) -> Flask:
         job = _one_job(job_id, "cancel")
         if job["job_type"] != "N":
             raise FtsHttpError(400, "Multiple replicas and reuse jobs can not be partially canceled")
-        try:
-            file_ids = list(dict.fromkeys(int(f) for f in file_list.split(",") if f.strip()))
-        except ValueError:
-            raise FtsHttpError(400, f"Invalid value within the request: file ids {file_list!r}") from None
+        file_ids = list(dict.fromkeys(_file_id(f) for f in file_list.split(",") if f.strip()))
         if not file_ids:
             raise FtsHttpError(400, "Invalid value within the request: no file id given")
+        if len(file_ids) > MAX_IDS:
+            raise FtsHttpError(400, f"Invalid value within the request: more than {MAX_IDS} file ids")
         result, interrupted = store.cancel_files(job_id, file_ids)
         executor.interrupt(interrupted)
         answers = [result[f] or "File does not belong to the job" for f in file_ids]
@@ -261,17 +276,11 @@ def create_app(service: FtsService) -> Flask:
     def modify(job_list: str):
         identity = _caller()
         ids = _split_ids(job_list)
-        try:
-            body = json.loads(request.get_data() or b"null")
-        except (ValueError, UnicodeDecodeError):
-            raise FtsHttpError(400, "Badly formatted JSON request") from None
+        body = parse_json(request.get_data())
         params = body.get("params") if isinstance(body, dict) else None
-        if not isinstance(params, dict) or "priority" not in params:
+        if not isinstance(params, dict) or params.get("priority") is None:
             raise FtsHttpError(400, "Missing parameter: params.priority")
-        try:
-            priority = min(5, max(1, int(params["priority"])))
-        except (TypeError, ValueError):
-            raise FtsHttpError(400, "Invalid value within the request: priority must be an integer") from None
+        priority = fj.clamp_priority(fj.parse_int(params["priority"], "priority", minimum=-MAX_INT))
         found, errors = _jobs_for(ids, identity, "modify")
         after = store.set_priority(list(found), priority)
         for job_id in found:

@@ -51,6 +51,8 @@ class ExecutorSettings:
     scan: int = 5000
     #: move no data: queued files are FINISHED at once (benchmarks of the pipeline around FTS)
     simulate: bool = False
+    #: local folders file:// URLs must lie under (symlinks resolved); set by the service
+    roots: tuple[str, ...] = ()
 
 
 class Executor:
@@ -198,6 +200,7 @@ class Executor:
                 on_progress=self._progress_hook(task),
                 on_commit=lambda size: self.store.checkpoint(task.file_id, size, committing=True),
                 durable=self.settings.durable,
+                roots=self.settings.roots,
             )
         except Exception as exc:
             self._failed(task, exc)
@@ -212,7 +215,7 @@ class Executor:
         with self._lock:
             canceled = task.file_id in self._interrupts
         if canceled or (isinstance(exc, Interrupted) and exc.canceled):
-            discard_partial(task)
+            discard_partial(task, roots=self.settings.roots)
             log.info("file %d (job %s): copy stopped, the file was canceled", task.file_id, task.job_id)
             return
         if isinstance(exc, Interrupted):
@@ -226,10 +229,10 @@ class Executor:
         done = self.store.finish(task.file_id, "FAILED", reason=reason, recoverable=recoverable,
                                  default_retry=self.settings.default_retry)
         if done is None:
-            discard_partial(task)
+            discard_partial(task, roots=self.settings.roots)
             return
         if not done.retried:
-            discard_partial(task)
+            discard_partial(task, roots=self.settings.roots)
         log.info("file %d (job %s) %s: %s", task.file_id, task.job_id,
                  "will be retried" if done.retried else "FAILED", reason)
         if done.retried:

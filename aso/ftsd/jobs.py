@@ -9,13 +9,14 @@ from __future__ import annotations
 import re
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
 
 from aso.ftsd import checksum as ck
+from aso.ftsd import urls
 from aso.ftsd.errors import FtsHttpError
 
 #: FTS3's base id for deterministic job ids and VO ids.
@@ -30,7 +31,9 @@ FAILED_JOB_REASON = "One or more files failed. Please have a look at the details
 METADATA_LIMIT = 1024
 DEFAULT_RETRY_DELAY = 120
 DEFAULT_PRIORITY = 3
-SUPPORTED_SCHEMES = ("file", "http", "https", "root")
+SUPPORTED_SCHEMES = urls.SUPPORTED_SCHEMES
+#: longest max_time_in_queue accepted (100 years), so now + it stays a 64-bit integer
+MAX_QUEUE_SECONDS = 100 * 366 * 86400
 
 
 def fts_time(epoch: float | None) -> str | None:
@@ -80,20 +83,16 @@ def storage_element(url: str) -> str:
     return f"{parts.scheme}://{parts.hostname or ''}"
 
 
-def _url(value: Any, field: str) -> str:
+def _url(value: Any, field: str, roots: Sequence[str]) -> str:
     if not isinstance(value, str) or not value:
         raise FtsHttpError(400, f"Invalid value within the request: {field} must be a URL string")
-    parts = urlsplit(value)
-    if parts.scheme not in SUPPORTED_SCHEMES:
-        raise FtsHttpError(400, f"Invalid value within the request: {field} {value!r}: scheme must be one of {', '.join(SUPPORTED_SCHEMES)}")
-    if not parts.path or parts.path == "/":
-        raise FtsHttpError(400, f"Invalid value within the request: {field} {value!r} has no path")
-    if parts.scheme != "file" and not parts.hostname:
-        raise FtsHttpError(400, f"Invalid value within the request: {field} {value!r} has no host")
-    if parts.scheme == "file" and parts.netloc not in ("", "localhost"):
-        raise FtsHttpError(400, f"Invalid value within the request: {field} {value!r}: file URLs are local (file:///path)")
-    if ".." in parts.path.split("/"):
-        raise FtsHttpError(400, f"Invalid value within the request: {field} {value!r} contains '..'")
+    shown = repr(value[:200])
+    try:
+        urls.check_url(value)
+    except urls.UrlError as exc:
+        raise FtsHttpError(400, f"Invalid value within the request: {field} {shown}: {exc}") from None
+    if urlsplit(value).scheme == "file" and not urls.under_roots(urls.file_path(value), roots):
+        raise FtsHttpError(400, f"Invalid value within the request: {field} {shown}: {urls.refused_root_message(roots)}")
     return value
 
 
@@ -111,34 +110,59 @@ def _metadata(value: Any, field: str) -> dict[str, Any]:
     return value
 
 
-def _int(value: Any, field: str, default: int) -> int:
+#: the largest integer any column holds (a signed 64-bit integer)
+MAX_INT = 2**63 - 1
+MAX_INT32 = 2**31 - 1
+_INT_TEXT = re.compile(r"[+-]?[0-9]{1,19}")
+
+
+def parse_int(value: Any, field: str, default: int | None = None, minimum: int = 0, maximum: int = MAX_INT) -> int:
+    """An integer given as a JSON integer or a string of ASCII digits, within bounds.
+
+    Floats (1.0, 1e999), booleans, and digits from other scripts are refused: FTS3 wants an
+    integer, and ``int()`` would take some of them."""
     if value is None:
         return default
-    if isinstance(value, bool) or not isinstance(value, (int, str)):
-        raise FtsHttpError(400, f"Invalid value within the request: {field} must be an integer")
-    try:
-        return int(value)
-    except ValueError:
-        raise FtsHttpError(400, f"Invalid value within the request: {field} must be an integer") from None
+    bad = FtsHttpError(400, f"Invalid value within the request: {field} must be an integer from {minimum} to {maximum}")
+    if isinstance(value, str):
+        text = value.strip()
+        if not _INT_TEXT.fullmatch(text):
+            raise bad
+        value = int(text)
+    if isinstance(value, bool) or not isinstance(value, int) or not minimum <= value <= maximum:
+        raise bad
+    return value
+
+
+def clamp_priority(value: int) -> int:
+    """FTS3's priorities are 1 to 5; an integer outside is clamped to that range, as FTS3 does."""
+    return min(5, max(1, value))
 
 
 def queue_seconds(value: Any) -> int | None:
     """``max_time_in_queue``: an int is hours; strings take an s/m/h/d suffix."""
     if value in (None, 0, "0", ""):
         return None
+    bad = FtsHttpError(400, f"Invalid value within the request: max_time_in_queue {str(value)[:40]!r}"
+                            f" (hours, or a number with an s/m/h/d suffix, at most {MAX_QUEUE_SECONDS} seconds)")
     if isinstance(value, bool):
-        raise FtsHttpError(400, "Invalid value within the request: max_time_in_queue")
+        raise bad
     if isinstance(value, int):
-        return value * 3600
-    if isinstance(value, str):
-        m = re.fullmatch(r"\s*(\d+)\s*([smhd]?)\s*", value)
-        if m:
-            return int(m.group(1)) * {"s": 1, "m": 60, "h": 3600, "d": 86400, "": 3600}[m.group(2)]
-    raise FtsHttpError(400, f"Invalid value within the request: max_time_in_queue {value!r}")
+        seconds = value * 3600
+    elif isinstance(value, str) and (m := re.fullmatch(r"\s*([0-9]{1,19})\s*([smhd]?)\s*", value)):
+        seconds = int(m.group(1)) * {"s": 1, "m": 60, "h": 3600, "d": 86400, "": 3600}[m.group(2)]
+    else:
+        raise bad
+    if not 0 <= seconds <= MAX_QUEUE_SECONDS:
+        raise bad
+    return seconds or None
 
 
-def parse_submission(body: Any, now: float | None = None) -> JobSpec:
-    """Validate a POST /jobs body into a JobSpec; FtsHttpError(400) naming the problem."""
+def parse_submission(body: Any, now: float | None = None, roots: Sequence[str] = ()) -> JobSpec:
+    """Validate a POST /jobs body into a JobSpec; FtsHttpError(400) naming the problem.
+
+    ``roots``: the local folders file:// URLs (sources and destinations) must lie under;
+    none: every file:// URL is refused."""
     now = time.time() if now is None else now
     if not isinstance(body, dict):
         raise FtsHttpError(400, "Badly formatted JSON request")
@@ -165,13 +189,12 @@ def parse_submission(body: Any, now: float | None = None) -> JobSpec:
             raise FtsHttpError(400, f"Missing parameter: {where}.destinations")
         if len(sources) > 1 or len(destinations) > 1:
             raise FtsHttpError(400, f"Invalid value within the request: {where}: multi-replica jobs (several sources or destinations) are not supported by this service")
-        source = _url(sources[0], f"{where}.sources[0]")
-        destination = _url(destinations[0], f"{where}.destinations[0]")
-        filesize = f.get("filesize")
-        if filesize is not None:
-            filesize = _int(filesize, f"{where}.filesize", 0)
-            if filesize < 0:
-                raise FtsHttpError(400, f"Invalid value within the request: {where}.filesize must not be negative")
+        source = _url(sources[0], f"{where}.sources[0]", roots)
+        destination = _url(destinations[0], f"{where}.destinations[0]", roots)
+        filesize = parse_int(f.get("filesize"), f"{where}.filesize", None)
+        activity = f.get("activity") or "default"
+        if not isinstance(activity, str) or len(activity) > 255:
+            raise FtsHttpError(400, f"Invalid value within the request: {where}.activity must be a string of at most 255 characters")
         specs.append(
             FileSpec(
                 source=source,
@@ -181,7 +204,7 @@ def parse_submission(body: Any, now: float | None = None) -> JobSpec:
                 checksum=ck.parse(f.get("checksum"), f"{where}.checksum"),
                 filesize=filesize,
                 metadata=_metadata(f.get("metadata"), f"{where}.metadata"),
-                activity=str(f.get("activity") or "default"),
+                activity=activity,
                 file_index=index,
             )
         )
@@ -191,9 +214,9 @@ def parse_submission(body: Any, now: float | None = None) -> JobSpec:
     job_type = "Y" if reuse in (True, "Y", "y", "true") else "N"
     if job_type == "Y" and len({(s.source_se, s.dest_se) for s in specs}) > 1:
         raise FtsHttpError(400, "Invalid value within the request: reuse jobs need one source and one destination storage")
-    priority = min(5, max(1, _int(params.get("priority"), "priority", DEFAULT_PRIORITY)))
-    retry = _int(params.get("retry"), "retry", 0)
-    retry_delay = _int(params.get("retry_delay"), "retry_delay", 0) or DEFAULT_RETRY_DELAY
+    priority = clamp_priority(parse_int(params.get("priority"), "priority", DEFAULT_PRIORITY, minimum=-MAX_INT))
+    retry = parse_int(params.get("retry"), "retry", 0, minimum=-MAX_INT)
+    retry_delay = parse_int(params.get("retry_delay"), "retry_delay", 0) or DEFAULT_RETRY_DELAY
     in_queue = queue_seconds(params.get("max_time_in_queue"))
     generator = params.get("id_generator") or "standard"
     if generator not in ("standard", "deterministic"):
@@ -201,6 +224,10 @@ def parse_submission(body: Any, now: float | None = None) -> JobSpec:
     sid = params.get("sid")
     if generator == "deterministic" and (not isinstance(sid, str) or not sid):
         raise FtsHttpError(400, "Missing parameter: sid (needed with id_generator deterministic)")
+    internal = {k: params[k] for k in ("timeout", "nostreams", "buffer_size", "strict_copy") if k in params}
+    for key in ("timeout", "nostreams", "buffer_size"):
+        if key in internal:
+            internal[key] = parse_int(internal[key], key, None, maximum=MAX_INT32)
     overwrite = params.get("overwrite") in (True, "Y", "y", "true", "True", 1)
     return JobSpec(
         files=specs,
@@ -209,13 +236,13 @@ def parse_submission(body: Any, now: float | None = None) -> JobSpec:
         priority=priority,
         # 0: the service's default; negative: never retried (FTS3's reading)
         retry=retry,
-        retry_delay=max(0, retry_delay),
+        retry_delay=retry_delay,
         max_time_in_queue=int(now + in_queue) if in_queue else None,
         job_metadata=_metadata(params.get("job_metadata"), "job_metadata"),
         job_type=job_type,
         sid=sid if generator == "deterministic" else None,
         deterministic=generator == "deterministic",
-        internal={k: params[k] for k in ("timeout", "nostreams", "buffer_size", "strict_copy") if k in params},
+        internal=internal,
     )
 
 

@@ -16,6 +16,7 @@ from aso.ftsd.db import JobStore
 from aso.ftsd.executor import Executor, ExecutorSettings
 from aso.ftsd.identity import Identity, delegation_id
 from aso.ftsd.scheduler import default_scheduler
+from aso.ftsd.urls import normalise_roots
 
 log = logging.getLogger("aso.fts")
 
@@ -32,6 +33,9 @@ class ServiceSettings:
     #: plain-HTTP mode: every caller is this user (None over HTTPS)
     local_user_dn: str | None = None
     host_name: str = field(default_factory=socket.getfqdn)
+    #: local folders file:// URLs (sources and destinations) must lie under; none: file://
+    #: URLs are refused
+    roots: tuple[str, ...] = ()
     executor: ExecutorSettings = field(default_factory=ExecutorSettings)
 
 
@@ -44,6 +48,8 @@ class FtsService:
     def __init__(self, settings: ServiceSettings):
         self.settings = settings
         settings.executor.workers = settings.workers
+        settings.roots = normalise_roots(settings.roots)
+        settings.executor.roots = settings.roots
         Path(settings.db).parent.mkdir(parents=True, exist_ok=True)
         self.store = JobStore(settings.db, host=settings.host_name)
         self.credentials = CredentialStore(settings.db)
@@ -59,6 +65,10 @@ class FtsService:
         self.executor.start()
         self.executor.wake()
         log.info("executor: %d workers, scheduler %s", self.settings.workers, self.scheduler.describe())
+        if self.settings.roots:
+            log.info("file:// URLs allowed under: %s", ", ".join(self.settings.roots))
+        else:
+            log.info("no local roots: file:// URLs are refused (start the service with --root DIR to allow them)")
 
     def stop(self) -> None:
         self.executor.stop()

@@ -9,7 +9,7 @@ this module only says what went wrong, in FTS3's words.
 from __future__ import annotations
 
 import errno
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 from aso.ftsd import checksum as ck
@@ -58,12 +58,18 @@ def run_copy(
     on_progress: ProgressHook,
     on_commit: Callable[[int], None],
     durable: bool = True,
+    roots: Sequence[str] = (),
 ) -> CopyResult:
     """Copy one file. ``on_progress(bytes_written, destination)`` is called per buffer (it may
     raise to interrupt the copy); ``on_commit(size)`` just before the rename, so that a crash
-    after it is recognised on the next attempt. Raises CopyError."""
-    src = source_for(task.source, timeout)
-    dst = destination_for(task.destination, str(task.file_id), timeout, durable=durable)
+    after it is recognised on the next attempt. ``roots``: where file:// URLs may point.
+    Raises CopyError."""
+    src = source_for(task.source, timeout, roots=roots)
+    try:
+        dst = destination_for(task.destination, str(task.file_id), timeout, durable=durable, roots=roots)
+    except BaseException:
+        src.close()
+        raise
     try:
         wanted = ck.parse(task.checksum)
         strict = _strict(task)
@@ -126,10 +132,10 @@ def run_copy(
         dst.close()
 
 
-def discard_partial(task: CopyTask, timeout: float = 30.0) -> None:
+def discard_partial(task: CopyTask, timeout: float = 30.0, roots: Sequence[str] = ()) -> None:
     """Remove what attempts at ``task`` left behind (a partial file), best effort."""
     try:
-        dst = destination_for(task.destination, str(task.file_id), timeout)
+        dst = destination_for(task.destination, str(task.file_id), timeout, roots=roots)
     except CopyError:
         return
     try:

@@ -15,15 +15,20 @@ TERMINAL = {"FINISHED", "FINISHEDDIRTY", "FAILED", "CANCELED"}
 
 
 class PlainFts:
-    def __init__(self, folder: Path, *extra: str):
+    """``roots``: the folders file:// URLs may use (``--root``); default: the folder above
+    ``folder`` (a test's tmp_path when ``folder`` is tmp_path / "fts")."""
+
+    def __init__(self, folder: Path, *extra: str, roots: list[Path] | None = None):
         self.folder = folder
+        self.roots = [folder.parent] if roots is None else list(roots)
         folder.mkdir(parents=True, exist_ok=True)
         self.db = folder / "fts.db"
         self.log = folder / "fts-server.log"
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.args = aso_command("fts-server", "--host", "127.0.0.1", "--port", str(self.port), "--db", str(self.db),
-                                "--poll-seconds", "0.2", "--checkpoint-seconds", "0.2", *extra)
+                                "--poll-seconds", "0.2", "--checkpoint-seconds", "0.2",
+                                *[a for r in self.roots for a in ("--root", str(r))], *extra)
         self.service = Service(self.args, self.port, self.log, cwd=str(folder))
         self.http = requests.Session()
 
@@ -78,8 +83,8 @@ class PlainFts:
 
 
 @contextlib.contextmanager
-def plain_fts(folder: Path, *extra: str) -> Iterator[PlainFts]:
-    fts = PlainFts(folder, *extra).start()
+def plain_fts(folder: Path, *extra: str, roots: list[Path] | None = None) -> Iterator[PlainFts]:
+    fts = PlainFts(folder, *extra, roots=roots).start()
     try:
         yield fts
     finally:

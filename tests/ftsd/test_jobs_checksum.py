@@ -20,6 +20,8 @@ from aso.ftsd.jobs import (
     queue_seconds,
 )
 
+ROOTS = ("/data",)
+
 
 def body(**params):
     return {
@@ -59,14 +61,14 @@ def test_job_state_from_file_states(states, job, reason):
 
 
 def test_submission_defaults_and_params():
-    spec = parse_submission(body(), now=1000)
+    spec = parse_submission(roots=ROOTS, body=body(), now=1000)
     (f,) = spec.files
     assert f.source_se == "file://" and f.dest_se == "https://dest.example"
     assert f.checksum == ck.Checksum("ADLER32", "00001a2b")
     assert spec.verify_checksum == "t"  # false/absent with a value given: target
     assert spec.priority == 3 and spec.retry == 0 and spec.retry_delay == 120
     assert spec.max_time_in_queue is None and spec.job_type == "N" and not spec.deterministic
-    spec = parse_submission(body(verify_checksum=True, priority=9, retry=3, retry_delay=600, max_time_in_queue=10, id_generator="deterministic", sid="s1", reuse=True, overwrite=True), now=1000)
+    spec = parse_submission(roots=ROOTS, body=body(verify_checksum=True, priority=9, retry=3, retry_delay=600, max_time_in_queue=10, id_generator="deterministic", sid="s1", reuse=True, overwrite=True), now=1000)
     assert spec.verify_checksum == "b" and spec.priority == 5 and spec.retry == 3 and spec.retry_delay == 600
     assert spec.max_time_in_queue == 1000 + 36000 and spec.sid == "s1" and spec.job_type == "Y" and spec.overwrite
 
@@ -74,7 +76,7 @@ def test_submission_defaults_and_params():
 def test_string_metadata_becomes_a_label():
     b = body(job_metadata="hello")
     b["files"][0]["metadata"] = "lbl"
-    spec = parse_submission(b)
+    spec = parse_submission(b, roots=ROOTS)
     assert spec.job_metadata == {"label": "hello"} and spec.files[0].metadata == {"label": "lbl"}
 
 
@@ -103,7 +105,7 @@ def test_bad_submissions_name_the_problem(mutate, status, text):
     b = body()
     mutate(b)
     with pytest.raises(FtsHttpError) as err:
-        parse_submission(b)
+        parse_submission(b, roots=ROOTS)
     assert err.value.status == status
     assert text in err.value.message
     assert err.value.body()["status"].startswith(str(status))

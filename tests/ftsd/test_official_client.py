@@ -25,7 +25,7 @@ TERMINAL = {"FINISHED", "FINISHEDDIRTY", "FAILED", "CANCELED"}
 
 @pytest.fixture(scope="module")
 def server(pki, tmp_path_factory):
-    with fts_server_https(pki, tmp_path_factory.mktemp("fts-official")) as srv:
+    with fts_server_https(pki, tmp_path_factory.mktemp("fts-official"), roots=[tmp_path_factory.getbasetemp()]) as srv:
         yield srv
 
 

@@ -13,6 +13,17 @@ import pytest
 
 from aso.ftsd.protocols import CopyError, destination_for, source_for
 
+#: the folders file:// URLs may use in a test: its tmp_path (set per test below)
+ROOTS: tuple[str, ...] = ()
+
+
+@pytest.fixture(autouse=True)
+def _roots(tmp_path):
+    global ROOTS
+    ROOTS = (str(tmp_path),)
+    yield
+    ROOTS = ()
+
 
 class RangeHandler(http.server.SimpleHTTPRequestHandler):
     """Serves a folder with Range support and accepts PUT, like a WebDAV-ish storage."""
@@ -69,7 +80,7 @@ def web(tmp_path):
 
 
 def copy(src_url, dst_url, part="f1", offset=0, overwrite=False):
-    src, dst = source_for(src_url), destination_for(dst_url, part)
+    src, dst = source_for(src_url, roots=ROOTS), destination_for(dst_url, part, roots=ROOTS)
     dst.write(src.read_from(offset, 64 * 1024), offset, lambda n: None)
     dst.commit(overwrite)
     return dst
@@ -79,11 +90,11 @@ def test_file_to_file_resumes_without_truncating(tmp_path):
     data = os.urandom(300_000)
     (tmp_path / "src").write_bytes(data)
     dst_path = tmp_path / "out" / "deep" / "dst"
-    dst = destination_for(dst_path.as_uri(), "f1")
+    dst = destination_for(dst_path.as_uri(), "f1", roots=ROOTS)
     # an earlier attempt wrote the first 100 kB, then died
     dst.write(iter([data[:100_000]]), 0, lambda n: None)
     assert dst.partial_size() == 100_000 and not dst_path.exists()
-    src = source_for((tmp_path / "src").as_uri())
+    src = source_for((tmp_path / "src").as_uri(), roots=ROOTS)
     dst.write(src.read_from(100_000, 4096), 100_000, lambda n: None)
     assert dst.adler32() == f"{zlib.adler32(data):08x}"
     dst.commit(overwrite=False)
@@ -105,7 +116,7 @@ def test_existing_destination_without_overwrite(tmp_path):
 
 def test_missing_source_is_source_enoent(tmp_path):
     with pytest.raises(CopyError) as err:
-        source_for((tmp_path / "nope").as_uri()).size()
+        source_for((tmp_path / "nope").as_uri(), roots=ROOTS).size()
     assert err.value.scope == "SOURCE" and err.value.code == errno.ENOENT
     assert err.value.reason.startswith("SOURCE [2] ")
 
@@ -134,7 +145,7 @@ def test_unsupported_scheme():
 def test_destination_folder_that_cannot_exist(tmp_path):
     (tmp_path / "blocker").write_text("a file")
     (tmp_path / "src").write_bytes(b"data")
-    dst = destination_for((tmp_path / "blocker" / "sub" / "dst").as_uri(), "f1")
+    dst = destination_for((tmp_path / "blocker" / "sub" / "dst").as_uri(), "f1", roots=ROOTS)
     assert dst.partial_size() == 0 and not dst.exists()
     with pytest.raises(CopyError) as err:
         dst.copy_from_path(str(tmp_path / "src"), 0, lambda n: None)

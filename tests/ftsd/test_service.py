@@ -292,7 +292,9 @@ BAD_BODIES = [
 
 
 def test_bad_input_gets_a_clear_error_and_queues_nothing(fts):
+    root = fts.roots[0].as_uri().encode()
     for body, message in BAD_BODIES:
+        body = body.replace(b'"file:///', b'"' + root + b"/")  # under the service's root: only the named fault
         resp = fts.request("POST", "/jobs", data=body, headers={"Content-Type": "application/json"})
         assert resp.status_code == 400, (body, resp.text)
         assert resp.json()["status"] == "400 Bad Request"

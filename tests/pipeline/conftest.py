@@ -15,7 +15,9 @@ _names = itertools.count()
 
 @pytest.fixture(scope="module")
 def fts(pki, tmp_path_factory):
-    with fts_server_https(pki, tmp_path_factory.mktemp("pipeline-fts"), "--workers", "8", "--per-link", "4") as srv:
+    # one service for the module's tests: each test's installation lies under the base temp folder
+    with fts_server_https(pki, tmp_path_factory.mktemp("pipeline-fts"), "--workers", "8", "--per-link", "4",
+                          roots=[tmp_path_factory.getbasetemp()]) as srv:
         yield srv
 
 

@@ -22,7 +22,7 @@ H48, H24 = dt.timedelta(hours=48), dt.timedelta(hours=24)
 
 @pytest.fixture(scope="module")
 def https_fts(pki, tmp_path_factory):
-    with fts_server_https(pki, tmp_path_factory.mktemp("fts-tool")) as srv:
+    with fts_server_https(pki, tmp_path_factory.mktemp("fts-tool"), roots=[tmp_path_factory.getbasetemp()]) as srv:
         yield srv
 
 

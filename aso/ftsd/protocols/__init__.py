@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from urllib.parse import urlsplit
 
 from aso.ftsd.protocols.base import CopyError, Destination, Source
 
 
-def source_for(url: str, timeout: float = 60.0) -> Source:
+def source_for(url: str, timeout: float = 60.0, roots: Sequence[str] = ()) -> Source:
+    """``roots``: the folders a file:// URL must lie under (none: file:// is refused)."""
     scheme = urlsplit(url).scheme
     if scheme == "file":
         from aso.ftsd.protocols.file import FileSource
 
-        return FileSource(url)
+        return FileSource(url, roots)
     if scheme in ("http", "https"):
         from aso.ftsd.protocols.http import HttpSource
 
@@ -20,13 +22,15 @@ def source_for(url: str, timeout: float = 60.0) -> Source:
     raise CopyError("SOURCE", 93, f"protocol {scheme!r} is not supported by this service")
 
 
-def destination_for(url: str, part_name: str, timeout: float = 60.0, durable: bool = True) -> Destination:
-    """``durable``: fsync what is written before a checkpoint and before the rename (local files)."""
+def destination_for(url: str, part_name: str, timeout: float = 60.0, durable: bool = True,
+                    roots: Sequence[str] = ()) -> Destination:
+    """``durable``: fsync what is written before a checkpoint and before the rename (local files).
+    ``roots``: the folders a file:// URL must lie under (none: file:// is refused)."""
     scheme = urlsplit(url).scheme
     if scheme == "file":
         from aso.ftsd.protocols.file import FileDestination
 
-        return FileDestination(url, part_name, durable=durable)
+        return FileDestination(url, part_name, durable=durable, roots=roots)
     if scheme in ("http", "https"):
         from aso.ftsd.protocols.http import HttpDestination
 

@@ -1,25 +1,46 @@
-"""``file://`` URLs (local paths; real FTS3 refuses them, aso fts-server does not)."""
+"""``file://`` URLs (local paths; real FTS3 refuses them, aso fts-server does not).
+
+The path is :func:`aso.ftsd.urls.file_path` of the URL, the very path submission checked,
+and it must lie under the service's roots twice: as written, and with every symlink
+resolved just before the file is opened (a link out of a root is a permanent failure).
+"""
 
 from __future__ import annotations
 
 import contextlib
 import errno
 import os
-from collections.abc import Iterator
-from urllib.parse import unquote, urlsplit
+from collections.abc import Iterator, Sequence
 
+from aso.ftsd import urls
 from aso.ftsd.checksum import adler32_of_file
 from aso.ftsd.protocols.base import CopyError, Destination, Source
 
 
-def path_of(url: str) -> str:
-    return unquote(urlsplit(url).path)
+def path_of(url: str, scope: str = "SOURCE") -> str:
+    """The local path of a file:// URL (decoded once, normalised); CopyError if refused."""
+    try:
+        return urls.file_path(url)
+    except urls.UrlError as exc:
+        raise CopyError(scope, errno.EINVAL, f"{url[:200]!r} {exc}", recoverable=False) from None
+
+
+def check_roots(path: str, roots: Sequence[str], scope: str) -> None:
+    """``path`` lies under ``roots`` as written and with its symlinks resolved (for a file
+    not there yet: its nearest existing folder); else a permanent CopyError."""
+    if not urls.under_roots(path, roots):
+        raise CopyError(scope, errno.EACCES, f"{path}: {urls.refused_root_message(roots)}", recoverable=False)
+    if not urls.real_path_under_roots(path, roots):
+        raise CopyError(scope, errno.EACCES, f"{path} resolves (through a symbolic link) to {os.path.realpath(path)},"
+                        " outside the service's roots", recoverable=False)
 
 
 class FileSource(Source):
-    def __init__(self, url: str):
+    def __init__(self, url: str, roots: Sequence[str] = ()):
         self.url = url
-        self.path = path_of(url)
+        self.roots = tuple(roots)
+        self.path = path_of(url, "SOURCE")
+        check_roots(self.path, self.roots, "SOURCE")
 
     def size(self, full_read_next: bool = False) -> int:
         try:
@@ -28,9 +49,11 @@ class FileSource(Source):
             raise CopyError.from_os("SOURCE", exc, f"cannot stat {self.path}") from None
 
     def local_path(self) -> str:
+        check_roots(self.path, self.roots, "SOURCE")
         return self.path
 
     def read_from(self, offset: int, buffer_size: int) -> Iterator[memoryview]:
+        check_roots(self.path, self.roots, "SOURCE")
         try:
             fh = open(self.path, "rb", buffering=0)  # noqa: SIM115 - closed by the with below
         except OSError as exc:
@@ -54,10 +77,12 @@ _NO_KERNEL_COPY = (errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP)
 class FileDestination(Destination):
     resumable = True
 
-    def __init__(self, url: str, part_name: str, durable: bool = True):
+    def __init__(self, url: str, part_name: str, durable: bool = True, roots: Sequence[str] = ()):
         self.durable = durable
         self.url = url
-        self.path = path_of(url)
+        self.roots = tuple(roots)
+        self.path = path_of(url, "DESTINATION")
+        check_roots(self.path, self.roots, "DESTINATION")
         # Deterministic per file so that a restarted service finds its partial copy.
         self.part = os.path.join(os.path.dirname(self.path), f".{os.path.basename(self.path)}.{part_name}.part")
         self._fd: int | None = None
@@ -82,13 +107,18 @@ class FileDestination(Destination):
             os.fdatasync(self._fd)
 
     def _open_part(self, offset: int) -> int:
+        check_roots(self.path, self.roots, "DESTINATION")
         try:
             os.makedirs(os.path.dirname(self.path), exist_ok=True)
-            fd = os.open(self.part, os.O_WRONLY | os.O_CREAT, 0o644)
+            check_roots(self.path, self.roots, "DESTINATION")  # the folders made may be links now
+            # never through a link planted under the partial file's name
+            fd = os.open(self.part, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW, 0o644)
             # Never truncate below `offset`: what an earlier attempt wrote up to there stays.
             os.ftruncate(fd, offset)
             os.lseek(fd, offset, os.SEEK_SET)
         except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise CopyError("DESTINATION", errno.ELOOP, f"{self.part} is a symbolic link", recoverable=False) from None
             raise CopyError.from_os("DESTINATION", exc, f"cannot create {self.part}") from None
         self._fd = fd
         return fd
