@@ -117,7 +117,7 @@ OPTIONS: list[Option] = [
     _o("fts", "ca_dir", "", "Folder of CA certificates to verify FTS servers ('' = X509_CERT_DIR or the system default).", "path"),
     _o("fts", "verify_checksum", "both", "FTS checksum mode.", choices=("both", "source", "target", "none")),
     _o("fts", "overwrite", True, "Let FTS overwrite an existing destination file."),
-    _o("fts", "retry", 3, "FTS-side retries per file.", **_NON_NEGATIVE),
+    _o("fts", "retry", 3, "FTS-side retries per file (-1: never retry, as FTS3 reads it; 0: the FTS server's default).", minimum=-1),
     _o("fts", "retry_delay", 600, "Seconds FTS waits between its own retries.", **_NON_NEGATIVE),
     _o("fts", "max_time_in_queue", 10, "Hours an FTS job may stay queued before FTS cancels it.", **_NON_NEGATIVE),
     _o("fts", "priority", 3, "FTS job priority (1 to 5).", minimum=1, maximum=5),
