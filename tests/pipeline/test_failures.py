@@ -34,11 +34,13 @@ def test_missing_source_is_retried_after_the_cooloff_then_failed(tmp_path, pki, 
     rows = {r["tm_id"]: r for r in inst.rows()}
     failed = rows.pop(missing_id)
     assert failed["tm_transfer_state"] == "FAILED"
-    assert failed["tm_transfer_retry_count"] == 2  # three attempts
+    # [transfer] max_retry = 3 is stored in the row at injection (it used to be a fixed 2):
+    # three retries, so four attempts, by CRAB's rule count + 1 > max_retry
+    assert failed["tm_transfer_retry_count"] == 3
     assert failed["tm_transfer_failure_reason"].startswith("SOURCE [2] ")
     assert "No such file or directory" in failed["tm_transfer_failure_reason"]
     assert {r["tm_transfer_state"] for r in rows.values()} == {"DONE"}
-    assert len(fts_jobs_by_row(fts.db)[missing_id]) == 3
+    assert len(fts_jobs_by_row(fts.db)[missing_id]) == 4
     assert inst.sandbox_entries() == {"monitor": 0, "reporter": 0, "submit": 0}
 
 
