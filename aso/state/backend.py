@@ -21,7 +21,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any
 
-from aso.states import PublicationState, TransferState
+from aso.state.states import PublicationState, TransferState
 
 #: Columns of a transfer row, in CRAB's order plus ours; REST reads answer with these.
 TRANSFER_COLUMNS = [

@@ -26,7 +26,7 @@ from typing import Any
 from aso import validate
 from aso.state.backend import TRANSFER_COLUMNS
 from aso.state.schema import TASK_COLUMNS
-from aso.states import PublicationState, TransferState
+from aso.state.states import PublicationState, TransferState
 
 OPENAPI_VERSION = "3.0.3"
 RESOURCES = ("filetransfers", "fileusertransfers", "task", "filemetadata")

@@ -35,7 +35,7 @@ from aso.state.backend import (
     UpdateResult,
 )
 from aso.state.requests import transfer_row
-from aso.states import PublicationState, TransferState
+from aso.state.states import PublicationState, TransferState
 
 log = logging.getLogger("aso.state.rest")
 

@@ -3,7 +3,7 @@
 One module owns the SQL (SQLAlchemy Core), so SQLite and PostgreSQL run the same code.
 Every operation works on a batch: one statement, or one ``executemany``, per batch (IN
 lists are chunked to stay under the databases' parameter limits). State changes are checked
-against ``aso.states`` before anything is written, and a call is all-or-nothing.
+against ``aso.state.states`` before anything is written, and a call is all-or-nothing.
 """
 
 from __future__ import annotations
@@ -56,7 +56,7 @@ from aso.state.schema import (
     tasks,
     transfers,
 )
-from aso.states import (
+from aso.state.states import (
     PUBLICATION_TRANSITIONS,
     REINJECTABLE,
     TRANSFER_IN_FLIGHT,
