@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aso import validate
-from aso.state.backend import TRANSFER_COLUMNS
+from aso.state.records import TRANSFER_COLUMNS
 from aso.state.schema import TASK_COLUMNS
 from aso.state.states import PublicationState, TransferState
 

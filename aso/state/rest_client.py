@@ -26,11 +26,11 @@ from aso.errors import (
     TransitionError,
     ValidationError,
 )
-from aso.state.backend import (
+from aso.state.backend import StateBackend
+from aso.state.records import (
     InjectResult,
     KillResult,
     PublicationUpdate,
-    StateBackend,
     TransferUpdate,
     UpdateResult,
 )

@@ -32,8 +32,8 @@ from aso.errors import (
     ValidationError,
 )
 from aso.state.auth import Authenticator, BearerTokenAuthenticator, Identity
-from aso.state.backend import TRANSFER_COLUMNS, PublicationUpdate, TransferUpdate
 from aso.state.namespaces import Namespaces
+from aso.state.records import TRANSFER_COLUMNS, PublicationUpdate, TransferUpdate
 from aso.state.schema import TASK_COLUMNS
 from aso.state.store import Store
 

@@ -38,7 +38,7 @@ from aso.errors import (
     TransitionError,
     ValidationError,
 )
-from aso.state.backend import (
+from aso.state.records import (
     TRANSFER_COLUMNS,
     InjectResult,
     KillResult,
