@@ -28,7 +28,7 @@ from rich.table import Table
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from aso.state.backend import TransferUpdate, open_backend  # noqa: E402
+from aso.state import TransferUpdate, open_backend  # noqa: E402
 from aso.state.store import Store  # noqa: E402
 from tests.state.servers import start_state_server  # noqa: E402
 

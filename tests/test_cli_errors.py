@@ -181,7 +181,7 @@ def test_inject_bad_file_is_one_line_exit_2(case, local_config, tmp_path):
     code, _, stderr = run_in_process("--config", local_config, "inject", "-", input=body)  # stdin alike
     assert_one_error_line(code, stderr, EXIT_BAD_INPUT, f"{case} on stdin")
     from aso.config import load_config
-    from aso.state.backend import backend_from_config
+    from aso.state import backend_from_config
 
     backend = backend_from_config(load_config(local_config))
     try:

@@ -2,7 +2,7 @@ import pytest
 
 from aso import validate
 from aso.errors import ValidationError
-from aso.states import (
+from aso.state.states import (
     PUBLICATION_TRANSITIONS,
     TRANSFER_TRANSITIONS,
     PublicationState,

@@ -56,7 +56,7 @@ class AppContext:
         return self._config
 
     def backend(self):
-        from aso.state.backend import backend_from_config
+        from aso.state import backend_from_config
 
         return backend_from_config(self.config)
 

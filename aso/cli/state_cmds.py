@@ -18,7 +18,7 @@ from aso.cli.common import (
     pass_app,
 )
 from aso.errors import ValidationError
-from aso.states import PublicationState, TransferState
+from aso.state.states import PublicationState, TransferState
 
 
 @click.command()

@@ -31,7 +31,7 @@ from typing import Any
 from aso import validate
 from aso.catalogs.base import Block, Catalog, CatalogFile
 from aso.errors import ValidationError
-from aso.state.backend import PublicationUpdate, StateBackend
+from aso.state import PublicationUpdate, StateBackend
 
 log = logging.getLogger("aso.publisher")
 

@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass, field
 from aso.components.pipeline import GroupCommit, PipelineSettings, int_or
 from aso.errors import AsoError, BackendUnavailable
 from aso.sandbox import SandboxError
-from aso.state.backend import StateBackend, TransferUpdate
+from aso.state import StateBackend, TransferUpdate
 
 log = logging.getLogger("aso.reporter")
 

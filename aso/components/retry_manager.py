@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass, field
 from aso.components.pipeline import PipelineSettings, ToolCache, ToolFactory
 from aso.errors import AsoError
 from aso.locking import LockHeld, component_lock
-from aso.state.backend import StateBackend, TransferUpdate
+from aso.state import StateBackend, TransferUpdate
 from aso.transfertools import JobResult, TransferToolError
 from aso.transfertools.base import FILE_TERMINAL
 

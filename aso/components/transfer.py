@@ -38,7 +38,7 @@ from typing import Any
 from aso.components.pipeline import GroupCommit, PipelineSettings, ToolCache, ToolFactory, int_or
 from aso.errors import AsoError
 from aso.sandbox import SandboxError
-from aso.state.backend import StateBackend, TransferUpdate
+from aso.state import StateBackend, TransferUpdate
 from aso.transfertools import Transfer, TransferToolError
 
 log = logging.getLogger("aso.transfer")

@@ -1,5 +1,29 @@
-"""The state backend: store (schema and queries), REST server, and the client backends."""
+"""The state backend: store (schema and queries), REST server, and the client backends.
 
-from aso.state.backend import PublicationUpdate, StateBackend, TransferUpdate, open_backend
+A reader starts here: :class:`StateBackend` is the interface every component uses,
+:func:`open_backend` / :func:`backend_from_config` give one, and the records
+(:class:`TransferUpdate`, ...) are what its calls take and answer.
+"""
 
-__all__ = ["StateBackend", "TransferUpdate", "PublicationUpdate", "open_backend"]
+from aso.state.backend import StateBackend
+from aso.state.factory import backend_from_config, open_backend
+from aso.state.records import (
+    TRANSFER_COLUMNS,
+    InjectResult,
+    KillResult,
+    PublicationUpdate,
+    TransferUpdate,
+    UpdateResult,
+)
+
+__all__ = [
+    "StateBackend",
+    "open_backend",
+    "backend_from_config",
+    "TRANSFER_COLUMNS",
+    "TransferUpdate",
+    "PublicationUpdate",
+    "UpdateResult",
+    "InjectResult",
+    "KillResult",
+]

@@ -1,7 +1,9 @@
 """The one interface every component uses to read and change transfer state.
 
 Two implementations: ``local`` (the store in process, for database URLs) and ``rest``
-(an ``aso server`` over HTTP, for http(s) URLs). A component cannot tell which it has.
+(an ``aso server`` over HTTP, for http(s) URLs). A component cannot tell which it has;
+:mod:`aso.state.factory` picks one. The types its calls take and answer are in
+:mod:`aso.state.records`.
 
 Conventions:
 - Rows are dicts keyed by CRAB's column names (``tm_id``, ``tm_username``, ...); states in
@@ -18,97 +20,16 @@ Conventions:
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass, field
 from typing import Any
 
-from aso.states import PublicationState, TransferState
-
-#: Columns of a transfer row, in CRAB's order plus ours; REST reads answer with these.
-TRANSFER_COLUMNS = [
-    "tm_id",
-    "tm_username",
-    "tm_taskname",
-    "tm_source",
-    "tm_destination",
-    "tm_source_lfn",
-    "tm_destination_lfn",
-    "tm_filesize",
-    "tm_checksum",
-    "tm_publish",
-    "tm_jobid",
-    "tm_job_retry_count",
-    "tm_type",
-    "tm_aso_worker",
-    "tm_transfer_state",
-    "tm_publication_state",
-    "tm_transfer_retry_count",
-    "tm_publication_retry_count",
-    "tm_transfer_max_retry_count",
-    "tm_publication_max_retry_count",
-    "tm_transfer_failure_reason",
-    "tm_publication_failure_reason",
-    "tm_fts_id",
-    "tm_fts_instance",
-    "tm_dbs_blockname",
-    "tm_block_complete",
-    "tm_start_time",
-    "tm_last_update",
-    "tm_end_time",
-    "tm_creation_time",
-]
-
-
-@dataclass
-class TransferUpdate:
-    """One row's change in ``update_transfers``.
-
-    ``expect_state`` / ``expect_fts_id`` are guards: a row that does not match them is
-    *skipped* (reported in the result, not an error). This is how a late FTS result for a
-    row that was killed, resolved or resubmitted meanwhile is ignored. A row that matches the
-    guards but whose transition is not allowed makes the whole call fail (TransitionError).
-    """
-
-    id: str
-    state: TransferState | str
-    reason: str | None = None
-    retry_increment: int = 0
-    fts_id: str | None = None
-    fts_instance: str | None = None
-    expect_state: TransferState | str | None = None
-    expect_fts_id: str | None = None
-
-
-@dataclass
-class PublicationUpdate:
-    id: str
-    state: PublicationState | str
-    reason: str | None = None
-    retry_increment: int = 0
-    block_name: str | None = None
-    publish_flag: int | None = None
-
-
-@dataclass
-class UpdateResult:
-    updated: list[str] = field(default_factory=list)
-    #: rows left alone because a guard did not match: {"id", "state", "reason"}
-    skipped: list[dict[str, Any]] = field(default_factory=list)
-
-
-@dataclass
-class InjectResult:
-    inserted: list[str] = field(default_factory=list)
-    #: finished rows re-initialised to NEW by a job retry
-    reinitialised: list[str] = field(default_factory=list)
-    #: rows left alone: {"id", "state", "reason"} (still in flight, or same job retry)
-    skipped: list[dict[str, Any]] = field(default_factory=list)
-
-
-@dataclass
-class KillResult:
-    killed: list[str] = field(default_factory=list)
-    #: {"id", "state", "reason"}: already terminal, unknown, or not the caller's
-    failed_kill: list[dict[str, Any]] = field(default_factory=list)
+from aso.state.records import (
+    InjectResult,
+    KillResult,
+    PublicationUpdate,
+    TransferUpdate,
+    UpdateResult,
+)
+from aso.state.states import TransferState
 
 
 class StateBackend(ABC):
@@ -240,34 +161,3 @@ class StateBackend(ABC):
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections."""
-
-
-def open_backend(
-    url: str, *, worker: str, token: str = "", instance: str = "prod", store_options: dict | None = None, **options: Any
-) -> StateBackend:
-    """The backend for ``url``: REST for http(s)://, the in-process store otherwise.
-
-    ``options`` configure the REST client; ``store_options`` the in-process store (its
-    retry defaults: over REST the server's configuration decides them)."""
-    if url.startswith(("http://", "https://")):
-        from aso.state.rest_client import RestBackend
-
-        return RestBackend(url, worker=worker, token=token, instance=instance, **options)
-    from aso.state.local import LocalBackend
-
-    return LocalBackend(url, worker=worker, **(store_options or {}))
-
-
-def backend_from_config(config) -> StateBackend:
-    """The backend a component should use, from the [state] and [aso] sections."""
-    return open_backend(
-        config.state.url,
-        worker=config.aso.worker,
-        token=config.state.token,
-        instance=config.aso.instance,
-        timeout=config.state.timeout,
-        retries=config.state.retries,
-        backoff=config.state.backoff,
-        ca_bundle=config.state.ca_bundle,
-        store_options={"max_retry": config.transfer.max_retry, "publication_max_retry": config.publisher.max_retry},
-    )

@@ -5,11 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 from aso import validate
-from aso.state.backend import (
+from aso.state.backend import StateBackend
+from aso.state.records import (
     InjectResult,
     KillResult,
     PublicationUpdate,
-    StateBackend,
     TransferUpdate,
     UpdateResult,
 )

@@ -11,8 +11,8 @@ from typing import Any
 
 from aso import validate
 from aso.errors import ValidationError
-from aso.states import PublicationState as P
-from aso.states import TransferState as T
+from aso.state.states import PublicationState as P
+from aso.state.states import TransferState as T
 
 #: retries when neither the request nor the configuration says ([transfer] max_retry and
 #: [publisher] max_retry override it where the row is stored)

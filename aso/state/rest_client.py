@@ -26,16 +26,16 @@ from aso.errors import (
     TransitionError,
     ValidationError,
 )
-from aso.state.backend import (
+from aso.state.backend import StateBackend
+from aso.state.records import (
     InjectResult,
     KillResult,
     PublicationUpdate,
-    StateBackend,
     TransferUpdate,
     UpdateResult,
 )
 from aso.state.requests import transfer_row
-from aso.states import PublicationState, TransferState
+from aso.state.states import PublicationState, TransferState
 
 log = logging.getLogger("aso.state.rest")
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from aso.catalogs import catalog_from_config
-from aso.state.backend import open_backend
+from aso.state import open_backend
 from tests.pipeline.harness import Installation, fts_jobs_by_row
 from tests.pki import TestPki, fts_server_https
 from tests.procs import aso_command

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from aso.config import load_config
 from aso.sandbox import KINDS, Sandbox
-from aso.state.backend import backend_from_config
+from aso.state import backend_from_config
 from tests.procs import aso_command
 
 LINKS = (("T2_XX_Source", "T2_YY_Dest"), ("T2_XX_Source", "T2_ZZ_Dest"), ("T2_YY_Dest", "T2_ZZ_Dest"))

@@ -208,7 +208,7 @@ def test_jobs_fts_forgot_and_jobs_past_their_timeout(tmp_path, pki, backend_sett
 def test_stuck_rows_are_recovered_and_never_released_under_a_running_transfer(tmp_path, pki, fts, backend_settings):
     from aso.locking import component_lock
     from aso.sandbox import Sandbox
-    from aso.state.backend import backend_from_config
+    from aso.state import backend_from_config
 
     inst = installation(tmp_path, fts, *backend_settings, "retry_manager.stuck_after=1")
     (user,) = users_for(pki, inst, 1)

@@ -9,7 +9,7 @@ import shutil
 from collections import Counter
 
 from aso.catalogs import catalog_from_config
-from aso.state.backend import open_backend
+from aso.state import open_backend
 from tests.pipeline.conftest import installation, users_for
 from tests.pipeline.harness import Installation, fts_jobs_by_row
 from tests.procs import Service, free_port

@@ -4,7 +4,7 @@ import pytest
 
 from aso.catalogs.local import LocalCatalog
 from aso.components.publisher import PublisherSettings
-from aso.state.backend import open_backend
+from aso.state import open_backend
 from tests.state.servers import start_state_server
 
 WORKER = "pub-worker"

@@ -6,7 +6,7 @@ import time
 import zlib
 from hashlib import sha224
 
-from aso.state.backend import StateBackend, TransferUpdate
+from aso.state import StateBackend, TransferUpdate
 
 DATASET = "/Primary/alice-Proc-v1/USER"
 

@@ -9,7 +9,7 @@ from click.testing import CliRunner
 
 from aso.cli import cli
 from aso.locking import component_lock
-from aso.state.backend import open_backend
+from aso.state import open_backend
 from tests.procs import aso_command
 from tests.publisher.conftest import WORKER
 from tests.publisher.helpers import DATASET, add_files

@@ -14,7 +14,7 @@ import pytest
 
 from aso.catalogs.local import LocalCatalog
 from aso.components.publisher import plan_task, run_publisher
-from aso.state.backend import PublicationUpdate, open_backend
+from aso.state import PublicationUpdate, open_backend
 from tests.procs import aso_command
 from tests.publisher.conftest import WORKER
 from tests.publisher.helpers import DATASET, add_files

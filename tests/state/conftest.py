@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from aso.state.backend import open_backend
+from aso.state import open_backend
 from aso.state.store import Store
 from tests.state.servers import start_state_server
 

@@ -10,7 +10,7 @@ import sqlite3
 import pytest
 
 from aso.errors import ValidationError
-from aso.state.backend import open_backend
+from aso.state import open_backend
 from aso.validate import lfn_id
 from tests.procs import Service, free_port
 from tests.state.servers import write_server_config

@@ -42,7 +42,7 @@ def test_inject_status_kill_retry_locally(local_config, tmp_path):
     killed = run(local_config, "kill", "--task", "task_a", "--json")
     assert killed.exit_code == 0 and len(json.loads(killed.output)["killed"]) == 4
     from aso.config import load_config
-    from aso.state.backend import backend_from_config
+    from aso.state import backend_from_config
 
     backend = backend_from_config(load_config(local_config))
     ids = [r["tm_id"] for r in backend.transfers_to_kill()]

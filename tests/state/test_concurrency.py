@@ -9,14 +9,14 @@ import textwrap
 
 import pytest
 
-from aso.state.backend import open_backend
+from aso.state import open_backend
 from tests.state.conftest import fresh_postgres
 from tests.state.test_contract import request
 
 SCRIPT = textwrap.dedent(
     """
     import json, sys
-    from aso.state.backend import open_backend
+    from aso.state import open_backend
     url, worker = sys.argv[1], sys.argv[2]
     backend = open_backend(url, worker=worker)
     print("ready", flush=True)

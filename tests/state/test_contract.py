@@ -7,7 +7,7 @@ import time
 import pytest
 
 from aso.errors import TransitionError, ValidationError
-from aso.state.backend import PublicationUpdate, TransferUpdate
+from aso.state import PublicationUpdate, TransferUpdate
 from aso.validate import lfn_id
 
 
@@ -294,7 +294,7 @@ def test_max_retry_default_given_and_zero(backend):
 
 def test_configured_max_retry_is_what_injection_stores(tmp_path):
     from aso.config import from_dict
-    from aso.state.backend import backend_from_config
+    from aso.state import backend_from_config
 
     config = from_dict({"state": {"url": f"sqlite:///{tmp_path / 's.db'}"}, "transfer": {"max_retry": 7},
                         "publisher": {"max_retry": 4}})

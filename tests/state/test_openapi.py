@@ -18,8 +18,9 @@ import pytest
 import requests
 
 from aso import validate
-from aso.state.openapi import FORMATS, OPERATIONS, PARAMETERS, build_document, wire_name
-from aso.state.server import ROUTES
+from aso.state.api import ROUTES
+from aso.state.openapi import build_document
+from aso.state.operations import FORMATS, OPERATIONS, PARAMETERS, wire_name
 from tests.state.servers import start_state_server
 
 INSTANCE = "test"

@@ -9,7 +9,7 @@ import pytest
 import requests
 
 from aso.errors import BackendUnavailable, ForbiddenError, ValidationError
-from aso.state.backend import TransferUpdate, open_backend
+from aso.state import TransferUpdate, open_backend
 from aso.validate import lfn_id
 from tests.procs import free_port
 from tests.state.servers import start_state_server

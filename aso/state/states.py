@@ -81,7 +81,6 @@ TRANSFER_TRANSITIONS: dict[TransferState, frozenset[TransferState]] = {
 TRANSFER_IN_FLIGHT = frozenset({T.NEW, T.ACQUIRED, T.SUBMITTED, T.RETRY, T.KILL})
 #: States a job retry may re-initialise to NEW.
 REINJECTABLE = frozenset({T.DONE, T.FAILED, T.KILLED})
-TRANSFER_TERMINAL = frozenset({T.DONE, T.FAILED, T.KILLED})
 
 P = PublicationState
 PUBLICATION_TRANSITIONS: dict[PublicationState, frozenset[PublicationState]] = {
@@ -94,11 +93,3 @@ PUBLICATION_TRANSITIONS: dict[PublicationState, frozenset[PublicationState]] = {
     # NOT_REQUIRED -> NEW: the post-job sets the publish flag once the transfer is done.
     P.NOT_REQUIRED: frozenset({P.NEW}),
 }
-
-
-def transfer_transition_allowed(current: TransferState, requested: TransferState) -> bool:
-    return requested in TRANSFER_TRANSITIONS[current]
-
-
-def publication_transition_allowed(current: PublicationState, requested: PublicationState) -> bool:
-    return requested in PUBLICATION_TRANSITIONS[current]

@@ -1,0 +1,218 @@
+"""The store's engine: connections, transactions, migrations, and the helpers every
+resource's queries share (chunked IN lists, row conversion, input checks).
+
+:class:`StoreEngine` opens the database (SQLite in WAL mode, or PostgreSQL), applies the
+schema's missing migrations and hands out read and write transactions; the resource
+modules (``injection``, ``transfers``, ``kills``, ``publication``, ``tasks``) build on it.
+"""
+
+from __future__ import annotations
+
+import gc
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+from sqlalchemy import create_engine, event, func, insert, select, text
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import OperationalError, SQLAlchemyError
+
+from aso import validate
+from aso.errors import BackendUnavailable, ValidationError
+from aso.state.records import TRANSFER_COLUMNS
+from aso.state.requests import DEFAULT_MAX_RETRY
+from aso.state.schema import LATEST_VERSION, MIGRATIONS, schema_version, transfers
+from aso.state.states import PublicationState, TransferState
+
+CHUNK = 500
+REASON_MAX = 1000
+#: bytes of page cache all SQLite connections of a process may hold together (soft limit)
+SQLITE_HEAP_LIMIT = 96 * 2**20
+T = TransferState
+P = PublicationState
+_c = transfers.c
+
+
+def _chunks(items: Sequence, size: int = CHUNK) -> Iterator[Sequence]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+@contextmanager
+def _batch_gc() -> Iterator[None]:
+    """Pause the cyclic garbage collector for one batch.
+
+    A 100k-row batch allocates hundreds of thousands of small objects; each allocation
+    threshold triggers a collection that rescans all of them, which makes big batches cost
+    more per row than small ones. Reference counting still frees everything meanwhile.
+    """
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def _now() -> int:
+    return int(time.time())
+
+
+def _row(mapping) -> dict[str, Any]:
+    row = {name: mapping[name] for name in TRANSFER_COLUMNS}
+    row["tm_transfer_state"] = T(row["tm_transfer_state"]).name
+    row["tm_publication_state"] = P(row["tm_publication_state"]).name
+    return row
+
+
+def _reason(value: str | None) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        value = str(value)
+    return value[:REASON_MAX]
+
+
+def _short(value: Any, field: str, limit: int) -> None:
+    """A string that fits its column (PostgreSQL would refuse it with a server error)."""
+    if value is not None and (not isinstance(value, str) or len(value) > limit):
+        raise ValidationError(field, f"expected a string of at most {limit} characters")
+
+
+def _check_batch_ids(ids: list[str]) -> None:
+    """Every id well-formed and present once: a batch names each row a single time."""
+    seen: set[str] = set()
+    for i, row_id in enumerate(ids):
+        validate.row_id(row_id, f"list_of_ids[{i}]")
+        if row_id in seen:
+            raise ValidationError(f"list_of_ids[{i}]", f"{row_id} appears twice in one update")
+        seen.add(row_id)
+
+
+class StoreEngine:
+    """The database under the store: engine, transactions, migrations, shared lookups."""
+
+    def __init__(self, url: str, *, max_retry: int = DEFAULT_MAX_RETRY, publication_max_retry: int = DEFAULT_MAX_RETRY):
+        """``max_retry``/``publication_max_retry``: stored in rows whose request gives none
+        ([transfer] max_retry and [publisher] max_retry of the host that stores them)."""
+        self.url = url
+        self.max_retry = max_retry
+        self.publication_max_retry = publication_max_retry
+        self.is_sqlite = url.startswith("sqlite")
+        try:
+            self.engine = self._make_engine(url)
+            self._migrate()
+        except SQLAlchemyError as exc:
+            raise BackendUnavailable(f"state database {self._safe_url()}: {exc.__class__.__name__}: {exc.orig if hasattr(exc, 'orig') else exc}") from exc
+
+    # -- engine and transactions ---------------------------------------------------------
+    def _safe_url(self) -> str:
+        from sqlalchemy.engine import make_url
+
+        return make_url(self.url).render_as_string(hide_password=True)
+
+    def _make_engine(self, url: str) -> Engine:
+        if not self.is_sqlite:
+            return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+        engine = create_engine(url, connect_args={"timeout": 60, "check_same_thread": False})
+
+        @event.listens_for(engine, "connect")
+        def _on_connect(dbapi_conn, _record):
+            # Let SQLAlchemy's "begin" event issue BEGIN itself, so writers can ask for
+            # BEGIN IMMEDIATE and never deadlock upgrading a read lock.
+            dbapi_conn.isolation_level = None
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA synchronous=NORMAL")
+            cur.execute("PRAGMA busy_timeout=60000")
+            # A larger page cache keeps 100k-row batches from thrashing the indexes.
+            cur.execute("PRAGMA cache_size=-131072")
+            # ...but the limit is per connection, and a component's threads each hold one:
+            # a process-wide soft heap limit makes them share one budget instead.
+            cur.execute(f"PRAGMA soft_heap_limit={SQLITE_HEAP_LIMIT}")
+            cur.close()
+
+        @event.listens_for(engine, "begin")
+        def _on_begin(conn):
+            conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.info.pop("immediate", False) else "BEGIN")
+
+        return engine
+
+    @contextmanager
+    def _write(self) -> Iterator[Connection]:
+        """A write transaction: BEGIN IMMEDIATE on SQLite; rolled back on any error."""
+        try:
+            with self.engine.connect() as conn:
+                if self.is_sqlite:
+                    conn.info["immediate"] = True
+                with conn.begin():
+                    yield conn
+        except OperationalError as exc:
+            raise BackendUnavailable(f"state database: {exc.orig}") from exc
+
+    @contextmanager
+    def _read(self) -> Iterator[Connection]:
+        try:
+            with self.engine.connect() as conn:
+                yield conn
+        except OperationalError as exc:
+            raise BackendUnavailable(f"state database: {exc.orig}") from exc
+
+    def _for_update(self, query):
+        return query if self.is_sqlite else query.with_for_update()
+
+    def _migrate(self) -> None:
+        with self._write() as conn:
+            if not self.is_sqlite:
+                # Serialise concurrent first openings (server and components starting at once).
+                conn.execute(text("SELECT pg_advisory_xact_lock(7472231)"))
+            schema_version.create(conn, checkfirst=True)
+            current = conn.execute(select(func.max(schema_version.c.version))).scalar() or 0
+            if current > LATEST_VERSION:
+                raise BackendUnavailable(
+                    f"state database schema version {current} is newer than this aso understands ({LATEST_VERSION})"
+                )
+            for version, apply in MIGRATIONS:
+                if version > current:
+                    apply(conn)
+                    conn.execute(insert(schema_version).values(version=version, applied=_now()))
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    def drop_all(self) -> None:
+        """Remove every table (tests and ``aso`` maintenance only)."""
+        from aso.state.schema import metadata
+
+        with self._write() as conn:
+            metadata.drop_all(conn)
+
+    # -- helpers -------------------------------------------------------------------------
+    def _select_rows(self, conn: Connection, ids: Sequence[str], columns=None, lock: bool = False) -> dict[str, Any]:
+        cols = columns or [transfers]
+        found: dict[str, Any] = {}
+        for chunk in _chunks(sorted(set(ids))):
+            query = select(*cols).where(_c.tm_id.in_(chunk))
+            if lock:
+                query = self._for_update(query)
+            for r in conn.execute(query).mappings():
+                found[r["tm_id"]] = r
+        return found
+
+    def _target_ids(self, conn: Connection, task: str | None, ids: list[str] | None, owner: str | None, columns) -> tuple[list[str], dict[str, Any]]:
+        if (task is None) == (ids is None):
+            raise ValidationError("taskname", "give exactly one of taskname or list_of_ids")
+        if task is not None:
+            query = select(*columns).where(_c.tm_taskname == validate.taskname(task))
+            if owner is not None:
+                query = query.where(_c.tm_username == owner)
+            found = {r["tm_id"]: r for r in conn.execute(self._for_update(query)).mappings()}
+            return list(found), found
+        for i, row_id in enumerate(ids):
+            validate.row_id(row_id, f"list_of_ids[{i}]")
+        found = self._select_rows(conn, ids, columns, lock=True)
+        if owner is not None:
+            found = {k: v for k, v in found.items() if v["tm_username"] == owner}
+        return list(dict.fromkeys(ids)), found

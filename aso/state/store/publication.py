@@ -1,0 +1,131 @@
+"""Publication: the publisher's acquire/read/update of a row's publication state, and
+the operator's retry."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import bindparam, func, select, update
+
+from aso import validate
+from aso.errors import TransitionError, ValidationError
+from aso.state.records import PublicationUpdate, UpdateResult
+from aso.state.requests import MAX_RETRY_LIMIT
+from aso.state.schema import transfers
+from aso.state.states import PUBLICATION_TRANSITIONS
+from aso.state.store.engine import (
+    P,
+    StoreEngine,
+    T,
+    _c,
+    _check_batch_ids,
+    _chunks,
+    _now,
+    _reason,
+    _row,
+)
+
+
+class Publication(StoreEngine):
+    """The publication state of transferred files."""
+
+    def acquire_publication(self, *, worker: str) -> int:
+        validate.worker(worker)
+        with self._write() as conn:
+            return conn.execute(
+                update(transfers)
+                .where(
+                    _c.tm_aso_worker == worker,
+                    _c.tm_transfer_state == int(T.DONE),
+                    _c.tm_publish == 1,
+                    _c.tm_publication_state.in_([int(P.NEW), int(P.RETRY)]),
+                )
+                .values(tm_publication_state=int(P.ACQUIRED), tm_last_update=_now())
+            ).rowcount
+
+    def acquired_publication(self, user: str | None = None, limit: int = 100000, *, worker: str) -> list[dict[str, Any]]:
+        validate.worker(worker)
+        query = select(transfers).where(
+            _c.tm_publication_state == int(P.ACQUIRED),
+            _c.tm_aso_worker == worker,
+            _c.tm_transfer_state == int(T.DONE),
+        )
+        if user is not None:
+            query = query.where(_c.tm_username == validate.username(user))
+        query = query.order_by(_c.tm_username, _c.tm_taskname, _c.tm_end_time, _c.tm_id).limit(
+            validate.non_negative_int(limit, "limit")
+        )
+        with self._read() as conn:
+            return [_row(r) for r in conn.execute(query).mappings()]
+
+    def update_publication(self, updates: list[PublicationUpdate], *, worker: str) -> UpdateResult:
+        validate.worker(worker)
+        _check_batch_ids([u.id for u in updates])
+        parsed = []
+        for i, u in enumerate(updates):
+            state = P.parse(u.state, f"list_of_publication_state[{i}]")
+            inc = validate.non_negative_int(u.retry_increment, f"list_of_retry_value[{i}]", MAX_RETRY_LIMIT)
+            if u.publish_flag not in (None, 0, 1) or isinstance(u.publish_flag, bool):
+                raise ValidationError(f"list_of_publish_flag[{i}]", "expected 0 or 1")
+            parsed.append((u, state, inc))
+        result = UpdateResult()
+        now = _now()
+        with self._write() as conn:
+            current = self._select_rows(conn, [u.id for u, *_ in parsed], [_c.tm_id, _c.tm_publication_state], lock=True)
+            params = []
+            for u, state, inc in parsed:
+                row = current.get(u.id)
+                if row is None:
+                    result.skipped.append({"id": u.id, "state": None, "reason": "no such transfer"})
+                    continue
+                now_state = P(row["tm_publication_state"])
+                if now_state == state:
+                    result.skipped.append({"id": u.id, "state": now_state.name, "reason": f"already {state.name}"})
+                    continue
+                if state not in PUBLICATION_TRANSITIONS[now_state]:
+                    raise TransitionError(u.id, now_state.name, state.name, kind="publication")
+                params.append(
+                    {
+                        "b_id": u.id,
+                        "b_state": int(state),
+                        "b_reason": _reason(u.reason),
+                        "b_inc": inc,
+                        "b_block": u.block_name,
+                        "b_publish": u.publish_flag,
+                        "b_now": now,
+                    }
+                )
+                result.updated.append(u.id)
+            if params:
+                conn.execute(
+                    update(transfers)
+                    .where(_c.tm_id == bindparam("b_id"))
+                    .values(
+                        tm_publication_state=bindparam("b_state"),
+                        tm_publication_failure_reason=func.coalesce(bindparam("b_reason"), _c.tm_publication_failure_reason),
+                        tm_publication_retry_count=_c.tm_publication_retry_count + bindparam("b_inc"),
+                        tm_dbs_blockname=func.coalesce(bindparam("b_block"), _c.tm_dbs_blockname),
+                        tm_publish=func.coalesce(bindparam("b_publish"), _c.tm_publish),
+                        tm_last_update=bindparam("b_now"),
+                    )
+                    .execution_options(synchronize_session=False),
+                    params,
+                )
+        return result
+
+    def retry_publication(self, *, task: str | None = None, ids: list[str] | None = None, owner: str | None = None) -> int:
+        with self._write() as conn:
+            wanted, found = self._target_ids(conn, task, ids, owner, [_c.tm_id, _c.tm_username, _c.tm_publication_state])
+            todo = [i for i in wanted if i in found and found[i]["tm_publication_state"] == int(P.FAILED)]
+            for chunk in _chunks(todo):
+                conn.execute(
+                    update(transfers)
+                    .where(_c.tm_id.in_(chunk))
+                    .values(
+                        tm_publication_state=int(P.NEW),
+                        tm_publication_retry_count=0,
+                        tm_publication_failure_reason=None,
+                        tm_last_update=_now(),
+                    )
+                )
+        return len(todo)

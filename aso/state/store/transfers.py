@@ -1,0 +1,313 @@
+"""Transfer rows: the user-facing reads, and the pipeline (acquire, update, retry, stuck,
+release) each call of which is bound to one worker."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import and_, bindparam, case, func, or_, select, text, update
+
+from aso import validate
+from aso.errors import TransitionError
+from aso.state.records import TransferUpdate, UpdateResult
+from aso.state.requests import MAX_RETRY_LIMIT
+from aso.state.schema import transfers
+from aso.state.states import TRANSFER_TRANSITIONS
+from aso.state.store.engine import (
+    P,
+    StoreEngine,
+    T,
+    _batch_gc,
+    _c,
+    _check_batch_ids,
+    _chunks,
+    _now,
+    _reason,
+    _row,
+    _short,
+)
+
+ACQUIRE_USERS_PER_TRANSACTION = 100
+_TERMINAL_TRANSFER = (T.DONE, T.FAILED, T.KILLED)
+
+
+class Transfers(StoreEngine):
+    """Reads of transfer rows and the transfer pipeline."""
+
+    # -- reads ---------------------------------------------------------------------------
+    def get_transfers(self, ids: list[str], owner: str | None = None) -> list[dict[str, Any]]:
+        for i, row_id in enumerate(ids):
+            validate.row_id(row_id, f"ids[{i}]")
+        with self._read() as conn:
+            found = self._select_rows(conn, ids)
+        rows = [_row(found[i]) for i in dict.fromkeys(ids) if i in found]
+        if owner is not None:
+            rows = [r for r in rows if r["tm_username"] == owner]
+        return rows
+
+    def list_transfers(
+        self,
+        *,
+        user: str | None = None,
+        task: str | None = None,
+        states: list | None = None,
+        limit: int = 10000,
+        owner: str | None = None,
+    ) -> list[dict[str, Any]]:
+        query = select(transfers)
+        if user is not None:
+            query = query.where(_c.tm_username == validate.username(user, "username"))
+        if task is not None:
+            query = query.where(_c.tm_taskname == validate.taskname(task, "taskname"))
+        if states:
+            query = query.where(_c.tm_transfer_state.in_([int(T.parse(s, "states")) for s in states]))
+        if owner is not None:
+            query = query.where(_c.tm_username == owner)
+        limit = validate.non_negative_int(limit, "limit")
+        query = query.order_by(_c.tm_creation_time, _c.tm_id).limit(limit)
+        with self._read() as conn:
+            return [_row(r) for r in conn.execute(query).mappings()]
+
+    def statistics(self, *, user: str | None = None, task: str | None = None, owner: str | None = None) -> list[dict[str, Any]]:
+        query = select(
+            _c.tm_username, _c.tm_taskname, _c.tm_transfer_state, _c.tm_publication_state, func.count().label("n")
+        ).group_by(_c.tm_username, _c.tm_taskname, _c.tm_transfer_state, _c.tm_publication_state)
+        if user is not None:
+            query = query.where(_c.tm_username == validate.username(user))
+        if task is not None:
+            query = query.where(_c.tm_taskname == validate.taskname(task))
+        if owner is not None:
+            query = query.where(_c.tm_username == owner)
+        with self._read() as conn:
+            return [
+                {
+                    "username": r[0],
+                    "taskname": r[1],
+                    "transfer_state": T(r[2]).name,
+                    "publication_state": P(r[3]).name,
+                    "count": r[4],
+                }
+                for r in conn.execute(query.order_by(_c.tm_username, _c.tm_taskname))
+            ]
+
+    # -- transfer pipeline ---------------------------------------------------------------
+    def active_users(self, *, worker: str) -> list[str]:
+        validate.worker(worker)
+        query = (
+            select(_c.tm_username)
+            .where(
+                or_(
+                    and_(_c.tm_transfer_state == int(T.NEW), _free_or_mine(worker)),
+                    and_(_c.tm_transfer_state == int(T.ACQUIRED), _c.tm_aso_worker == worker),
+                )
+            )
+            .distinct()
+            .order_by(_c.tm_username)
+        )
+        with self._read() as conn:
+            return list(conn.execute(query).scalars())
+
+    def acquire_transfers(self, users: list[str], limit: int, *, worker: str) -> int:
+        validate.worker(worker)
+        limit = validate.non_negative_int(limit, "limit")
+        users = [validate.username(u, f"users[{i}]") for i, u in enumerate(users)]
+        if not users or limit == 0:
+            return 0
+        now = _now()
+        total = 0
+        # One transaction per chunk of users: a row taken is this worker's whichever chunk a
+        # crash stops at, and on SQLite a 100k-row transaction held every dirty page (and the
+        # ranking's sort) in memory at once, which made acquisition a component's peak.
+        for chunk in _chunks(users, ACQUIRE_USERS_PER_TRANSACTION):
+            with self._write() as conn:
+                if not self.is_sqlite:
+                    conn.execute(text("SET LOCAL enable_nestloop = off"))
+                # One statement for every user of the chunk: rank each user's unowned NEW
+                # rows oldest first and take the first `limit` of each.
+                ranked = (
+                    select(
+                        _c.tm_id,
+                        func.row_number()
+                        .over(partition_by=_c.tm_username, order_by=(_c.tm_creation_time, _c.tm_id))
+                        .label("rn"),
+                    )
+                    .where(
+                        _c.tm_username.in_(chunk),
+                        _c.tm_transfer_state == int(T.NEW),
+                        _free_or_mine(worker),
+                    )
+                    .subquery()
+                )
+                picked = select(ranked.c.tm_id).where(ranked.c.rn <= limit)
+                if not self.is_sqlite:
+                    # PostgreSQL plans IN (window subquery) as a per-row rescan; a join
+                    # (UPDATE ... FROM) runs the ranking once.
+                    picked_rows = picked.subquery()
+                    key = _c.tm_id == picked_rows.c.tm_id
+                else:
+                    key = _c.tm_id.in_(picked)
+                result = conn.execute(
+                    update(transfers)
+                    .where(
+                        key,
+                        # Re-checked per row under the row lock on PostgreSQL, so two
+                        # acquirers never take the same row.
+                        _c.tm_transfer_state == int(T.NEW),
+                        _free_or_mine(worker),
+                    )
+                    .values(tm_transfer_state=int(T.ACQUIRED), tm_aso_worker=worker, tm_last_update=now)
+                    .execution_options(synchronize_session=False)
+                )
+                total += result.rowcount
+        return total
+
+    def acquired_transfers(self, user: str | None = None, limit: int = 10000, *, worker: str) -> list[dict[str, Any]]:
+        validate.worker(worker)
+        query = select(transfers).where(_c.tm_transfer_state == int(T.ACQUIRED), _c.tm_aso_worker == worker)
+        if user is not None:
+            query = query.where(_c.tm_username == validate.username(user))
+        query = query.order_by(_c.tm_creation_time, _c.tm_id).limit(validate.non_negative_int(limit, "limit"))
+        with self._read() as conn:
+            return [_row(r) for r in conn.execute(query).mappings()]
+
+    def update_transfers(self, updates: list[TransferUpdate], *, worker: str) -> UpdateResult:
+        with _batch_gc():
+            return self._update_transfers(updates, worker)
+
+    def _update_transfers(self, updates: list[TransferUpdate], worker: str) -> UpdateResult:
+        validate.worker(worker)
+        _check_batch_ids([u.id for u in updates])
+        parsed = []
+        for i, u in enumerate(updates):
+            _short(u.fts_id, f"list_of_fts_id[{i}]", 255)
+            _short(u.fts_instance, f"list_of_fts_instance[{i}]", 255)
+            state = T.parse(u.state, f"list_of_transfer_state[{i}]")
+            expect = T.parse(u.expect_state, f"list_of_expected_state[{i}]") if u.expect_state is not None else None
+            inc = validate.non_negative_int(u.retry_increment, f"list_of_retry_value[{i}]", MAX_RETRY_LIMIT)
+            parsed.append((u, state, expect, inc))
+        result = UpdateResult()
+        now = _now()
+        with self._write() as conn:
+            current = self._select_rows(
+                conn, [u.id for u, *_ in parsed], [_c.tm_id, _c.tm_transfer_state, _c.tm_fts_id], lock=True
+            )
+            params = []
+            for u, state, expect, inc in parsed:
+                row = current.get(u.id)
+                if row is None:
+                    result.skipped.append({"id": u.id, "state": None, "reason": "no such transfer"})
+                    continue
+                now_state = T(row["tm_transfer_state"])
+                if expect is not None and now_state != expect:
+                    result.skipped.append({"id": u.id, "state": now_state.name, "reason": f"expected {expect.name}"})
+                    continue
+                if u.expect_fts_id is not None and row["tm_fts_id"] != u.expect_fts_id:
+                    result.skipped.append({"id": u.id, "state": now_state.name, "reason": f"belongs to FTS job {row['tm_fts_id']}, not {u.expect_fts_id}"})
+                    continue
+                if now_state == state and (u.fts_id is None or u.fts_id == row["tm_fts_id"]):
+                    # A repeated update (a retried request, a result handed over twice) is
+                    # already applied: report it, change nothing.
+                    result.skipped.append({"id": u.id, "state": now_state.name, "reason": f"already {state.name}"})
+                    continue
+                target = state
+                if state == T.SUBMITTED and now_state == T.KILL:
+                    # Killed while being submitted: keep KILL but record where it went, so the
+                    # retry manager can cancel it in FTS.
+                    target = T.KILL
+                elif state == T.DONE and now_state == T.KILL and expect == T.KILL:
+                    pass  # FTS finished the copy before the kill reached it: the file is there
+                elif state not in TRANSFER_TRANSITIONS[now_state]:
+                    raise TransitionError(u.id, now_state.name, state.name)
+                params.append(
+                    {
+                        "b_id": u.id,
+                        "b_state": int(target),
+                        "b_reason": _reason(u.reason),
+                        "b_keep_reason": u.reason is None,
+                        "b_inc": inc,
+                        "b_fts_id": u.fts_id,
+                        "b_fts_instance": u.fts_instance,
+                        "b_now": now,
+                        "b_end": now if target in _TERMINAL_TRANSFER else None,
+                    }
+                )
+                result.updated.append(u.id)
+            if params:
+                # Walking the primary-key B-tree in order keeps big batches cache-friendly.
+                params.sort(key=lambda p: p["b_id"])
+                conn.execute(
+                    update(transfers)
+                    .where(_c.tm_id == bindparam("b_id"))
+                    .values(
+                        tm_transfer_state=bindparam("b_state"),
+                        tm_transfer_failure_reason=case(
+                            (bindparam("b_keep_reason"), _c.tm_transfer_failure_reason), else_=bindparam("b_reason")
+                        ),
+                        tm_transfer_retry_count=_c.tm_transfer_retry_count + bindparam("b_inc"),
+                        tm_fts_id=func.coalesce(bindparam("b_fts_id"), _c.tm_fts_id),
+                        tm_fts_instance=func.coalesce(bindparam("b_fts_instance"), _c.tm_fts_instance),
+                        tm_last_update=bindparam("b_now"),
+                        tm_end_time=func.coalesce(bindparam("b_end"), _c.tm_end_time),
+                    )
+                    .execution_options(synchronize_session=False),
+                    params,
+                )
+        return result
+
+    def retry_transfers(self, cooloff: int, *, worker: str) -> int:
+        validate.worker(worker)
+        cooloff = validate.non_negative_int(cooloff, "time_to")
+        now = _now()
+        with self._write() as conn:
+            return conn.execute(
+                update(transfers)
+                .where(
+                    _c.tm_transfer_state == int(T.RETRY),
+                    _c.tm_aso_worker == worker,
+                    _c.tm_last_update < now - cooloff,
+                )
+                .values(
+                    tm_transfer_state=int(T.NEW),
+                    tm_aso_worker=None,
+                    tm_transfer_retry_count=_c.tm_transfer_retry_count + 1,
+                    tm_last_update=now,
+                )
+            ).rowcount
+
+    def stuck_transfers(self, states: list, older_than: int, limit: int = 10000, *, worker: str) -> list[dict[str, Any]]:
+        validate.worker(worker)
+        codes = [int(T.parse(s, "states")) for s in states]
+        older_than = validate.non_negative_int(older_than, "older_than")
+        query = (
+            select(transfers)
+            .where(
+                _c.tm_transfer_state.in_(codes),
+                _c.tm_aso_worker == worker,
+                _c.tm_last_update < _now() - older_than,
+            )
+            .order_by(_c.tm_last_update, _c.tm_id)
+            .limit(validate.non_negative_int(limit, "limit"))
+        )
+        with self._read() as conn:
+            return [_row(r) for r in conn.execute(query).mappings()]
+
+    def release_transfers(self, ids: list[str], *, worker: str) -> int:
+        validate.worker(worker)
+        for i, row_id in enumerate(ids):
+            validate.row_id(row_id, f"list_of_ids[{i}]")
+        total = 0
+        now = _now()
+        with self._write() as conn:
+            for chunk in _chunks(list(ids)):
+                total += conn.execute(
+                    update(transfers)
+                    .where(_c.tm_id.in_(chunk), _c.tm_transfer_state == int(T.ACQUIRED), _c.tm_aso_worker == worker)
+                    .values(tm_transfer_state=int(T.NEW), tm_aso_worker=None, tm_last_update=now)
+                ).rowcount
+        return total
+
+
+def _free_or_mine(worker: str):
+    """A NEW row this worker may take: nobody's yet, or injected for this worker by name
+    (CRAB's asoworker at injection pins a row to one ASO host)."""
+    return or_(_c.tm_aso_worker.is_(None), _c.tm_aso_worker == worker)
