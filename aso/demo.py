@@ -248,12 +248,13 @@ def _complete_finished_tasks(backend, tasks: list[dict]) -> None:
 
 def _component_passes(config, backend, catalog) -> dict[str, Callable[[], Any]]:
     from aso.components.monitor import run_monitor
-    from aso.components.pipeline import PipelineSettings, tool_factory_from_config
+    from aso.components.pipeline import PipelineSettings
     from aso.components.publisher import PublisherSettings, run_publisher
     from aso.components.reporter import run_reporter
     from aso.components.retry_manager import run_retry_manager
     from aso.components.transfer import run_transfer
     from aso.credentials import proxy_source_from_config
+    from aso.transfertools import tool_factory_from_config
 
     settings = PipelineSettings.from_config(config)
     proxies = proxy_source_from_config(config)

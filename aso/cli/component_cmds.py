@@ -89,8 +89,9 @@ def _unreachable(summary) -> list[str]:
 
 
 def _parts(config):
-    from aso.components.pipeline import PipelineSettings, tool_factory_from_config
+    from aso.components.pipeline import PipelineSettings
     from aso.credentials import proxy_source_from_config
+    from aso.transfertools import tool_factory_from_config
 
     return PipelineSettings.from_config(config), proxy_source_from_config(config), tool_factory_from_config(config)
 

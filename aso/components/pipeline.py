@@ -21,7 +21,7 @@ from typing import Generic, TypeVar
 
 from aso.errors import BackendUnavailable
 from aso.sandbox import Sandbox
-from aso.transfertools import JobOptions, TransferTool, open_transfer_tool
+from aso.transfertools import JobOptions, TransferTool
 
 log = logging.getLogger("aso.pipeline")
 
@@ -100,16 +100,6 @@ def int_or(value, default: int) -> int:
     """An integer column's value, or ``default`` only when it is missing: ``value or
     default`` would read a real 0 (``max_retry: 0``: never retry) as missing."""
     return default if value is None or value == "" else int(value)
-
-
-def tool_factory_from_config(config) -> ToolFactory:
-    fts = config.fts
-
-    def make(endpoint: str, proxy_path: str) -> TransferTool:
-        return open_transfer_tool("fts3", endpoint, proxy_path, ca_dir=fts.ca_dir or None, timeout=fts.timeout,
-                                  bulk_size=fts.bulk_size)
-
-    return make
 
 
 class ToolCache:
