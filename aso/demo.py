@@ -313,7 +313,7 @@ def _run(root: Path, settings: DemoSettings, on_update: Callable[[Snapshot], Non
     from aso.config import load_config
     from aso.credentials.base import write_private
     from aso.ftsd.urls import roots_from_site_prefixes
-    from aso.setup import init_installation
+    from aso.installation import init_installation
     from aso.state.backend import backend_from_config
 
     users = [f"demo{i + 1}" for i in range(settings.users)]
