@@ -1,4 +1,4 @@
-"""The on-disk hand-offs between components (DESIGN §5).
+"""The on-disk hand-offs between components (docs/architecture.md, "Sandboxes").
 
 ``<root>/<kind>/<user>/<name>.json``: ``monitor`` entries are written by ``aso transfer`` and
 read by ``aso monitor``; ``reporter`` entries are written by the monitor and read by
