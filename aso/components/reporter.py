@@ -17,7 +17,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 
-from aso.components.pipeline import GroupCommit, PipelineSettings, int_or
+from aso.components.pipeline import GroupCommit, PipelineSettings
 from aso.errors import AsoError, BackendUnavailable
 from aso.sandbox import SandboxError
 from aso.state.backend import StateBackend, TransferUpdate
@@ -62,12 +62,9 @@ class ReporterPass:
     def decide(self, row: dict, state: str, reason: str | None) -> tuple[str, str | None]:
         if state == "FINISHED":
             return "DONE", None
-        reason = self.settings.cut(reason or f"FTS reported {state} without a reason")
-        count = int_or(row.get("tm_transfer_retry_count"), 0)
-        limit = int_or(row.get("tm_transfer_max_retry_count"), self.settings.max_retry)
-        if self.settings.is_permanent(reason) or count + 1 > limit:
-            return "FAILED", reason
-        return "RETRY", reason
+        decision = self.settings.retry.decide(row.get("tm_transfer_retry_count"), row.get("tm_transfer_max_retry_count"),
+                                              reason or f"FTS reported {state} without a reason")
+        return decision.state, decision.reason
 
     def run_user(self, user: str) -> tuple[int, Counter, int]:
         if self._down is not None:

@@ -35,7 +35,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from aso.components.pipeline import GroupCommit, PipelineSettings, ToolCache, ToolFactory, int_or
+from aso.components.pipeline import GroupCommit, PipelineSettings, ToolCache, ToolFactory
 from aso.errors import AsoError
 from aso.sandbox import SandboxError
 from aso.state.backend import StateBackend, TransferUpdate
@@ -205,14 +205,13 @@ class TransferPass:
             for chunk, reason in batch.refused:
                 for t in chunk["transfers"]:
                     row = item.rows_by_id.get(t["id"], {})
-                    count = int_or(row.get("tm_transfer_retry_count"), 0)
-                    limit = int_or(row.get("tm_transfer_max_retry_count"), self.settings.max_retry)
-                    give_up = count + 1 > limit or self.settings.is_permanent(reason)
-                    updates.append(TransferUpdate(id=t["id"], state="FAILED" if give_up else "RETRY",
-                                                  reason=self.settings.cut(f"submission refused: {reason}"),
+                    decision = self.settings.retry.decide(row.get("tm_transfer_retry_count"),
+                                                          row.get("tm_transfer_max_retry_count"),
+                                                          f"submission refused: {reason}")
+                    updates.append(TransferUpdate(id=t["id"], state=decision.state, reason=decision.reason,
                                                   expect_state="ACQUIRED"))
-                    result.failed += give_up
-                    result.retry += not give_up
+                    result.failed += decision.gives_up
+                    result.retry += not decision.gives_up
         killed_now: set[str] = set()
         if updates:
             outcome = self.backend.update_transfers(updates)
@@ -362,7 +361,8 @@ class TransferPass:
             try:
                 transfer, endpoint = _transfer_of(row, self.sites)
             except AsoError as exc:  # a site missing from the configuration
-                bad.append(TransferUpdate(id=row["tm_id"], state="FAILED", reason=self.settings.cut(str(exc)),
+                decision = self.settings.retry.decide(0, None, str(exc), final=True)
+                bad.append(TransferUpdate(id=row["tm_id"], state=decision.state, reason=decision.reason,
                                           expect_state="ACQUIRED"))
                 continue
             by_link[(row["tm_source"], row["tm_destination"], endpoint)].append(transfer)
