@@ -78,23 +78,23 @@ class ReporterPass:
     def _run_user(self, user: str) -> tuple[int, Counter, int]:
         entries, docs = [], []
         for entry in self.box.entries(user):
-            doc = self.box.load(entry)
+            doc = self.box.load_record(entry)
             if doc is not None:
                 entries.append(entry)
                 docs.append(doc)
         if not entries:
             return 0, Counter(), 0
-        results = [(doc["job_id"], f) for doc in docs for f in doc["files"]]
-        rows = {r["tm_id"]: r for r in self.backend.get_transfers(sorted({f["id"] for _, f in results}))}
+        results = [(doc.job_id, f) for doc in docs for f in doc.files]
+        rows = {r["tm_id"]: r for r in self.backend.get_transfers(sorted({f.id for _, f in results}))}
         updates, latest = [], {}
         for job_id, f in results:
-            latest[(f["id"], job_id)] = f  # a result written twice (a replayed hand-over) counts once
+            latest[(f.id, job_id)] = f  # a result written twice (a replayed hand-over) counts once
         for (row_id, job_id), f in latest.items():
             row = rows.get(row_id)
             if row is None:
                 log.warning("user %s: result for unknown row %s (FTS job %s) ignored", user, row_id, job_id)
                 continue
-            state, reason = self.decide(row, f["state"], f.get("reason"))
+            state, reason = self.decide(row, f.state, f.reason)
             updates.append(TransferUpdate(id=row_id, state=state, reason=reason, expect_state="SUBMITTED",
                                           expect_fts_id=job_id))
         if self._group is not None:
