@@ -18,8 +18,7 @@ leaves out rows killed meanwhile (KILL or KILLED): a chunk is submitted again wi
 sid but without them (a chunk with nothing left is not submitted; its job id is known from
 the sid). A row killed while its chunk was in flight gets its FTS job id recorded (the store
 keeps it KILL), so the retry manager cancels it in FTS, and this pass asks FTS to cancel it
-at once too. A refused
-submission marks the chunk RETRY (or FAILED past the maximum, CRAB's rule); an unreachable
+at once too. A refused submission marks the chunk RETRY or FAILED (:mod:`aso.components.retry_policy`); an unreachable
 FTS leaves the record and the rows ACQUIRED for the next pass, which resubmits the same sid.
 A user without a usable proxy is skipped with a log line; their rows stay ACQUIRED.
 """
@@ -63,6 +62,15 @@ class TransferSummary:
 
     def as_dict(self) -> dict:
         return asdict(self)
+
+    def add(self, r: _UserResult) -> None:
+        """Count what one user's submissions did."""
+        self.jobs += r.jobs
+        self.files += r.files
+        self.retry += r.retry
+        self.failed += r.failed
+        self.errors.extend(r.errors)
+        self.unreachable = sorted(set(self.unreachable) | r.unreachable)
 
     def line(self) -> str:
         skipped = f", {len(self.users_skipped)} user(s) skipped (no proxy)" if self.users_skipped else ""
@@ -302,12 +310,7 @@ class TransferPass:
                     self._run_record(user, name, record.chunks, proxy, rows_by_id, result, dead=dead)
                     done += result.jobs
                     if summary is not None:  # replayed jobs count among the pass's jobs too
-                        summary.jobs += result.jobs
-                        summary.files += result.files
-                        summary.retry += result.retry
-                        summary.failed += result.failed
-                        summary.errors.extend(result.errors)
-                        summary.unreachable = sorted(set(summary.unreachable) | result.unreachable)
+                        summary.add(result)
             finally:
                 self.tools.release(user)
         return done
@@ -389,13 +392,8 @@ class TransferPass:
                         summary.errors.append(f"{user}: {exc}")
                         log.error("user %s: %s", user, exc)
                         continue
-                    summary.jobs += r.jobs
-                    summary.files += r.files
-                    summary.retry += r.retry
-                    summary.failed += r.failed
+                    summary.add(r)
                     summary.users += 1 if (r.jobs or r.retry or r.failed) else 0
-                    summary.errors.extend(r.errors)
-                    summary.unreachable = sorted(set(summary.unreachable) | r.unreachable)
                     if r.skipped:
                         summary.users_skipped.append(user)
                     if progress:
