@@ -7,7 +7,8 @@ read by ``aso monitor``; ``reporter`` entries are written by the monitor and rea
 A write is atomic (temporary file, fsync, rename, fsync of the folder), so a reader never
 sees half an entry and a crash leaves either the old entry or the new one. Names that start
 with a dot are temporaries and are never listed. An entry that cannot be parsed (which an
-atomic write cannot produce, but a disk can), that has the wrong shape for its kind, or that
+atomic write cannot produce, but a disk can), that has the wrong shape for its kind (each
+kind's record in :mod:`aso.components.handoffs` defines it), or that
 cannot be read at all (a folder or a FIFO where an entry should be) is moved aside to
 ``.quarantine/`` with an ERROR log line, never deleted, so the files it names stay findable
 and one bad entry does not stop a component for every user. A sandbox that cannot be written
