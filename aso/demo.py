@@ -247,25 +247,9 @@ def _complete_finished_tasks(backend, tasks: list[dict]) -> None:
 
 
 def _component_passes(config, backend, catalog) -> dict[str, Callable[[], Any]]:
-    from aso.components.monitor import run_monitor
-    from aso.components.pipeline import PipelineSettings, tool_factory_from_config
-    from aso.components.publisher import PublisherSettings, run_publisher
-    from aso.components.reporter import run_reporter
-    from aso.components.retry_manager import run_retry_manager
-    from aso.components.transfer import run_transfer
-    from aso.credentials import proxy_source_from_config
+    from aso.components.build import build_pass
 
-    settings = PipelineSettings.from_config(config)
-    proxies = proxy_source_from_config(config)
-    tools = tool_factory_from_config(config)
-    publisher = PublisherSettings.from_config(config)
-    return {
-        "transfer": lambda: run_transfer(backend, proxies, tools, config.site, settings),
-        "monitor": lambda: run_monitor(proxies, tools, settings),
-        "reporter": lambda: run_reporter(backend, settings),
-        "publisher": lambda: run_publisher(backend, catalog, publisher),
-        "retry-manager": lambda: run_retry_manager(backend, proxies, tools, settings),
-    }
+    return {name: build_pass(name, config, backend, catalog=catalog) for name in CRON_ORDER}
 
 
 def run_demo(settings: DemoSettings, on_update: Callable[[Snapshot], None] | None = None) -> DemoResult:
@@ -312,7 +296,7 @@ def _run(root: Path, settings: DemoSettings, on_update: Callable[[Snapshot], Non
     from aso.config import load_config
     from aso.credentials.base import write_private
     from aso.ftsd.urls import roots_from_site_prefixes
-    from aso.setup import init_installation
+    from aso.installation import init_installation
     from aso.state import backend_from_config
 
     users = [f"demo{i + 1}" for i in range(settings.users)]

@@ -1,4 +1,4 @@
-"""The on-disk hand-offs between components (DESIGN §5).
+"""The on-disk hand-offs between components (docs/architecture.md, "Sandboxes").
 
 ``<root>/<kind>/<user>/<name>.json``: ``monitor`` entries are written by ``aso transfer`` and
 read by ``aso monitor``; ``reporter`` entries are written by the monitor and read by
@@ -7,7 +7,8 @@ read by ``aso monitor``; ``reporter`` entries are written by the monitor and rea
 A write is atomic (temporary file, fsync, rename, fsync of the folder), so a reader never
 sees half an entry and a crash leaves either the old entry or the new one. Names that start
 with a dot are temporaries and are never listed. An entry that cannot be parsed (which an
-atomic write cannot produce, but a disk can), that has the wrong shape for its kind, or that
+atomic write cannot produce, but a disk can), that has the wrong shape for its kind (each
+kind's record in :mod:`aso.components.handoffs` defines it), or that
 cannot be read at all (a folder or a FIFO where an entry should be) is moved aside to
 ``.quarantine/`` with an ERROR log line, never deleted, so the files it names stay findable
 and one bad entry does not stop a component for every user. A sandbox that cannot be written
@@ -23,12 +24,13 @@ import os
 import stat
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from aso import validate
+from aso.components.handoffs import RECORDS, HandoffShapeError
 from aso.errors import AsoError, ValidationError
 
 log = logging.getLogger("aso.sandbox")
@@ -79,76 +81,6 @@ def _atomic_write_json(path: Path, data: Any) -> None:
             os.unlink(tmp)
         raise
     _fsync_dir(path.parent)
-
-
-def _is_str(value: Any) -> bool:
-    return isinstance(value, str) and bool(value)
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-def monitor_shape(doc: Any) -> str | None:
-    """What is wrong with a monitor entry (None: nothing)."""
-    if not isinstance(doc, dict):
-        return f"a JSON object was expected, not {type(doc).__name__}"
-    for key in ("job_id", "endpoint"):
-        if not _is_str(doc.get(key)):
-            return f"'{key}' must be a non-empty string"
-    files = doc.get("files")
-    if not isinstance(files, dict) or not all(isinstance(k, str) for k in files):
-        return "'files' must be an object keyed by row id"
-    if not isinstance(doc.get("reported"), list) or not all(isinstance(i, str) for i in doc["reported"]):
-        return "'reported' must be a list of row ids"
-    for key in ("batches", "submitted"):
-        if not _is_int(doc.get(key)):
-            return f"'{key}' must be a number"
-    if "last_progress" in doc and not _is_int(doc["last_progress"]):
-        return "'last_progress' must be a number"
-    return None
-
-
-def reporter_shape(doc: Any) -> str | None:
-    """What is wrong with a reporter entry (None: nothing)."""
-    if not isinstance(doc, dict):
-        return f"a JSON object was expected, not {type(doc).__name__}"
-    if not _is_str(doc.get("job_id")):
-        return "'job_id' must be a non-empty string"
-    files = doc.get("files")
-    if not isinstance(files, list):
-        return "'files' must be a list"
-    for f in files:
-        if not isinstance(f, dict) or not _is_str(f.get("id")) or not _is_str(f.get("state")):
-            return "every file must be an object with an 'id' and a 'state'"
-        if f.get("reason") is not None and not isinstance(f["reason"], str):
-            return "a file's 'reason' must be a string or null"
-    return None
-
-
-def submit_shape(doc: Any) -> str | None:
-    """What is wrong with a write-ahead record (None: nothing). A record holds a user's
-    chunks under ``chunks``, or is one chunk."""
-    if not isinstance(doc, dict):
-        return f"a JSON object was expected, not {type(doc).__name__}"
-    chunks = doc.get("chunks", [doc])
-    if not isinstance(chunks, list):
-        return "'chunks' must be a list"
-    for chunk in chunks:
-        if not isinstance(chunk, dict) or not _is_str(chunk.get("sid")) or not _is_str(chunk.get("endpoint")):
-            return "every chunk must be an object with a 'sid' and an 'endpoint'"
-        transfers = chunk.get("transfers")
-        if not isinstance(transfers, list):
-            return "a chunk's 'transfers' must be a list"
-        for t in transfers:
-            if not isinstance(t, dict) or not all(_is_str(t.get(k)) for k in ("id", "source", "destination")):
-                return "every transfer must be an object with an 'id', a 'source' and a 'destination'"
-    return None
-
-
-#: the shape every entry of a kind must have to be used
-SHAPES: dict[str, Callable[[Any], str | None]] = {"monitor": monitor_shape, "reporter": reporter_shape,
-                                                 "submit": submit_shape}
 
 
 class Sandbox:
@@ -261,9 +193,25 @@ class Sandbox:
         return self._move_aside(entry.path, self.dir / ".quarantine" / entry.user / entry.path.name,
                                 f"entry {entry.user}/{entry.name}", problem)
 
+    def write_record(self, user: str, name: str, record: Any) -> Path:
+        """Write one of :mod:`aso.components.handoffs`' records as this kind's entry."""
+        if not isinstance(record, RECORDS[self.kind]):
+            raise TypeError(f"a {self.kind} entry is a {RECORDS[self.kind].__name__}, not {type(record).__name__}")
+        return self.write(user, name, record.to_json())
+
+    def load_record(self, entry: Entry) -> Any | None:
+        """An entry as its kind's record (:mod:`aso.components.handoffs`); None as for
+        :meth:`load`."""
+        loaded = self._load(entry)
+        return None if loaded is None else loaded[1]
+
     def load(self, entry: Entry) -> Any | None:
         """An entry's content; None (after moving it to ``.quarantine/``) when it cannot be
         read, is not valid JSON, or does not have the shape of its kind."""
+        loaded = self._load(entry)
+        return None if loaded is None else loaded[0]
+
+    def _load(self, entry: Entry) -> tuple[Any, Any] | None:
         try:
             with open(entry.path) as fh:
                 doc = json.load(fh)
@@ -275,11 +223,12 @@ class Sandbox:
         except OSError as exc:
             self.quarantine(entry, f"cannot be read ({exc.strerror or exc})")
             return None
-        problem = SHAPES[self.kind](doc)
-        if problem is not None:
-            self.quarantine(entry, f"has the wrong shape ({problem})")
+        try:
+            record = RECORDS[self.kind].from_json(doc)
+        except HandoffShapeError as exc:
+            self.quarantine(entry, f"has the wrong shape ({exc})")
             return None
-        return doc
+        return doc, record
 
     def count(self) -> int:
         return sum(1 for _ in self.entries())

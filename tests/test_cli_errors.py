@@ -166,7 +166,7 @@ def _request_files(root: Path) -> dict[str, bytes]:
 
 @pytest.fixture(scope="module")
 def local_config(tmp_path_factory) -> str:
-    from aso.setup import init_installation
+    from aso.installation import init_installation
 
     return str(init_installation(tmp_path_factory.mktemp("cli-errors-local") / "inst"))
 

@@ -6,7 +6,7 @@ from click.testing import CliRunner
 from aso.cli import cli
 from aso.config import OPTIONS, from_dict, load_config, render_reference_markdown
 from aso.errors import ConfigError
-from aso.setup import init_installation
+from aso.installation import init_installation
 
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "configuration.md"
 

@@ -1,5 +1,6 @@
-"""``aso transfer``, ``aso monitor``, ``aso reporter``, ``aso retry-manager``: one pass each
-(or a loop of them), thin layers over :mod:`aso.components`."""
+"""``aso transfer``, ``aso monitor``, ``aso reporter``, ``aso retry-manager`` (and ``aso
+publisher``, in :mod:`aso.cli.publisher_cmds`): one pass each (or a loop of them), built by
+:func:`aso.components.build.build_pass` and run by :func:`aso.components.runner.run_passes`."""
 
 from __future__ import annotations
 
@@ -40,32 +41,41 @@ def _with_progress(label: str, as_json: bool, body: Callable):
         return body(lambda done, total: bar.update(task, completed=done, total=total))
 
 
-def _run(app, name: str, label: str, loop: bool, interval: float, as_json: bool, make_pass: Callable) -> None:
+def run_component(app, name: str, label: str, loop: bool, interval: float, as_json: bool, *,
+                  show: Callable | None = None, what: str = "the work") -> None:
+    """Build component ``name``'s pass from the configuration and run it under its lock
+    (once or in a loop); the exit code says how the last pass went. ``show(summary)``
+    renders a pass (default: the line goes to the log only, ``--json`` prints it)."""
+    from aso.components.build import build_pass
     from aso.components.runner import run_passes
 
     config = app.config
 
-    def show(summary) -> None:
+    def on_summary(summary) -> None:
         # the summary line itself goes to the log (run_passes); --json adds it for scripts
         if as_json:
             echo_json(summary.as_dict())
+        elif show is not None:
+            show(summary)
 
-    one_pass = make_pass(config)
-    outcome = run_passes(config.aso.lock_dir, name, lambda: _with_progress(label, as_json, one_pass),
-                         loop=loop, interval=interval, on_summary=show)
+    with build_pass(name, config) as one_pass:
+        outcome = run_passes(config.aso.lock_dir, name, lambda: _with_progress(label, as_json, one_pass),
+                             loop=loop, interval=interval, on_summary=on_summary)
     if outcome.lock_held:
-        click.echo(f"another 'aso {name}' pass is running; this one did nothing", err=True)
+        click.echo(outcome.message if name == "publisher" else
+                   f"another 'aso {name}' pass is running; this one did nothing", err=True)
         return
     summary = outcome.summary
     if summary is None:
         return
     errors = list(getattr(summary, "errors", ()))
+    verb = "wait" if what.endswith("s") else "waits"
     unreachable = _unreachable(summary)
     if unreachable:
         fail(f"{name}: unreachable: {', '.join(unreachable)}; {len(errors)} error(s) in this pass, "
-             "the work waits for the next pass (see the log)", EXIT_UNAVAILABLE)
+             f"{what} {verb} for the next pass (see the log)", EXIT_UNAVAILABLE)
     if errors:
-        fail(f"{name}: {len(errors)} error(s) in this pass, the work waits for the next pass "
+        fail(f"{name}: {len(errors)} error(s) in this pass, {what} {verb} for the next pass "
              f"(see the log); first: {errors[0]}", EXIT_FAILED)
 
 
@@ -88,13 +98,6 @@ def _unreachable(summary) -> list[str]:
     return sorted(found)
 
 
-def _parts(config):
-    from aso.components.pipeline import PipelineSettings, tool_factory_from_config
-    from aso.credentials import proxy_source_from_config
-
-    return PipelineSettings.from_config(config), proxy_source_from_config(config), tool_factory_from_config(config)
-
-
 @click.command()
 @_pass_options(60.0)
 @pass_app
@@ -108,15 +111,7 @@ def transfer(app, loop: bool, interval: float, as_json: bool) -> None:
     Exit codes: 0 done (also when another pass holds the lock), 1 some of the work failed
     and waits for the next pass, 2 bad configuration, 3 the state backend or FTS unreachable.
     """
-
-    def make(config):
-        from aso.components.transfer import run_transfer
-
-        settings, proxies, tools = _parts(config)
-        backend = app.backend()
-        return lambda progress: run_transfer(backend, proxies, tools, config.site, settings, progress)
-
-    _run(app, "transfer", "submitting per user", loop, interval, as_json, make)
+    run_component(app, "transfer", "submitting per user", loop, interval, as_json)
 
 
 @click.command()
@@ -131,14 +126,7 @@ def monitor(app, loop: bool, interval: float, as_json: bool) -> None:
     Exit codes: 0 done (also when another pass holds the lock), 1 some of the work failed
     and waits for the next pass, 2 bad configuration, 3 the state backend or FTS unreachable.
     """
-
-    def make(config):
-        from aso.components.monitor import run_monitor
-
-        settings, proxies, tools = _parts(config)
-        return lambda progress: run_monitor(proxies, tools, settings, progress)
-
-    _run(app, "monitor", "polling FTS", loop, interval, as_json, make)
+    run_component(app, "monitor", "polling FTS", loop, interval, as_json)
 
 
 @click.command()
@@ -151,16 +139,7 @@ def reporter(app, loop: bool, interval: float, as_json: bool) -> None:
     Exit codes: 0 done (also when another pass holds the lock), 1 some of the work failed
     and waits for the next pass, 2 bad configuration, 3 the state backend or FTS unreachable.
     """
-
-    def make(config):
-        from aso.components.pipeline import PipelineSettings
-        from aso.components.reporter import run_reporter
-
-        settings = PipelineSettings.from_config(config)
-        backend = app.backend()
-        return lambda progress: run_reporter(backend, settings, progress)
-
-    _run(app, "reporter", "reporting per user", loop, interval, as_json, make)
+    run_component(app, "reporter", "reporting per user", loop, interval, as_json)
 
 
 @click.command("retry-manager")
@@ -173,12 +152,4 @@ def retry_manager(app, loop: bool, interval: float, as_json: bool) -> None:
     Exit codes: 0 done (also when another pass holds the lock), 1 some of the work failed
     and waits for the next pass, 2 bad configuration, 3 the state backend or FTS unreachable.
     """
-
-    def make(config):
-        from aso.components.retry_manager import run_retry_manager
-
-        settings, proxies, tools = _parts(config)
-        backend = app.backend()
-        return lambda progress: run_retry_manager(backend, proxies, tools, settings)
-
-    _run(app, "retry-manager", "retry manager", loop, interval, as_json, make)
+    run_component(app, "retry-manager", "retry manager", loop, interval, as_json)

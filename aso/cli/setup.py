@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from aso.cli.common import console
-from aso.setup import init_installation
+from aso.installation import init_installation
 
 
 @click.command()

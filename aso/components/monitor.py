@@ -21,6 +21,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 
+from aso.components.handoffs import MonitorEntry, ReportedFile, ReporterEntry
 from aso.components.pipeline import PipelineSettings, ToolCache, ToolFactory
 from aso.errors import AsoError
 from aso.sandbox import Entry
@@ -77,33 +78,33 @@ class MonitorPass:
         self.monitor_box = settings.sandbox("monitor")
         self.reporter_box = settings.sandbox("reporter")
 
-    def _hand_over(self, entry: Entry, doc: dict, files: list[dict]) -> None:
+    def _hand_over(self, entry: Entry, job: MonitorEntry, files: list[ReportedFile]) -> None:
         """Reporter entry first, then the monitor entry's record of it."""
-        name = f"{doc['job_id']}_{doc['batches']}"
-        self.reporter_box.write(entry.user, name, {"job_id": doc["job_id"], "user": entry.user,
-                                                   "endpoint": doc["endpoint"], "files": files})
-        doc["reported"] = sorted(set(doc["reported"]) | {f["id"] for f in files})
-        doc["batches"] += 1
-        doc["last_progress"] = int(self.now())
+        name = f"{job.job_id}_{job.batches}"
+        self.reporter_box.write_record(entry.user, name, ReporterEntry(job.job_id, files, entry.user, job.endpoint))
+        job.reported = sorted(set(job.reported) | {f.id for f in files})
+        job.batches += 1
+        job.last_progress = int(self.now())
 
-    def _apply(self, entry: Entry, doc: dict, result: JobResult, summary: MonitorSummary) -> None:
-        reported = set(doc["reported"])
+    def _apply(self, entry: Entry, job: MonitorEntry, result: JobResult, summary: MonitorSummary) -> None:
+        reported = set(job.reported)
         now = self.now()
-        new: list[dict] = []
+        new: list[ReportedFile] = []
         if result.state == "LOST":
             summary.lost_jobs += 1
-            new = [{"id": i, "state": "FAILED", "reason": result.reason} for i in doc["files"] if i not in reported]
+            new = [ReportedFile(i, "FAILED", result.reason) for i in job.unreported()]
         else:
             for f in result.files:
-                if f.transfer_id in doc["files"] and f.transfer_id not in reported and f.terminal:
-                    new.append({"id": f.transfer_id, "state": f.state, "reason": f.reason})
+                if f.transfer_id in job.files and f.transfer_id not in reported and f.terminal:
+                    new.append(ReportedFile(f.transfer_id, f.state, f.reason))
             if result.terminal:
                 # a file still active in a terminal job will not move again (CRAB counts it failed)
-                known = {f["id"] for f in new} | reported
-                new += [{"id": i, "state": "FAILED", "reason": f"FTS job {result.job_id} ended {result.state} with this file unfinished"}
-                        for i in doc["files"] if i not in known]
+                known = {f.id for f in new} | reported
+                new += [ReportedFile(i, "FAILED", f"FTS job {result.job_id} ended {result.state} with this file unfinished")
+                        for i in job.files if i not in known]
             else:
-                age, idle = now - doc["submitted"], now - doc.get("last_progress", doc["submitted"])
+                since = job.submitted if job.last_progress is None else job.last_progress
+                age, idle = now - job.submitted, now - since
                 expired = None
                 if age > self.settings.job_timeout:
                     expired = f"abandoned: FTS job {result.job_id} unfinished {int(age)} s after submission (monitor.job_timeout {self.settings.job_timeout} s)"
@@ -111,27 +112,26 @@ class MonitorPass:
                     expired = f"abandoned: no file of FTS job {result.job_id} finished for {int(idle)} s (monitor.file_timeout {self.settings.file_timeout} s)"
                 if expired:
                     summary.timed_out_jobs += 1
-                    known = {f["id"] for f in new} | reported
-                    new += [{"id": i, "state": "FAILED", "reason": expired} for i in doc["files"] if i not in known]
+                    known = {f.id for f in new} | reported
+                    new += [ReportedFile(i, "FAILED", expired) for i in job.files if i not in known]
                     log.warning("user %s: %s", entry.user, expired)
         for f in new:
-            summary.handed_over[f["state"]] += 1
+            summary.handed_over[f.state] += 1
         if new:
-            self._hand_over(entry, doc, new)
-        complete = set(doc["reported"]) >= set(doc["files"])
-        if complete:
+            self._hand_over(entry, job, new)
+        if job.complete:
             self.monitor_box.remove(entry.user, entry.name)
             summary.finished_jobs += 1
             log.info("user %s: FTS job %s %s, all %d file(s) handed to the reporter", entry.user, result.job_id,
-                     result.state, len(doc["files"]))
+                     result.state, len(job.files))
         else:
             summary.active_jobs += 1
             if new:
-                self.monitor_box.write(entry.user, entry.name, doc)
+                self.monitor_box.write_record(entry.user, entry.name, job)
                 log.info("user %s: FTS job %s %s, %d more file(s) handed to the reporter", entry.user, result.job_id,
                          result.state, len(new))
 
-    def run_group(self, user: str, endpoint: str, entries: list[tuple[Entry, dict]]) -> MonitorSummary:
+    def run_group(self, user: str, endpoint: str, entries: list[tuple[Entry, MonitorEntry]]) -> MonitorSummary:
         """Poll one user's jobs at one endpoint; returns what this group found."""
         summary = MonitorSummary()
         try:
@@ -140,7 +140,7 @@ class MonitorPass:
         finally:
             self.tools.release(user, endpoint)  # a pass over 1000 users must not hold 1000 clients
 
-    def _run_group(self, user: str, endpoint: str, entries: list[tuple[Entry, dict]], summary: MonitorSummary) -> None:
+    def _run_group(self, user: str, endpoint: str, entries: list[tuple[Entry, MonitorEntry]], summary: MonitorSummary) -> None:
         try:
             proxy = str(self.proxies.get_proxy(user))
         except AsoError as exc:
@@ -148,23 +148,23 @@ class MonitorPass:
             return
         tool = self.tools.get(endpoint, user, proxy)
         try:
-            results = tool.bulk_query([doc["job_id"] for _, doc in entries])
+            results = tool.bulk_query([job.job_id for _, job in entries])
         except TransferToolError as exc:
             summary.unreachable.append(endpoint)
             summary.errors.append(f"{user}: status from {endpoint} failed: {exc}")
             return
-        for entry, doc in entries:
-            result = results.get(doc["job_id"])
+        for entry, job in entries:
+            result = results.get(job.job_id)
             if result is not None:
-                self._apply(entry, doc, result, summary)
+                self._apply(entry, job, result, summary)
 
     def run(self, progress: Callable[[int, int], None] | None = None) -> MonitorSummary:
         summary = MonitorSummary()
-        groups: dict[tuple[str, str], list[tuple[Entry, dict]]] = defaultdict(list)
+        groups: dict[tuple[str, str], list[tuple[Entry, MonitorEntry]]] = defaultdict(list)
         for entry in self.monitor_box.entries():
-            doc = self.monitor_box.load(entry)
-            if doc is not None:
-                groups[(entry.user, doc["endpoint"])].append((entry, doc))
+            job = self.monitor_box.load_record(entry)
+            if job is not None:
+                groups[(entry.user, job.endpoint)].append((entry, job))
         summary.jobs = sum(len(v) for v in groups.values())
         summary.users = len({u for u, _ in groups})
         summary.endpoints = len({e for _, e in groups})

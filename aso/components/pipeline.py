@@ -11,7 +11,6 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import queue
-import re
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future
@@ -19,9 +18,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Generic, TypeVar
 
+from aso.components.retry_policy import RetryPolicy
 from aso.errors import BackendUnavailable
 from aso.sandbox import Sandbox
-from aso.transfertools import JobOptions, TransferTool, open_transfer_tool
+from aso.transfertools import JobOptions, TransferTool
 
 log = logging.getLogger("aso.pipeline")
 
@@ -36,13 +36,12 @@ class PipelineSettings:
     max_files_per_job: int = 50
     acquire_limit: int = 10000
     transfer_threads: int = 8
-    max_retry: int = 3
     monitor_threads: int = 4
     job_timeout: int = 72000
     file_timeout: int = 18000
     reporter_threads: int = 8
-    permanent_errors: list[str] = field(default_factory=list)
-    reason_length: int = 1000
+    #: RETRY or FAILED for refused submissions and failed transfers
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
     cooloff: int = 7200
     stuck_after: int = 3600
     delegation_lifetime: dt.timedelta = dt.timedelta(hours=48)
@@ -61,13 +60,11 @@ class PipelineSettings:
             max_files_per_job=tr.max_files_per_job,
             acquire_limit=tr.acquire_limit,
             transfer_threads=tr.threads,
-            max_retry=tr.max_retry,
             monitor_threads=mon.threads,
             job_timeout=mon.job_timeout,
             file_timeout=mon.file_timeout,
             reporter_threads=rep.threads,
-            permanent_errors=list(rep.permanent_errors),
-            reason_length=rep.reason_length,
+            retry=RetryPolicy.for_transfers(config),
             cooloff=rm.cooloff,
             stuck_after=rm.stuck_after,
             delegation_lifetime=dt.timedelta(seconds=fts.delegation_lifetime),
@@ -85,31 +82,6 @@ class PipelineSettings:
 
     def sandbox(self, kind: str) -> Sandbox:
         return Sandbox(self.sandbox_root, kind)
-
-    def is_permanent(self, reason: str | None) -> bool:
-        text = reason or ""
-        return any(re.search(p, text, re.IGNORECASE) for p in self.permanent_errors)
-
-    def cut(self, reason: str | None) -> str | None:
-        if reason is None or len(reason) <= self.reason_length:
-            return reason
-        return reason[: self.reason_length - 1] + "…"
-
-
-def int_or(value, default: int) -> int:
-    """An integer column's value, or ``default`` only when it is missing: ``value or
-    default`` would read a real 0 (``max_retry: 0``: never retry) as missing."""
-    return default if value is None or value == "" else int(value)
-
-
-def tool_factory_from_config(config) -> ToolFactory:
-    fts = config.fts
-
-    def make(endpoint: str, proxy_path: str) -> TransferTool:
-        return open_transfer_tool("fts3", endpoint, proxy_path, ca_dir=fts.ca_dir or None, timeout=fts.timeout,
-                                  bulk_size=fts.bulk_size)
-
-    return make
 
 
 class ToolCache:

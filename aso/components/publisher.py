@@ -30,6 +30,7 @@ from typing import Any
 
 from aso import validate
 from aso.catalogs.base import Block, Catalog, CatalogFile
+from aso.components.retry_policy import RetryPolicy
 from aso.errors import ValidationError
 from aso.state import PublicationUpdate, StateBackend
 
@@ -47,7 +48,8 @@ class PublisherSettings:
     block_closure_timeout: int = 9400
     expiration: int = 3 * 86400
     threads: int = 5
-    max_retry: int = 3
+    #: RETRY or FAILED for a block the catalog refused
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
 
     @classmethod
     def from_config(cls, config) -> PublisherSettings:
@@ -57,7 +59,7 @@ class PublisherSettings:
             block_closure_timeout=int(p.block_closure_timeout),
             expiration=int(p.expiration),
             threads=int(p.threads),
-            max_retry=int(p.max_retry),
+            retry=RetryPolicy.for_publication(config),
         )
 
 
@@ -203,10 +205,11 @@ def plan_task(
 
 
 def _failure(row: dict[str, Any], reason: str, settings: PublisherSettings, final: bool) -> PublicationUpdate:
-    attempts = int(row.get("tm_publication_retry_count") or 0) + 1
-    if final or attempts >= settings.max_retry:
-        return PublicationUpdate(id=row["tm_id"], state="FAILED", reason=reason[:1000])
-    return PublicationUpdate(id=row["tm_id"], state="RETRY", reason=reason[:1000], retry_increment=1)
+    decision = settings.retry.decide(row.get("tm_publication_retry_count"), row.get("tm_publication_max_retry_count"),
+                                     reason, final=final)
+    if decision.gives_up:
+        return PublicationUpdate(id=row["tm_id"], state="FAILED", reason=decision.reason)
+    return PublicationUpdate(id=row["tm_id"], state="RETRY", reason=decision.reason, retry_increment=1)
 
 
 def execute_plan(

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 
-from aso.components.pipeline import GroupCommit, PipelineSettings, int_or
+from aso.components.pipeline import GroupCommit, PipelineSettings
 from aso.errors import AsoError, BackendUnavailable
 from aso.sandbox import SandboxError
 from aso.state import StateBackend, TransferUpdate
@@ -62,12 +62,9 @@ class ReporterPass:
     def decide(self, row: dict, state: str, reason: str | None) -> tuple[str, str | None]:
         if state == "FINISHED":
             return "DONE", None
-        reason = self.settings.cut(reason or f"FTS reported {state} without a reason")
-        count = int_or(row.get("tm_transfer_retry_count"), 0)
-        limit = int_or(row.get("tm_transfer_max_retry_count"), self.settings.max_retry)
-        if self.settings.is_permanent(reason) or count + 1 > limit:
-            return "FAILED", reason
-        return "RETRY", reason
+        decision = self.settings.retry.decide(row.get("tm_transfer_retry_count"), row.get("tm_transfer_max_retry_count"),
+                                              reason or f"FTS reported {state} without a reason")
+        return decision.state, decision.reason
 
     def run_user(self, user: str) -> tuple[int, Counter, int]:
         if self._down is not None:
@@ -81,23 +78,23 @@ class ReporterPass:
     def _run_user(self, user: str) -> tuple[int, Counter, int]:
         entries, docs = [], []
         for entry in self.box.entries(user):
-            doc = self.box.load(entry)
+            doc = self.box.load_record(entry)
             if doc is not None:
                 entries.append(entry)
                 docs.append(doc)
         if not entries:
             return 0, Counter(), 0
-        results = [(doc["job_id"], f) for doc in docs for f in doc["files"]]
-        rows = {r["tm_id"]: r for r in self.backend.get_transfers(sorted({f["id"] for _, f in results}))}
+        results = [(doc.job_id, f) for doc in docs for f in doc.files]
+        rows = {r["tm_id"]: r for r in self.backend.get_transfers(sorted({f.id for _, f in results}))}
         updates, latest = [], {}
         for job_id, f in results:
-            latest[(f["id"], job_id)] = f  # a result written twice (a replayed hand-over) counts once
+            latest[(f.id, job_id)] = f  # a result written twice (a replayed hand-over) counts once
         for (row_id, job_id), f in latest.items():
             row = rows.get(row_id)
             if row is None:
                 log.warning("user %s: result for unknown row %s (FTS job %s) ignored", user, row_id, job_id)
                 continue
-            state, reason = self.decide(row, f["state"], f.get("reason"))
+            state, reason = self.decide(row, f.state, f.reason)
             updates.append(TransferUpdate(id=row_id, state=state, reason=reason, expect_state="SUBMITTED",
                                           expect_fts_id=job_id))
         if self._group is not None:

@@ -21,6 +21,7 @@ import time
 from collections import defaultdict
 from dataclasses import asdict, dataclass, field
 
+from aso.components.handoffs import MonitorEntry
 from aso.components.pipeline import PipelineSettings, ToolCache, ToolFactory
 from aso.errors import AsoError
 from aso.locking import LockHeld, component_lock
@@ -66,16 +67,9 @@ class RetryManagerPass:
         box = self.settings.sandbox(kind)
         ids: set[str] = set()
         for entry in box.entries():
-            doc = box.load(entry)  # None when unreadable or of the wrong shape (quarantined)
-            if doc is None:
-                continue
-            if kind == "submit":
-                chunks = doc.get("chunks", [doc])  # a record holds a user's chunks (or is one)
-                ids.update(t["id"] for chunk in chunks for t in chunk["transfers"])
-            elif kind == "monitor":
-                ids.update(doc.get("files", {}))
-            else:
-                ids.update(f["id"] for f in doc["files"])
+            record = box.load_record(entry)  # None when unreadable or of the wrong shape (quarantined)
+            if record is not None:
+                ids.update(record.ids())
         return ids
 
     def kill(self, summary: RetryManagerSummary) -> None:
@@ -184,14 +178,9 @@ class RetryManagerPass:
         now = int(time.time())
         for (user, endpoint, job_id), rows in orphans.items():
             existing = [e for e in box.entries(user) if e.name == job_id]
-            doc = (box.load(existing[0]) if existing else None) or {
-                "job_id": job_id, "user": user, "endpoint": endpoint, "submitted": now,
-                "files": {}, "reported": [], "batches": 0, "last_progress": now,
-            }
-            for row in rows:
-                doc["files"][row["tm_id"]] = {"source": None, "destination": None}
-            doc["reported"] = [i for i in doc["reported"] if i not in {r["tm_id"] for r in rows}]
-            box.write(user, job_id, doc)
+            job = (box.load_record(existing[0]) if existing else None) or MonitorEntry.new(job_id, user, endpoint, now)
+            job.watch(r["tm_id"] for r in rows)
+            box.write_record(user, job_id, job)
             summary.repolled += len(rows)
         if summary.repolled:
             log.warning("%d SUBMITTED row(s) nobody was watching are polled again", summary.repolled)

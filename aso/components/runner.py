@@ -26,6 +26,8 @@ class PassOutcome:
     summary: Any | None
     lock_held: bool = False
     passes: int = 0
+    #: why nothing ran (the lock's holder), when the lock was held
+    message: str = ""
 
 
 def run_passes(
@@ -60,6 +62,7 @@ def run_passes(
     except LockHeld as exc:
         log.info("%s", exc)
         outcome.lock_held = True
+        outcome.message = str(exc)
     except KeyboardInterrupt:
         pass
     finally:

@@ -18,8 +18,7 @@ leaves out rows killed meanwhile (KILL or KILLED): a chunk is submitted again wi
 sid but without them (a chunk with nothing left is not submitted; its job id is known from
 the sid). A row killed while its chunk was in flight gets its FTS job id recorded (the store
 keeps it KILL), so the retry manager cancels it in FTS, and this pass asks FTS to cancel it
-at once too. A refused
-submission marks the chunk RETRY (or FAILED past the maximum, CRAB's rule); an unreachable
+at once too. A refused submission marks the chunk RETRY or FAILED (:mod:`aso.components.retry_policy`); an unreachable
 FTS leaves the record and the rows ACQUIRED for the next pass, which resubmits the same sid.
 A user without a usable proxy is skipped with a log line; their rows stay ACQUIRED.
 """
@@ -35,7 +34,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from aso.components.pipeline import GroupCommit, PipelineSettings, ToolCache, ToolFactory, int_or
+from aso.components.handoffs import Chunk, MonitorEntry, SubmitRecord
+from aso.components.pipeline import GroupCommit, PipelineSettings, ToolCache, ToolFactory
 from aso.errors import AsoError
 from aso.sandbox import SandboxError
 from aso.state import StateBackend, TransferUpdate
@@ -62,6 +62,15 @@ class TransferSummary:
 
     def as_dict(self) -> dict:
         return asdict(self)
+
+    def add(self, r: _UserResult) -> None:
+        """Count what one user's submissions did."""
+        self.jobs += r.jobs
+        self.files += r.files
+        self.retry += r.retry
+        self.failed += r.failed
+        self.errors.extend(r.errors)
+        self.unreachable = sorted(set(self.unreachable) | r.unreachable)
 
     def line(self) -> str:
         skipped = f", {len(self.users_skipped)} user(s) skipped (no proxy)" if self.users_skipped else ""
@@ -96,22 +105,13 @@ def _transfer_of(row: dict, sites: SiteResolver) -> tuple[Transfer, str]:
     return transfer, destination.fts
 
 
-def _chunk(sid: str, endpoint: str, transfers: list[Transfer]) -> dict:
-    return {"sid": sid, "endpoint": endpoint, "transfers": [asdict(t) for t in transfers]}
-
-
-def _chunks_of(record: dict) -> list[dict]:
-    """The chunks of a write-ahead record (a record of one chunk has them at its top level)."""
-    return record.get("chunks", [record])
-
-
 @dataclass
 class _Batch:
     """The outcome of submitting a record's chunks, applied in one go."""
 
-    submitted: list[tuple[dict, str]] = field(default_factory=list)  # (chunk, job id)
-    refused: list[tuple[dict, str]] = field(default_factory=list)  # (chunk, reason)
-    kept: list[dict] = field(default_factory=list)  # FTS unreachable: submit again next pass
+    submitted: list[tuple[Chunk, str]] = field(default_factory=list)  # (chunk, job id)
+    refused: list[tuple[Chunk, str]] = field(default_factory=list)  # (chunk, reason)
+    kept: list[Chunk] = field(default_factory=list)  # FTS unreachable: submit again next pass
 
 
 @dataclass
@@ -130,12 +130,8 @@ class _Pending:
 _KILLED_STATES = ("KILL", "KILLED")
 
 
-def _live(chunk: dict, dead: frozenset[str] | set[str]) -> list[dict]:
-    return [t for t in chunk["transfers"] if t["id"] not in dead]
-
-
 def _rows(item: _Pending) -> int:
-    return sum(len(c["transfers"]) for c, _ in item.batch.submitted) + sum(len(c["transfers"]) for c, _ in item.batch.refused)
+    return sum(len(c.transfers) for c, _ in item.batch.submitted) + sum(len(c.transfers) for c, _ in item.batch.refused)
 
 
 class TransferPass:
@@ -153,39 +149,39 @@ class TransferPass:
 
     # -- one write-ahead record (a user's chunks), from submission on ----------------------
 
-    def _submit_chunks(self, user: str, chunks: list[dict], proxy: str, result: _UserResult,
+    def _submit_chunks(self, user: str, chunks: list[Chunk], proxy: str, result: _UserResult,
                        dead: frozenset[str] = frozenset()) -> _Batch:
         batch = _Batch()
         for i, chunk in enumerate(chunks):
-            if chunk["endpoint"] in self._down:
+            if chunk.endpoint in self._down:
                 # Another user's thread found it unreachable in this pass: do not make every
                 # user wait out the client's connection retries again.
                 batch.kept = chunks[i:]
-                result.unreachable.add(chunk["endpoint"])
-                result.errors.append(f"{user}: FTS {chunk['endpoint']} unreachable earlier in this pass, "
+                result.unreachable.add(chunk.endpoint)
+                result.errors.append(f"{user}: FTS {chunk.endpoint} unreachable earlier in this pass, "
                                      f"{len(batch.kept)} chunk(s) kept for the next pass")
                 log.warning("%s", result.errors[-1])
                 break
             try:
-                tool = self.tools.delegated(chunk["endpoint"], user, proxy, self.settings)
-                live = _live(chunk, dead)
+                tool = self.tools.delegated(chunk.endpoint, user, proxy, self.settings)
+                live = chunk.live(dead)
                 if live:
-                    job_id = tool.submit([Transfer(**t) for t in live], self.settings.job_options, chunk["sid"])
+                    job_id = tool.submit(live, self.settings.job_options, chunk.sid)
                 else:  # every file of it was killed: submit nothing, but know where it went if it did
-                    job_id = tool.expected_job_id(chunk["sid"])
+                    job_id = tool.expected_job_id(chunk.sid)
                 batch.submitted.append((chunk, job_id))
             except TransferToolError as exc:
                 if not exc.transient:
                     batch.refused.append((chunk, str(exc)))
-                    log.warning("user %s: FTS refused chunk %s (%d files): %s", user, chunk["sid"],
-                                len(chunk["transfers"]), exc)
+                    log.warning("user %s: FTS refused chunk %s (%d files): %s", user, chunk.sid,
+                                len(chunk.transfers), exc)
                     continue
                 # Maybe it landed, maybe not: the chunk stays recorded and the next pass
                 # resubmits the same sid (409 then means it had landed). The endpoint is
                 # down, so the chunks after this one wait too.
                 batch.kept = chunks[i:]
-                self._down.add(chunk["endpoint"])
-                result.unreachable.add(chunk["endpoint"])
+                self._down.add(chunk.endpoint)
+                result.unreachable.add(chunk.endpoint)
                 result.errors.append(f"{user}: FTS unreachable, {len(batch.kept)} chunk(s) kept for the next pass: {exc}")
                 log.warning("%s", result.errors[-1])
                 break
@@ -199,20 +195,19 @@ class TransferPass:
         for item in items:
             batch, result = item.batch, item.result
             for chunk, job_id in batch.submitted:
-                updates.extend(TransferUpdate(id=t["id"], state="SUBMITTED", fts_id=job_id,
-                                              fts_instance=chunk["endpoint"], expect_state="ACQUIRED")
-                               for t in _live(chunk, item.dead))
+                updates.extend(TransferUpdate(id=t.id, state="SUBMITTED", fts_id=job_id,
+                                              fts_instance=chunk.endpoint, expect_state="ACQUIRED")
+                               for t in chunk.live(item.dead))
             for chunk, reason in batch.refused:
-                for t in chunk["transfers"]:
-                    row = item.rows_by_id.get(t["id"], {})
-                    count = int_or(row.get("tm_transfer_retry_count"), 0)
-                    limit = int_or(row.get("tm_transfer_max_retry_count"), self.settings.max_retry)
-                    give_up = count + 1 > limit or self.settings.is_permanent(reason)
-                    updates.append(TransferUpdate(id=t["id"], state="FAILED" if give_up else "RETRY",
-                                                  reason=self.settings.cut(f"submission refused: {reason}"),
+                for t in chunk.transfers:
+                    row = item.rows_by_id.get(t.id, {})
+                    decision = self.settings.retry.decide(row.get("tm_transfer_retry_count"),
+                                                          row.get("tm_transfer_max_retry_count"),
+                                                          f"submission refused: {reason}")
+                    updates.append(TransferUpdate(id=t.id, state=decision.state, reason=decision.reason,
                                                   expect_state="ACQUIRED"))
-                    result.failed += give_up
-                    result.retry += not give_up
+                    result.failed += decision.gives_up
+                    result.retry += not decision.gives_up
         killed_now: set[str] = set()
         if updates:
             outcome = self.backend.update_transfers(updates)
@@ -227,21 +222,16 @@ class TransferPass:
         for item in items:
             user, batch, result = item.user, item.batch, item.result
             for chunk, job_id in batch.submitted:
-                chunk = {**chunk, "transfers": _live(chunk, item.dead)}
-                if not chunk["transfers"]:
+                live = chunk.live(item.dead)
+                if not live:
                     continue  # all killed before submission: nothing to follow
                 # A replayed chunk may already be followed: its entry knows what was handed over.
                 if not self.monitor_box.exists(user, job_id):
-                    self.monitor_box.write(user, job_id, {
-                        "job_id": job_id, "user": user, "endpoint": chunk["endpoint"], "submitted": now,
-                        "files": {t["id"]: {"source": t["source"], "destination": t["destination"]}
-                                  for t in chunk["transfers"]},
-                        "reported": [], "batches": 0, "last_progress": now,
-                    })
+                    self.monitor_box.write_record(user, job_id, MonitorEntry.new(job_id, user, chunk.endpoint, now, live))
                 result.jobs += 1
-                result.files += len(chunk["transfers"])
+                result.files += len(live)
             if batch.kept:
-                self.submit_box.write(user, item.name, {"user": user, "created": now, "chunks": batch.kept})
+                self.submit_box.write_record(user, item.name, SubmitRecord(user, now, batch.kept))
             else:
                 self.submit_box.remove(user, item.name)
 
@@ -254,13 +244,13 @@ class TransferPass:
         cancels: list[tuple[_Pending, str, str, set[str]]] = []
         for item in items:
             for chunk, job_id in item.batch.submitted:
-                ids = {t["id"] for t in chunk["transfers"]}
+                ids = set(chunk.ids())
                 late = (ids & item.dead) | (ids & killed_now)
                 if not late:
                     continue
-                updates.extend(TransferUpdate(id=i, state="SUBMITTED", fts_id=job_id, fts_instance=chunk["endpoint"],
+                updates.extend(TransferUpdate(id=i, state="SUBMITTED", fts_id=job_id, fts_instance=chunk.endpoint,
                                               expect_state="KILL") for i in sorted(late))
-                cancels.append((item, chunk["endpoint"], job_id, late))
+                cancels.append((item, chunk.endpoint, job_id, late))
         if not updates:
             return
         self.backend.update_transfers(updates)
@@ -279,7 +269,7 @@ class TransferPass:
             except AsoError as exc:  # the retry manager cancels the rows still in KILL
                 log.warning("user %s: cannot cancel killed files of FTS job %s yet: %s", item.user, job_id, exc)
 
-    def _run_record(self, user: str, name: str, chunks: list[dict], proxy: str, rows_by_id: dict[str, dict],
+    def _run_record(self, user: str, name: str, chunks: list[Chunk], proxy: str, rows_by_id: dict[str, dict],
                     result: _UserResult, group: GroupCommit | None = None, dead: frozenset[str] = frozenset()) -> None:
         batch = self._submit_chunks(user, chunks, proxy, result, dead)
         item = _Pending(user, name, batch, rows_by_id, result, proxy, dead)
@@ -300,16 +290,16 @@ class TransferPass:
     def replay(self, summary: TransferSummary | None = None) -> int:
         """Finish submissions a killed pass (or an unreachable FTS) left behind."""
         done = 0
-        records: dict[str, list[tuple[str, dict]]] = defaultdict(list)
+        records: dict[str, list[tuple[str, SubmitRecord]]] = defaultdict(list)
         for entry in self.submit_box.entries():
-            record = self.submit_box.load(entry)
+            record = self.submit_box.load_record(entry)
             if record is not None:
                 records[entry.user].append((entry.name, record))
         for user, user_records in records.items():
             proxy = self._proxy(user)
             if proxy is None:
                 continue
-            ids = [t["id"] for _, r in user_records for c in _chunks_of(r) for t in c["transfers"]]
+            ids = [i for _, r in user_records for i in r.ids()]
             rows_by_id = {r["tm_id"]: r for r in self.backend.get_transfers(ids)}
             # killed since the record was written: not submitted (their FTS job is recorded
             # if an earlier attempt submitted them, so the retry manager cancels them there)
@@ -317,15 +307,10 @@ class TransferPass:
             try:
                 for name, record in user_records:
                     result = _UserResult()
-                    self._run_record(user, name, _chunks_of(record), proxy, rows_by_id, result, dead=dead)
+                    self._run_record(user, name, record.chunks, proxy, rows_by_id, result, dead=dead)
                     done += result.jobs
                     if summary is not None:  # replayed jobs count among the pass's jobs too
-                        summary.jobs += result.jobs
-                        summary.files += result.files
-                        summary.retry += result.retry
-                        summary.failed += result.failed
-                        summary.errors.extend(result.errors)
-                        summary.unreachable = sorted(set(summary.unreachable) | result.unreachable)
+                        summary.add(result)
             finally:
                 self.tools.release(user)
         return done
@@ -334,9 +319,9 @@ class TransferPass:
         """Rows named in write-ahead records still on disk (not to be chunked again)."""
         ids: set[str] = set()
         for entry in self.submit_box.entries():
-            record = self.submit_box.load(entry)
-            if record:
-                ids.update(t["id"] for c in _chunks_of(record) for t in c["transfers"])
+            record = self.submit_box.load_record(entry)
+            if record is not None:
+                ids.update(record.ids())
         return ids
 
     def run_user(self, user: str, pending: set[str]) -> _UserResult:
@@ -362,7 +347,8 @@ class TransferPass:
             try:
                 transfer, endpoint = _transfer_of(row, self.sites)
             except AsoError as exc:  # a site missing from the configuration
-                bad.append(TransferUpdate(id=row["tm_id"], state="FAILED", reason=self.settings.cut(str(exc)),
+                decision = self.settings.retry.decide(0, None, str(exc), final=True)
+                bad.append(TransferUpdate(id=row["tm_id"], state=decision.state, reason=decision.reason,
                                           expect_state="ACQUIRED"))
                 continue
             by_link[(row["tm_source"], row["tm_destination"], endpoint)].append(transfer)
@@ -371,7 +357,7 @@ class TransferPass:
             result.failed += len(bad)
         size = self.settings.max_files_per_job
         chunks = [
-            _chunk(uuid.uuid4().hex, endpoint, transfers[i:i + size])
+            Chunk(uuid.uuid4().hex, endpoint, transfers[i:i + size])
             for (_, _, endpoint), transfers in sorted(by_link.items())
             for i in range(0, len(transfers), size)
         ]
@@ -380,7 +366,7 @@ class TransferPass:
         # One write-ahead record for all of this user's chunks: written before any submission,
         # shrunk or removed only once the submissions' effects are recorded.
         name = uuid.uuid4().hex
-        self.submit_box.write(user, name, {"user": user, "created": int(time.time()), "chunks": chunks})
+        self.submit_box.write_record(user, name, SubmitRecord(user, int(time.time()), chunks))
         self._run_record(user, name, chunks, proxy, rows_by_id, result, self._group)
         return result
 
@@ -406,13 +392,8 @@ class TransferPass:
                         summary.errors.append(f"{user}: {exc}")
                         log.error("user %s: %s", user, exc)
                         continue
-                    summary.jobs += r.jobs
-                    summary.files += r.files
-                    summary.retry += r.retry
-                    summary.failed += r.failed
+                    summary.add(r)
                     summary.users += 1 if (r.jobs or r.retry or r.failed) else 0
-                    summary.errors.extend(r.errors)
-                    summary.unreachable = sorted(set(summary.unreachable) | r.unreachable)
                     if r.skipped:
                         summary.users_skipped.append(user)
                     if progress:

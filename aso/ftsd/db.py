@@ -397,10 +397,6 @@ class JobStore:
         )
         return [QueuedFile(*tuple(r)) for r in rows]
 
-    def next_retry_time(self) -> float | None:
-        row = self._read("SELECT MIN(retry_timestamp) FROM t_file WHERE file_state = 'SUBMITTED' AND retry_timestamp IS NOT NULL")
-        return row[0][0] if row else None
-
     def claim(self, file_ids: Sequence[int], host: str | None = None) -> list[CopyTask]:
         """SUBMITTED → READY for the chosen files (those still SUBMITTED); their jobs go ACTIVE."""
         if not file_ids:

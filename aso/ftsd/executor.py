@@ -67,7 +67,6 @@ class Executor:
         self._wake = threading.Event()
         self._stopping = threading.Event()
         self._threads: list[threading.Thread] = []
-        self.copied = 0
 
     # -- life cycle ---------------------------------------------------------------------
 
@@ -206,7 +205,6 @@ class Executor:
             self._failed(task, exc)
             return
         done = self.store.finish(task.file_id, "FINISHED", filesize=result.filesize, checksum=result.checksum)
-        self.copied += 1
         if done is not None:
             log.info("file %d (job %s) FINISHED: %d bytes%s; job %s", task.file_id, task.job_id, result.filesize,
                      f", resumed at {result.resumed_from}" if result.resumed_from else "", done.job_state)

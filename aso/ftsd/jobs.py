@@ -25,7 +25,6 @@ TIME_FORMAT = "%Y-%m-%dT%H:%M:%S"
 
 JOB_ACTIVE = ("SUBMITTED", "READY", "ACTIVE", "STAGING")
 JOB_TERMINAL = ("FINISHED", "FINISHEDDIRTY", "FAILED", "CANCELED")
-FILE_ACTIVE = ("SUBMITTED", "READY", "ACTIVE")
 FILE_TERMINAL = ("FINISHED", "FAILED", "CANCELED")
 FAILED_JOB_REASON = "One or more files failed. Please have a look at the details for more information"
 METADATA_LIMIT = 1024

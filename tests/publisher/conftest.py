@@ -4,6 +4,7 @@ import pytest
 
 from aso.catalogs.local import LocalCatalog
 from aso.components.publisher import PublisherSettings
+from aso.components.retry_policy import RetryPolicy
 from aso.state import open_backend
 from tests.state.servers import start_state_server
 
@@ -41,4 +42,5 @@ def catalog(tmp_path):
 
 @pytest.fixture
 def settings():
-    return PublisherSettings(max_files_per_block=10, block_closure_timeout=9400, expiration=3 * 86400, threads=2, max_retry=3)
+    return PublisherSettings(max_files_per_block=10, block_closure_timeout=9400, expiration=3 * 86400, threads=2,
+                             retry=RetryPolicy(max_retry=3))

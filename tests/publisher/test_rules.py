@@ -85,7 +85,9 @@ def test_catalog_refusal_retries_then_fails(local_backend, catalog, settings):
     catalog.publish_block(
         Block("/Other/x-v1/USER", block_name("/Other/x-v1/USER", [lfn("task_retry", 1)]), [CatalogFile(lfn("task_retry", 1), 1, "00000001")])
     )
-    for attempt in range(1, settings.max_retry):
+    # CRAB's rule: a row retried ``count`` times fails when count + 1 > max_retry, so
+    # max_retry = 3 means three RETRYs and the fourth failure is final
+    for attempt in range(1, settings.retry.max_retry + 1):
         summary = run_publisher(backend, catalog, settings)
         assert summary.retry == 2, attempt
         rows = backend.list_transfers(task="task_retry")

@@ -9,7 +9,7 @@ import pytest
 from click.testing import CliRunner
 
 from aso.cli import cli
-from aso.setup import init_installation
+from aso.installation import init_installation
 from tests.procs import aso_command
 from tests.state.servers import start_state_server
 from tests.state.test_contract import request

@@ -1,4 +1,5 @@
-"""Creating an embedded installation: configuration file and folders."""
+"""What `aso init` writes: an embedded installation's configuration file and the folders it
+names."""
 
 from __future__ import annotations
 

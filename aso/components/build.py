@@ -1,0 +1,119 @@
+"""One pass of any component, built from a configuration.
+
+The command line (``aso transfer`` ... ``aso publisher``) and the demo build their passes
+here, so a component is put together (settings, retry policy, proxies, transfer tools,
+state backend, catalog) in one place only. A pass is built when first called, so what it
+opens is opened under the component's lock (:func:`aso.components.runner.run_passes`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+#: the components in the order cron runs them
+COMPONENTS = ("transfer", "monitor", "reporter", "publisher", "retry-manager")
+
+Progress = Callable[[int, int], None]
+
+
+class ComponentPass:
+    """``one_pass(progress=None)`` runs one pass and returns its summary (with ``line()``,
+    ``as_dict()`` and ``errors``); ``close()`` closes what the pass opened itself (a backend
+    or catalog given to :func:`build_pass` stays the caller's)."""
+
+    def __init__(self, name: str, config: Any, backend: Any = None, *, catalog: Any = None, proxies: Any = None,
+                 tools: Any = None):
+        if name not in COMPONENTS:
+            raise ValueError(f"unknown component {name!r} (one of {', '.join(COMPONENTS)})")
+        self.name = name
+        self.config = config
+        self._backend, self._catalog, self._proxies, self._tools = backend, catalog, proxies, tools
+        self._owned: list[Any] = []
+        self._run: Callable[[Progress | None], Any] | None = None
+
+    def __call__(self, progress: Progress | None = None) -> Any:
+        if self._run is None:
+            self._run = self._build()
+        return self._run(progress)
+
+    def close(self) -> None:
+        while self._owned:
+            self._owned.pop().close()
+
+    def __enter__(self) -> ComponentPass:
+        return self
+
+    def __exit__(self, *_) -> None:
+        self.close()
+
+    # -- the parts, opened when first needed -------------------------------------------
+
+    def backend(self):
+        if self._backend is None:
+            from aso.state import backend_from_config
+
+            self._backend = backend_from_config(self.config)
+            self._owned.append(self._backend)
+        return self._backend
+
+    def catalog(self):
+        if self._catalog is None:
+            from aso.catalogs import catalog_from_config
+
+            self._catalog = catalog_from_config(self.config)
+            self._owned.append(self._catalog)
+        return self._catalog
+
+    def proxies(self):
+        if self._proxies is None:
+            from aso.credentials import proxy_source_from_config
+
+            self._proxies = proxy_source_from_config(self.config)
+        return self._proxies
+
+    def tools(self):
+        if self._tools is None:
+            from aso.transfertools import tool_factory_from_config
+
+            self._tools = tool_factory_from_config(self.config)
+        return self._tools
+
+    def _build(self) -> Callable[[Progress | None], Any]:
+        config = self.config
+        if self.name == "publisher":
+            from aso.components.publisher import PublisherSettings, run_publisher
+
+            publisher = PublisherSettings.from_config(config)
+            backend, catalog = self.backend(), self.catalog()
+            return lambda progress: run_publisher(backend, catalog, publisher, progress=progress)
+        from aso.components.pipeline import PipelineSettings
+
+        settings = PipelineSettings.from_config(config)
+        if self.name == "reporter":
+            from aso.components.reporter import run_reporter
+
+            backend = self.backend()
+            return lambda progress: run_reporter(backend, settings, progress)
+        proxies, tools = self.proxies(), self.tools()
+        if self.name == "monitor":
+            from aso.components.monitor import run_monitor
+
+            return lambda progress: run_monitor(proxies, tools, settings, progress)
+        backend = self.backend()
+        if self.name == "transfer":
+            from aso.components.transfer import run_transfer
+
+            return lambda progress: run_transfer(backend, proxies, tools, config.site, settings, progress)
+        from aso.components.retry_manager import run_retry_manager
+
+        return lambda progress: run_retry_manager(backend, proxies, tools, settings)
+
+
+def build_pass(name: str, config: Any, backend: Any = None, *, catalog: Any = None, proxies: Any = None,
+               tools: Any = None) -> ComponentPass:
+    """The pass of component ``name`` (``transfer``, ``monitor``, ``reporter``,
+    ``publisher``, ``retry-manager``) as ``config`` describes it; the backend, catalog,
+    proxy source and tool factory may be given (the demo shares one backend and catalog),
+    else they come from the configuration."""
+    return ComponentPass(name, config, backend, catalog=catalog, proxies=proxies, tools=tools)

@@ -1,0 +1,225 @@
+"""The typed records the components hand each other through the sandboxes.
+
+One record per sandbox kind, and the one definition of that kind's shape:
+
+- :class:`SubmitRecord` (``submit/<user>/<batch>.json``): the transfer component's
+  write-ahead record, a user's :class:`Chunk` s about to be submitted;
+- :class:`MonitorEntry` (``monitor/<user>/<fts_job_id>.json``): an FTS job to follow, written
+  by the transfer component (and the retry manager for orphans), read by the monitor;
+- :class:`ReporterEntry` (``reporter/<user>/<job>_<batch>.json``): finished files of one
+  job, written by the monitor, read by the reporter.
+
+``to_json()`` gives exactly the JSON written on disk; ``from_json()`` reads it back (today's
+format and the older ones still on disk) or raises :class:`HandoffShapeError` saying what is
+wrong, which the sandbox uses to quarantine the entry.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+from aso.transfertools.base import Transfer
+
+_TRANSFER_FIELDS = tuple(f.name for f in fields(Transfer))
+
+
+class HandoffShapeError(ValueError):
+    """A sandbox entry does not have the shape of its kind."""
+
+
+def _is_str(value: Any) -> bool:
+    return isinstance(value, str) and bool(value)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _object(doc: Any) -> dict:
+    if not isinstance(doc, dict):
+        raise HandoffShapeError(f"a JSON object was expected, not {type(doc).__name__}")
+    return doc
+
+
+# -- submit/: the write-ahead record ------------------------------------------------------
+
+
+@dataclass
+class Chunk:
+    """Files of one link submitted as one FTS job under a submission id (``sid``): the same
+    sid always yields the same FTS job id."""
+
+    sid: str
+    endpoint: str
+    transfers: list[Transfer]
+
+    def ids(self) -> list[str]:
+        return [t.id for t in self.transfers]
+
+    def live(self, dead: Iterable[str]) -> list[Transfer]:
+        """The transfers still to submit (those not killed)."""
+        dead = set(dead)
+        return [t for t in self.transfers if t.id not in dead]
+
+    def to_json(self) -> dict:
+        return {"sid": self.sid, "endpoint": self.endpoint, "transfers": [asdict(t) for t in self.transfers]}
+
+    @classmethod
+    def from_json(cls, doc: Any) -> Chunk:
+        if not isinstance(doc, dict) or not _is_str(doc.get("sid")) or not _is_str(doc.get("endpoint")):
+            raise HandoffShapeError("every chunk must be an object with a 'sid' and an 'endpoint'")
+        transfers = doc.get("transfers")
+        if not isinstance(transfers, list):
+            raise HandoffShapeError("a chunk's 'transfers' must be a list")
+        for t in transfers:
+            if not isinstance(t, dict) or not all(_is_str(t.get(k)) for k in ("id", "source", "destination")):
+                raise HandoffShapeError("every transfer must be an object with an 'id', a 'source' and a 'destination'")
+        return cls(doc["sid"], doc["endpoint"],
+                   [Transfer(**{k: t[k] for k in _TRANSFER_FIELDS if k in t}) for t in transfers])
+
+
+@dataclass
+class SubmitRecord:
+    """A user's chunks, written before any of them is submitted and removed (or shrunk to
+    the chunks still to submit) once their outcome is recorded."""
+
+    user: str | None
+    created: int | None
+    chunks: list[Chunk]
+
+    def ids(self) -> list[str]:
+        return [i for chunk in self.chunks for i in chunk.ids()]
+
+    def to_json(self) -> dict:
+        return {"user": self.user, "created": self.created, "chunks": [c.to_json() for c in self.chunks]}
+
+    @classmethod
+    def from_json(cls, doc: Any) -> SubmitRecord:
+        doc = _object(doc)
+        if "chunks" not in doc:  # an older record: one chunk at the top level
+            return cls(doc.get("user"), doc.get("created"), [Chunk.from_json(doc)])
+        if not isinstance(doc["chunks"], list):
+            raise HandoffShapeError("'chunks' must be a list")
+        return cls(doc.get("user"), doc.get("created"), [Chunk.from_json(c) for c in doc["chunks"]])
+
+
+# -- monitor/: an FTS job to follow -------------------------------------------------------
+
+
+@dataclass
+class MonitorEntry:
+    """An FTS job and its files (row id -> source and destination), with what was already
+    handed to the reporter (``reported``) in how many reporter entries (``batches``)."""
+
+    job_id: str
+    endpoint: str
+    submitted: float
+    files: dict[str, dict[str, Any]]
+    reported: list[str] = field(default_factory=list)
+    batches: int = 0
+    last_progress: float | None = None
+    user: str | None = None
+
+    @classmethod
+    def new(cls, job_id: str, user: str, endpoint: str, now: int,
+            transfers: Iterable[Transfer] = ()) -> MonitorEntry:
+        return cls(job_id, endpoint, now, {t.id: {"source": t.source, "destination": t.destination} for t in transfers},
+                   [], 0, now, user)
+
+    def ids(self) -> list[str]:
+        return list(self.files)
+
+    def unreported(self) -> list[str]:
+        reported = set(self.reported)
+        return [i for i in self.files if i not in reported]
+
+    @property
+    def complete(self) -> bool:
+        return set(self.reported) >= set(self.files)
+
+    def watch(self, ids: Iterable[str]) -> None:
+        """Follow these rows (again): known by id only, not reported yet."""
+        ids = list(ids)
+        for i in ids:
+            self.files[i] = {"source": None, "destination": None}
+        again = set(ids)
+        self.reported = [i for i in self.reported if i not in again]
+
+    def to_json(self) -> dict:
+        doc = {"job_id": self.job_id, "user": self.user, "endpoint": self.endpoint, "submitted": self.submitted,
+               "files": self.files, "reported": self.reported, "batches": self.batches}
+        if self.last_progress is not None:
+            doc["last_progress"] = self.last_progress
+        return doc
+
+    @classmethod
+    def from_json(cls, doc: Any) -> MonitorEntry:
+        doc = _object(doc)
+        for key in ("job_id", "endpoint"):
+            if not _is_str(doc.get(key)):
+                raise HandoffShapeError(f"'{key}' must be a non-empty string")
+        files = doc.get("files")
+        if not isinstance(files, dict) or not all(isinstance(k, str) for k in files):
+            raise HandoffShapeError("'files' must be an object keyed by row id")
+        if not isinstance(doc.get("reported"), list) or not all(isinstance(i, str) for i in doc["reported"]):
+            raise HandoffShapeError("'reported' must be a list of row ids")
+        for key in ("batches", "submitted"):
+            if not _is_number(doc.get(key)):
+                raise HandoffShapeError(f"'{key}' must be a number")
+        if "last_progress" in doc and not _is_number(doc["last_progress"]):
+            raise HandoffShapeError("'last_progress' must be a number")
+        return cls(doc["job_id"], doc["endpoint"], doc["submitted"], dict(files), list(doc["reported"]),
+                   doc["batches"], doc.get("last_progress"), doc.get("user"))
+
+
+# -- reporter/: finished files of one job -------------------------------------------------
+
+
+@dataclass
+class ReportedFile:
+    id: str
+    state: str
+    reason: str | None = None
+
+    def to_json(self) -> dict:
+        return {"id": self.id, "state": self.state, "reason": self.reason}
+
+
+@dataclass
+class ReporterEntry:
+    """Files of one FTS job that reached a terminal state, for the reporter to record."""
+
+    job_id: str
+    files: list[ReportedFile]
+    user: str | None = None
+    endpoint: str | None = None
+
+    def ids(self) -> list[str]:
+        return [f.id for f in self.files]
+
+    def to_json(self) -> dict:
+        return {"job_id": self.job_id, "user": self.user, "endpoint": self.endpoint,
+                "files": [f.to_json() for f in self.files]}
+
+    @classmethod
+    def from_json(cls, doc: Any) -> ReporterEntry:
+        doc = _object(doc)
+        if not _is_str(doc.get("job_id")):
+            raise HandoffShapeError("'job_id' must be a non-empty string")
+        files = doc.get("files")
+        if not isinstance(files, list):
+            raise HandoffShapeError("'files' must be a list")
+        for f in files:
+            if not isinstance(f, dict) or not _is_str(f.get("id")) or not _is_str(f.get("state")):
+                raise HandoffShapeError("every file must be an object with an 'id' and a 'state'")
+            if f.get("reason") is not None and not isinstance(f["reason"], str):
+                raise HandoffShapeError("a file's 'reason' must be a string or null")
+        return cls(doc["job_id"], [ReportedFile(f["id"], f["state"], f.get("reason")) for f in files],
+                   doc.get("user"), doc.get("endpoint"))
+
+
+#: the record each sandbox kind holds
+RECORDS: dict[str, type[SubmitRecord] | type[MonitorEntry] | type[ReporterEntry]] = {
+    "submit": SubmitRecord, "monitor": MonitorEntry, "reporter": ReporterEntry}
