@@ -1,0 +1,206 @@
+"""The embedded FTS service's tables, the records read from them, and their FTS3 renderings.
+
+Shared by the job store (the REST side, ``db.py``) and the executor's queries
+(``db_queue.py``): the schema, the file and job keys FTS3 answers with, the small records
+the scheduler and workers use, and the one function that re-derives a job's state.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from aso.ftsd import jobs as fj
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS t_job (
+    job_id              TEXT PRIMARY KEY,
+    job_state           TEXT NOT NULL,
+    job_type            TEXT NOT NULL,
+    source_se           TEXT,
+    dest_se             TEXT,
+    user_dn             TEXT NOT NULL,
+    cred_id             TEXT NOT NULL,
+    vo_name             TEXT NOT NULL,
+    reason              TEXT,
+    submit_time         REAL NOT NULL,
+    job_finished        REAL,
+    priority            INTEGER NOT NULL,
+    max_time_in_queue   INTEGER,
+    retry               INTEGER NOT NULL,
+    retry_delay         INTEGER NOT NULL,
+    overwrite_flag      TEXT NOT NULL,
+    verify_checksum     TEXT NOT NULL,
+    job_metadata        TEXT NOT NULL,
+    internal_job_params TEXT,
+    submit_host         TEXT,
+    cancel_job          TEXT
+);
+CREATE INDEX IF NOT EXISTS ix_job_state ON t_job (job_state);
+CREATE INDEX IF NOT EXISTS ix_job_vo ON t_job (vo_name, submit_time);
+CREATE TABLE IF NOT EXISTS t_file (
+    file_id          INTEGER PRIMARY KEY AUTOINCREMENT,
+    job_id           TEXT NOT NULL REFERENCES t_job (job_id),
+    file_index       INTEGER NOT NULL,
+    file_state       TEXT NOT NULL,
+    source_surl      TEXT NOT NULL,
+    dest_surl        TEXT NOT NULL,
+    source_se        TEXT NOT NULL,
+    dest_se          TEXT NOT NULL,
+    vo_name          TEXT NOT NULL,
+    activity         TEXT NOT NULL,
+    checksum         TEXT NOT NULL,
+    user_filesize    INTEGER,
+    filesize         INTEGER,
+    reason           TEXT,
+    recoverable      INTEGER,
+    retry            INTEGER NOT NULL DEFAULT 0,
+    retry_timestamp  REAL,
+    start_time       REAL,
+    finish_time      REAL,
+    tx_duration      REAL,
+    throughput       REAL,
+    transfer_host    TEXT,
+    file_metadata    TEXT NOT NULL,
+    -- bytes of the destination's partial file known to be on disk (fsynced)
+    transferred      INTEGER NOT NULL DEFAULT 0,
+    -- set just before the partial file is renamed into place: after a crash the
+    -- destination file may already be the finished copy
+    committing       INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS ix_file_queue ON t_file (file_state, retry_timestamp);
+CREATE INDEX IF NOT EXISTS ix_file_job ON t_file (job_id);
+CREATE TABLE IF NOT EXISTS t_file_retry_errors (
+    file_id       INTEGER NOT NULL,
+    attempt       INTEGER NOT NULL,
+    datetime      REAL NOT NULL,
+    reason        TEXT,
+    transfer_host TEXT,
+    PRIMARY KEY (file_id, attempt)
+);
+"""
+
+JOB_KEYS = (
+    "job_id", "source_se", "dest_se", "job_state", "job_type", "cancel_job", "submit_host", "user_dn",
+    "cred_id", "vo_name", "reason", "submit_time", "job_finished", "priority", "max_time_in_queue",
+    "retry", "retry_delay", "destination_spacetoken", "source_spacetoken", "internal_job_params",
+    "dst_file_report", "overwrite_flag", "copy_pin_lifetime", "bring_online", "archive_timeout",
+    "target_qos", "os_project_id", "verify_checksum", "job_metadata",
+)
+FILE_KEYS = (
+    "file_id", "hashed_id", "file_index", "job_id", "dest_surl_uuid", "vo_name", "priority", "file_state",
+    "source_se", "dest_se", "source_surl", "dest_surl", "transfer_host", "staging_host", "reason",
+    "recoverable", "filesize", "user_filesize", "checksum", "tx_duration", "throughput", "retry", "pid",
+    "internal_file_params", "start_time", "finish_time", "staging_start", "staging_finished",
+    "archive_start_time", "archive_finish_time", "file_metadata", "staging_metadata", "archive_metadata",
+    "selection_strategy", "bringonline_token", "log_file", "log_debug", "activity", "scitag",
+    "src_token_id", "dst_token_id", "file_state_initial",
+)
+_TIME_KEYS = ("submit_time", "job_finished", "start_time", "finish_time")
+USER_CANCEL_REASON = "Job canceled by the user"
+FILE_CANCEL_REASON = "File canceled by the user"
+QUEUE_TIMEOUT_REASON = "Job has been canceled because it stayed in the queue for too long (max-time-in-queue timeout)"
+_WORKING = ("READY", "ACTIVE")
+
+
+@dataclass(frozen=True)
+class QueuedFile:
+    """A file waiting for a copy slot, with what the scheduler orders and limits by."""
+
+    file_id: int
+    job_id: str
+    source_se: str
+    dest_se: str
+    priority: int
+    submit_time: float
+    file_index: int
+
+    @property
+    def link(self) -> tuple[str, str]:
+        return (self.source_se, self.dest_se)
+
+
+@dataclass(frozen=True)
+class CopyTask:
+    """Everything a worker needs to copy one file."""
+
+    file_id: int
+    job_id: str
+    source: str
+    destination: str
+    checksum: str
+    user_filesize: int | None
+    overwrite: bool
+    verify_checksum: str
+    internal: dict
+    transferred: int
+    committing: bool
+    attempt: int
+
+
+@dataclass(frozen=True)
+class Finished:
+    """What ``finish`` did: the file's new state and whether its job ended."""
+
+    file_state: str
+    job_state: str
+    retried: bool
+
+
+def _now() -> float:
+    return time.time()
+
+
+def refresh_job(conn: sqlite3.Connection, job_id: str, now: float) -> str:
+    """Re-derive a job's state from its files' (inside the caller's transaction)."""
+    states = [r[0] for r in conn.execute("SELECT file_state FROM t_file WHERE job_id = ?", (job_id,))]
+    state = fj.job_state(states)
+    if state in fj.JOB_TERMINAL:
+        conn.execute(
+            "UPDATE t_job SET job_state = ?, reason = ?, job_finished = ? WHERE job_id = ? AND job_state NOT IN"
+            " ('FINISHED', 'FINISHEDDIRTY', 'FAILED', 'CANCELED')",
+            (state, fj.job_reason(state), now, job_id),
+        )
+    else:
+        conn.execute("UPDATE t_job SET job_state = ? WHERE job_id = ? AND job_state IN ('SUBMITTED', 'ACTIVE')", (state, job_id))
+    return state
+
+
+def _loads(text: str | None) -> Any:
+    return json.loads(text) if text else None
+
+
+def render_job(row: sqlite3.Row) -> dict:
+    data = dict.fromkeys(JOB_KEYS)
+    data.update({k: row[k] for k in row.keys() if k in data})  # noqa: SIM118 - sqlite3.Row
+    for key in _TIME_KEYS:
+        if key in data:
+            data[key] = fj.fts_time(data[key])
+    data["job_metadata"] = _loads(row["job_metadata"]) or {}
+    data["internal_job_params"] = row["internal_job_params"] and ",".join(
+        f"{k}:{v}" for k, v in json.loads(row["internal_job_params"]).items()
+    )
+    data["copy_pin_lifetime"] = -1
+    data["bring_online"] = -1
+    data["archive_timeout"] = -1
+    data["dst_file_report"] = False
+    return data
+
+
+def render_file(row: sqlite3.Row) -> dict:
+    data = dict.fromkeys(FILE_KEYS)
+    data.update({k: row[k] for k in row.keys() if k in data})  # noqa: SIM118 - sqlite3.Row
+    for key in _TIME_KEYS:
+        if key in data:
+            data[key] = fj.fts_time(data[key])
+    data["file_metadata"] = _loads(row["file_metadata"]) or {}
+    data["recoverable"] = bool(row["recoverable"]) if row["recoverable"] is not None else None
+    data["file_state_initial"] = "SUBMITTED"
+    data["selection_strategy"] = "auto"
+    data["dest_surl_uuid"] = str(uuid.uuid5(fj.BASE_ID, row["dest_surl"]))
+    data["hashed_id"] = row["file_id"] % 2**16
+    return data
