@@ -44,7 +44,7 @@ def main() -> int:
     parser.add_argument("--state-restarts", type=int, default=0, help="default: one a minute, at least 2")
     parser.add_argument("--keep", action="store_true", help="keep each run's folder")
     args = parser.parse_args()
-    console = Console()
+    console = Console(width=160)
     per_minute = max(2, int(args.seconds // 60))
     table = Table(title="chaos runs")
     for column in ("seed", "files", "seconds", "passes", "SIGKILLs", "FTS restarts", "state restarts",

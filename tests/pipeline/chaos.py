@@ -175,7 +175,7 @@ def _schedule(rng: random.Random, settings: ChaosSettings, tasks: list[tuple[str
     events += [(rng.uniform(2, span), "state", "") for _ in range(settings.state_restarts)]
     # Kills early on, while chunks are being submitted and written ahead.
     chosen = rng.sample([t for t, _ in tasks], min(settings.task_kills, len(tasks)))
-    events += [(rng.uniform(0.5, span / 2), "kill", t) for t in chosen]
+    events += [(rng.uniform(0.5, min(12.0, span / 2)), "kill", t) for t in chosen]
     return sorted(events)
 
 
