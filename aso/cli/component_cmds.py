@@ -11,6 +11,7 @@ from collections.abc import Callable
 import click
 
 from aso.cli.common import (
+    EXIT_BAD_INPUT,
     EXIT_FAILED,
     EXIT_UNAVAILABLE,
     echo_json,
@@ -70,6 +71,9 @@ def run_component(app, name: str, label: str, loop: bool, interval: float, as_js
         return
     errors = list(getattr(summary, "errors", ()))
     verb = "wait" if what.endswith("s") else "waits"
+    misconfigured = list(getattr(summary, "misconfigured", ()))
+    if misconfigured:
+        fail(f"{name}: {'; '.join(misconfigured)} (the rows that name it went back to NEW)", EXIT_BAD_INPUT)
     unreachable = _unreachable(summary)
     if unreachable:
         fail(f"{name}: unreachable: {', '.join(unreachable)}; {len(errors)} error(s) in this pass, "

@@ -36,7 +36,7 @@ from typing import Any
 
 from aso.components.handoffs import Chunk, MonitorEntry, SubmitRecord
 from aso.components.pipeline import GroupCommit, PipelineSettings, ToolCache, ToolFactory
-from aso.errors import AsoError
+from aso.errors import AsoError, ConfigError
 from aso.sandbox import SandboxError
 from aso.state import StateBackend, TransferUpdate
 from aso.transfertools import Transfer, TransferToolError
@@ -58,6 +58,9 @@ class TransferSummary:
     users_skipped: list[str] = field(default_factory=list)
     #: FTS endpoints that could not be reached (their chunks wait for the next pass)
     unreachable: list[str] = field(default_factory=list)
+    #: configuration errors (a site the rows name is not configured): those rows went
+    #: back to NEW untouched, to go once the configuration is fixed
+    misconfigured: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict:
@@ -71,13 +74,15 @@ class TransferSummary:
         self.failed += r.failed
         self.errors.extend(r.errors)
         self.unreachable = sorted(set(self.unreachable) | r.unreachable)
+        self.misconfigured = sorted(set(self.misconfigured) | r.misconfigured)
 
     def line(self) -> str:
         skipped = f", {len(self.users_skipped)} user(s) skipped (no proxy)" if self.users_skipped else ""
         return (f"transfer: {self.acquired} acquired, {self.files} files submitted in {self.jobs} FTS jobs for "
                 f"{self.users} user(s), {self.replayed} interrupted submission(s) completed, {self.retry} to retry, "
                 f"{self.failed} failed{skipped}"
-                + (f"; FTS unreachable: {', '.join(self.unreachable)}" if self.unreachable else ""))
+                + (f"; FTS unreachable: {', '.join(self.unreachable)}" if self.unreachable else "")
+                + (f"; not configured: {'; '.join(self.misconfigured)}" if self.misconfigured else ""))
 
 
 @dataclass
@@ -88,6 +93,7 @@ class _UserResult:
     failed: int = 0
     skipped: bool = False
     unreachable: set[str] = field(default_factory=set)
+    misconfigured: set[str] = field(default_factory=set)
     errors: list[str] = field(default_factory=list)
 
 
@@ -342,16 +348,25 @@ class TransferPass:
         by_link: dict[tuple[str, str, str], list[Transfer]] = defaultdict(list)
         rows_by_id = {}
         bad: list[TransferUpdate] = []
+        unconfigured: list[str] = []
         for row in rows:
             rows_by_id[row["tm_id"]] = row
             try:
                 transfer, endpoint = _transfer_of(row, self.sites)
-            except AsoError as exc:  # a site missing from the configuration
+            except ConfigError as exc:
+                # This host's configuration lacks a site the row names: not the row's fault,
+                # so it goes back to NEW untouched and the pass says what to fix (exit 2).
+                unconfigured.append(row["tm_id"])
+                result.misconfigured.add(str(exc))
+                continue
+            except AsoError as exc:  # an LFN that cannot become a URL at its site
                 decision = self.settings.retry.decide(0, None, str(exc), final=True)
                 bad.append(TransferUpdate(id=row["tm_id"], state=decision.state, reason=decision.reason,
                                           expect_state="ACQUIRED"))
                 continue
             by_link[(row["tm_source"], row["tm_destination"], endpoint)].append(transfer)
+        if unconfigured:
+            self.backend.release_transfers(unconfigured)
         if bad:
             self.backend.update_transfers(bad)
             result.failed += len(bad)

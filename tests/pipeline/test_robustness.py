@@ -8,6 +8,7 @@ import json
 import time
 from pathlib import Path
 
+from aso.config import load_config
 from aso.sandbox import Sandbox
 from aso.transfertools import JobOptions, Transfer, open_transfer_tool
 from tests.ftsd.fts import PlainFts
@@ -214,3 +215,27 @@ def test_retry_manager_exits_3_with_fts_down(tmp_path, pki, backend_settings):
         finally:
             storage.behaviour.gate.set()
             fts.stop()
+
+
+def test_a_site_missing_from_the_configuration_is_a_configuration_error(tmp_path, pki, fts, backend_settings):
+    # Rows naming a site this host's configuration lacks are not the rows' fault: they go
+    # back to NEW untouched, the pass exits 2 naming the site, and once the operator adds
+    # the site they are transferred (they used to be FAILED for good, with exit 0).
+    inst = installation(tmp_path, fts, *backend_settings)
+    (user,) = users_for(pki, inst, 1)
+    requests = inst.make_requests([user], 3, links=LINKS[:1])
+    for r in requests:
+        r["destination"] = "T2_NEW_Dest"
+    inst.inject(requests)
+    res = inst.aso("--log-level", "ERROR", "transfer", check=False)
+    assert res.returncode == 2, res.stderr
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and "sites.T2_NEW_Dest" in lines[0] and "Traceback" not in res.stderr
+    assert set(inst.states().values()) == {"NEW"}
+    folder = tmp_path / "new-dest"
+    with open(inst.config_path, "a") as fh:
+        fh.write(f'\n[sites.T2_NEW_Dest]\nprefix = "{folder.as_uri()}"\nfts = "{fts.url}"\n')
+    inst.config = load_config(str(inst.config_path))
+    inst.run_until(all_in("DONE"))
+    for r in requests:
+        assert (folder / r["destination_lfn"].lstrip("/")).read_bytes() == inst.local_path(r["source"], r["source_lfn"]).read_bytes()
