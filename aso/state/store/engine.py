@@ -14,7 +14,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-from sqlalchemy import create_engine, event, func, insert, select, text
+from sqlalchemy import create_engine, event, func, insert, select, text, update
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
@@ -190,6 +190,13 @@ class StoreEngine:
             metadata.drop_all(conn)
 
     # -- helpers -------------------------------------------------------------------------
+    @staticmethod
+    def _update_ids(conn: Connection, ids: Sequence[str], **values: Any) -> None:
+        """Set ``values`` on the rows ``ids``: one UPDATE per chunk of ids, so IN lists stay
+        under the databases' parameter limits."""
+        for chunk in _chunks(list(ids)):
+            conn.execute(update(transfers).where(_c.tm_id.in_(chunk)).values(**values))
+
     def _select_rows(self, conn: Connection, ids: Sequence[str], columns=None, lock: bool = False) -> dict[str, Any]:
         cols = columns or [transfers]
         found: dict[str, Any] = {}

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import select
 
 from aso import validate
 from aso.errors import TransitionError
 from aso.state.records import KillResult
 from aso.state.schema import transfers
-from aso.state.store.engine import StoreEngine, T, _c, _chunks, _now, _reason, _row
+from aso.state.store.engine import StoreEngine, T, _c, _now, _reason, _row
 
 _KILLABLE = (T.NEW, T.ACQUIRED, T.SUBMITTED, T.RETRY)
 
@@ -37,12 +37,7 @@ class Kills(StoreEngine):
                     result.killed.append(row_id)
                 else:
                     result.failed_kill.append({"id": row_id, "state": state.name, "reason": f"already {state.name}"})
-            for chunk in _chunks(to_kill):
-                conn.execute(
-                    update(transfers)
-                    .where(_c.tm_id.in_(chunk))
-                    .values(tm_transfer_state=int(T.KILL), tm_last_update=now)
-                )
+            self._update_ids(conn, to_kill, tm_transfer_state=int(T.KILL), tm_last_update=now)
             result.killed.extend(to_kill)
         return result
 
@@ -67,17 +62,13 @@ class Kills(StoreEngine):
                 if state not in (T.KILL, T.KILLED):
                     raise TransitionError(row_id, state.name, T.KILLED.name)
             todo = [i for i, r in current.items() if r["tm_transfer_state"] == int(T.KILL)]
-            for chunk in _chunks(todo):
-                conn.execute(
-                    update(transfers)
-                    .where(_c.tm_id.in_(chunk))
-                    .values(
-                        tm_transfer_state=int(T.KILLED),
-                        tm_transfer_failure_reason=_reason(reason) if reason is not None else _c.tm_transfer_failure_reason,
-                        tm_last_update=now,
-                        tm_end_time=now,
-                    )
-                )
+            self._update_ids(
+                conn, todo,
+                tm_transfer_state=int(T.KILLED),
+                tm_transfer_failure_reason=_reason(reason) if reason is not None else _c.tm_transfer_failure_reason,
+                tm_last_update=now,
+                tm_end_time=now,
+            )
         return len(todo)
 
     def retry_failed(self, *, task: str | None = None, ids: list[str] | None = None, owner: str | None = None) -> int:
@@ -85,19 +76,15 @@ class Kills(StoreEngine):
         with self._write() as conn:
             wanted, found = self._target_ids(conn, task, ids, owner, [_c.tm_id, _c.tm_username, _c.tm_transfer_state])
             todo = [i for i in wanted if i in found and T(found[i]["tm_transfer_state"]) in (T.FAILED, T.KILLED)]
-            for chunk in _chunks(todo):
-                conn.execute(
-                    update(transfers)
-                    .where(_c.tm_id.in_(chunk))
-                    .values(
-                        tm_transfer_state=int(T.NEW),
-                        tm_aso_worker=None,
-                        tm_transfer_retry_count=0,
-                        tm_transfer_failure_reason=None,
-                        tm_fts_id=None,
-                        tm_fts_instance=None,
-                        tm_end_time=None,
-                        tm_last_update=now,
-                    )
-                )
+            self._update_ids(
+                conn, todo,
+                tm_transfer_state=int(T.NEW),
+                tm_aso_worker=None,
+                tm_transfer_retry_count=0,
+                tm_transfer_failure_reason=None,
+                tm_fts_id=None,
+                tm_fts_instance=None,
+                tm_end_time=None,
+                tm_last_update=now,
+            )
         return len(todo)

@@ -19,7 +19,6 @@ from aso.state.store.engine import (
     T,
     _c,
     _check_batch_ids,
-    _chunks,
     _now,
     _reason,
     _row,
@@ -117,15 +116,11 @@ class Publication(StoreEngine):
         with self._write() as conn:
             wanted, found = self._target_ids(conn, task, ids, owner, [_c.tm_id, _c.tm_username, _c.tm_publication_state])
             todo = [i for i in wanted if i in found and found[i]["tm_publication_state"] == int(P.FAILED)]
-            for chunk in _chunks(todo):
-                conn.execute(
-                    update(transfers)
-                    .where(_c.tm_id.in_(chunk))
-                    .values(
-                        tm_publication_state=int(P.NEW),
-                        tm_publication_retry_count=0,
-                        tm_publication_failure_reason=None,
-                        tm_last_update=_now(),
-                    )
-                )
+            self._update_ids(
+                conn, todo,
+                tm_publication_state=int(P.NEW),
+                tm_publication_retry_count=0,
+                tm_publication_failure_reason=None,
+                tm_last_update=_now(),
+            )
         return len(todo)
