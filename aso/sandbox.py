@@ -193,6 +193,10 @@ class Sandbox:
         return self._move_aside(entry.path, self.dir / ".quarantine" / entry.user / entry.path.name,
                                 f"entry {entry.user}/{entry.name}", problem)
 
+    def entry(self, user: str, name: str) -> Entry:
+        """The entry ``user``/``name`` (which may not exist: loading it then gives None)."""
+        return Entry(user, name, self.path(user, name))
+
     def write_record(self, user: str, name: str, record: Any) -> Path:
         """Write one of :mod:`aso.components.handoffs`' records as this kind's entry."""
         if not isinstance(record, RECORDS[self.kind]):

@@ -177,8 +177,7 @@ class RetryManagerPass:
         box = self.settings.sandbox("monitor")
         now = int(time.time())
         for (user, endpoint, job_id), rows in orphans.items():
-            existing = [e for e in box.entries(user) if e.name == job_id]
-            job = (box.load_record(existing[0]) if existing else None) or MonitorEntry.new(job_id, user, endpoint, now)
+            job = box.load_record(box.entry(user, job_id)) or MonitorEntry.new(job_id, user, endpoint, now)
             job.watch(r["tm_id"] for r in rows)
             box.write_record(user, job_id, job)
             summary.repolled += len(rows)
