@@ -246,3 +246,10 @@ def test_same_lfn_twice_in_one_metadata_put_is_400(api):
     entry = {"lfn": "/store/user/alice/m.root", "taskname": "t", "metadata": {}}
     resp = api("PUT", "filemetadata", token="service-token", json={"entries": [entry, dict(entry)]})
     assert_refused(resp, 400, "[1].lfn")
+
+
+@pytest.mark.parametrize("block", ["b" * 1001, {"not": "a name"}], ids=["too-long", "object"])
+def test_a_block_name_that_does_not_fit_its_column_is_400(api, block):
+    body = {"subresource": "updatePublication", "asoworker": "w", "list_of_ids": ["a" * 56],
+            "list_of_publication_state": ["DONE"], "list_of_block_name": [block]}
+    assert_refused(api("POST", "filetransfers", token="service-token", json=body), 400, "list_of_block_name[0]")

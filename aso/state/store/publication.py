@@ -22,6 +22,7 @@ from aso.state.store.engine import (
     _now,
     _reason,
     _row,
+    _short,
 )
 
 
@@ -66,6 +67,7 @@ class Publication(StoreEngine):
             inc = validate.non_negative_int(u.retry_increment, f"list_of_retry_value[{i}]", MAX_RETRY_LIMIT)
             if u.publish_flag not in (None, 0, 1) or isinstance(u.publish_flag, bool):
                 raise ValidationError(f"list_of_publish_flag[{i}]", "expected 0 or 1")
+            _short(u.block_name, f"list_of_block_name[{i}]", 1000)
             parsed.append((u, state, inc))
         result = UpdateResult()
         now = _now()
