@@ -35,6 +35,36 @@ LISTING_LIMIT = 500
 #: most ids one bulk request may name (GET, DELETE, POST /jobs/<ids>, file ids)
 MAX_IDS = 10_000
 _OK = "200 Ok"
+_NOT_MODIFIED = "304 Not Modified"
+#: FTS3's message for a cancel or a priority change asked of a finished job
+TERMINAL_MESSAGE = "The job is in a terminal state"
+
+
+#: FTS3 routes this service does not serve (docs/fts-server.md, "Who calls what"): each answers
+#: as FTS3 answers an unknown route, 404 with a JSON body, and its message says why
+UNSUPPORTED_ROUTES = (
+    ("/jobs/all", ("DELETE",)),
+    ("/jobs/vo/<vo>", ("DELETE",)),
+    ("/ban/se", ("GET", "POST", "DELETE")),
+    ("/ban/dn", ("GET", "POST", "DELETE")),
+    ("/config/<path:rest>", ("GET", "POST", "DELETE")),
+    ("/optimizer", ("GET",)),
+    ("/optimizer/<path:rest>", ("GET", "POST")),
+    ("/status/hosts", ("GET",)),
+    ("/archive", ("GET",)),
+    ("/archive/<path:rest>", ("GET",)),
+    ("/files", ("GET",)),
+    ("/dm/<path:rest>", ("GET", "POST")),
+    ("/snapshot", ("GET",)),
+    ("/api-docs/<path:rest>", ("GET",)),
+    ("/delegation/<dlg_id>/voms", ("POST",)),
+)
+
+
+def _per_job(job: dict, status: str = _OK, message: str | None = None) -> dict:
+    """A job as one element of a per-job answer: FTS3 puts both keys on every element
+    (Rucio reads ``http_message`` after a priority change), null message on success."""
+    return {**job, "http_status": status, "http_message": message}
 
 
 def versions_document() -> dict:
@@ -48,7 +78,6 @@ def versions_document() -> dict:
             "fts:whoami": {"href": "/whoami", "title": "Check user certificate"},
             "fts:joblist": {"href": "/jobs{?vo_name,user_dn,dlg_id,state_in}", "title": "List of active jobs", "templated": True},
             "fts:job": {"href": "/jobs/{id}", "title": "Job information", "templated": True},
-            "fts:submitschema": {"href": "/api-docs/schema/submit", "title": "JSON schema of messages"},
         },
     }
 
@@ -117,6 +146,12 @@ def create_app(service: FtsService) -> Flask:
         log.exception("%s %s failed", request.method, request.path)
         return jsonify({"status": "500 Internal Server Error", "message": "internal error; see the service log"}), 500
 
+    def _unsupported(**_kwargs):
+        raise FtsHttpError(404, f"{request.method} {request.path} is an FTS3 call that aso fts-server does not support")
+
+    for rule, methods in UNSUPPORTED_ROUTES:
+        app.add_url_rule(rule, endpoint=f"unsupported {rule}", view_func=_unsupported, methods=list(methods))
+
     @app.get("/")
     def versions():
         return jsonify(versions_document())
@@ -167,9 +202,9 @@ def create_app(service: FtsService) -> Flask:
         files = store.files(list(found)) if wanted is not None else {}
         keys = [k for k in (wanted or "").split(",") if k in FILE_KEYS]
         for job_id, job in found.items():
-            job["http_status"] = _OK
             if wanted is not None:
                 job["files"] = [{k: f[k] for k in keys} for f in files[job_id]]
+            found[job_id] = _per_job(job)
         return _answer(ids, found, errors)
 
     def _one_job(job_id: str, action: str = "check") -> dict:
@@ -251,8 +286,7 @@ def create_app(service: FtsService) -> Flask:
         executor.interrupt(interrupted)
         for job_id in found:
             job = after.get(job_id, found[job_id])
-            job["http_status"] = "304 Not Modified" if job_id in terminal else _OK
-            found[job_id] = job
+            found[job_id] = _per_job(job, _NOT_MODIFIED, TERMINAL_MESSAGE) if job_id in terminal else _per_job(job)
         if found:
             log.info("jobs canceled by %s: %s", identity.user_dn, ", ".join(j for j in found if j not in terminal) or "none")
         return _answer(ids, found, errors)
@@ -282,10 +316,13 @@ def create_app(service: FtsService) -> Flask:
             raise FtsHttpError(400, "Missing parameter: params.priority")
         priority = fj.clamp_priority(fj.parse_int(params["priority"], "priority", minimum=-MAX_INT))
         found, errors = _jobs_for(ids, identity, "modify")
-        after = store.set_priority(list(found), priority)
+        after, changed = store.set_priority(list(found), priority)
         for job_id in found:
-            found[job_id] = {**after[job_id], "http_status": _OK}
-        executor.wake()
+            job = after[job_id]
+            found[job_id] = _per_job(job) if job_id in changed else _per_job(job, _NOT_MODIFIED, TERMINAL_MESSAGE)
+        if changed:
+            log.info("priority of %d job(s) set to %d by %s", len(changed), priority, identity.user_dn)
+            executor.wake()
         return _answer(ids, found, errors)
 
     return app

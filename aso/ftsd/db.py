@@ -29,6 +29,7 @@ from aso.ftsd.db_rows import (  # noqa: F401 - the records are part of the store
     Finished,
     QueuedFile,
     _now,
+    add_missing_columns,
     refresh_job,
     render_file,
     render_job,
@@ -53,6 +54,7 @@ class JobStore(ExecutorQueries):
         self._conn.execute("PRAGMA synchronous = NORMAL")
         self._conn.execute("PRAGMA busy_timeout = 30000")
         self._conn.executescript(_SCHEMA)
+        add_missing_columns(self._conn)
 
     def close(self) -> None:
         with self._lock:
@@ -99,10 +101,11 @@ class JobStore(ExecutorQueries):
                 raise FtsHttpError(409, f"A job with the id {job_id} exists already (sid {spec.sid!r} was submitted before)") from None
             conn.executemany(
                 "INSERT INTO t_file (job_id, file_index, file_state, source_surl, dest_surl, source_se, dest_se,"
-                " vo_name, activity, checksum, user_filesize, file_metadata)"
-                " VALUES (?, ?, 'SUBMITTED', ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " vo_name, activity, checksum, user_filesize, file_metadata, selection_strategy)"
+                " VALUES (?, ?, 'SUBMITTED', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [(job_id, f.file_index, f.source, f.destination, f.source_se, f.dest_se, identity.vo_name,
-                  f.activity, str(f.checksum), f.filesize, json.dumps(f.metadata)) for f in spec.files],
+                  f.activity, str(f.checksum), f.filesize, json.dumps(f.metadata), f.selection_strategy)
+                 for f in spec.files],
             )
         return job_id
 
@@ -239,7 +242,17 @@ class JobStore(ExecutorQueries):
         )
         return working
 
-    def set_priority(self, job_ids: Sequence[str], priority: int) -> dict[str, dict]:
+    def set_priority(self, job_ids: Sequence[str], priority: int) -> tuple[dict[str, dict], set[str]]:
+        """Change the priority of the jobs that are not finished (FTS3 leaves a terminal job as
+        it is). Returns the jobs as they are afterwards and the ids that were changed."""
+        if not job_ids:
+            return {}, set()
+        active = ",".join("?" * len(fj.JOB_ACTIVE))
         with self._tx() as conn:
-            conn.executemany("UPDATE t_job SET priority = ? WHERE job_id = ?", [(priority, j) for j in job_ids])
-        return self.jobs(job_ids)
+            # read and write in one transaction: a job finishing meanwhile is not changed
+            changed = {r[0] for r in conn.execute(
+                f"SELECT job_id FROM t_job WHERE job_id IN ({','.join('?' * len(job_ids))}) AND job_state IN ({active})",
+                [*job_ids, *fj.JOB_ACTIVE],
+            )}
+            conn.executemany("UPDATE t_job SET priority = ? WHERE job_id = ?", [(priority, j) for j in changed])
+        return self.jobs(job_ids), changed

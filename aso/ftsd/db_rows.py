@@ -66,6 +66,7 @@ CREATE TABLE IF NOT EXISTS t_file (
     throughput       REAL,
     transfer_host    TEXT,
     file_metadata    TEXT NOT NULL,
+    selection_strategy TEXT NOT NULL DEFAULT 'auto',
     -- bytes of the destination's partial file known to be on disk (fsynced)
     transferred      INTEGER NOT NULL DEFAULT 0,
     -- set just before the partial file is renamed into place: after a crash the
@@ -83,6 +84,17 @@ CREATE TABLE IF NOT EXISTS t_file_retry_errors (
     PRIMARY KEY (file_id, attempt)
 );
 """
+
+#: columns added after the first release: (table, column, definition), added to older databases
+_ADDED_COLUMNS = (("t_file", "selection_strategy", "TEXT NOT NULL DEFAULT 'auto'"),)
+
+
+def add_missing_columns(conn: sqlite3.Connection) -> None:
+    """Bring a database made by an older version up to the schema (its queued files keep going)."""
+    for table, column, definition in _ADDED_COLUMNS:
+        if column not in {r[1] for r in conn.execute(f"PRAGMA table_info({table})")}:
+            conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {definition}")
+
 
 JOB_KEYS = (
     "job_id", "source_se", "dest_se", "job_state", "job_type", "cancel_job", "submit_host", "user_dn",
@@ -200,7 +212,7 @@ def render_file(row: sqlite3.Row) -> dict:
     data["file_metadata"] = _loads(row["file_metadata"]) or {}
     data["recoverable"] = bool(row["recoverable"]) if row["recoverable"] is not None else None
     data["file_state_initial"] = "SUBMITTED"
-    data["selection_strategy"] = "auto"
+    data["selection_strategy"] = row["selection_strategy"]
     data["dest_surl_uuid"] = str(uuid.uuid5(fj.BASE_ID, row["dest_surl"]))
     data["hashed_id"] = row["file_id"] % 2**16
     return data

@@ -58,6 +58,7 @@ class FileSpec:
     metadata: dict[str, Any]
     activity: str
     file_index: int
+    selection_strategy: str = "auto"
 
 
 @dataclass
@@ -133,6 +134,22 @@ def parse_int(value: Any, field: str, default: int | None = None, minimum: int =
     return value
 
 
+#: FTS3's source selection strategies (it keeps the one submitted and reports it back)
+SELECTION_STRATEGIES = (
+    "auto", "orderly", "queue", "success", "throughput", "file-throughput", "pending-data",
+    "waiting-time", "waiting-time-with-error", "duration",
+)
+
+
+def selection_strategy(value: Any, field: str, default: str = "auto") -> str:
+    """A file's ``selection_strategy``: one of FTS3's names, the default when absent."""
+    if value is None or value == "":
+        return default
+    if value not in SELECTION_STRATEGIES:
+        raise FtsHttpError(400, f"Invalid value within the request: {field} must be one of {', '.join(SELECTION_STRATEGIES)}")
+    return value
+
+
 def clamp_priority(value: int) -> int:
     """FTS3's priorities are 1 to 5; an integer outside is clamped to that range, as FTS3 does."""
     return min(5, max(1, value))
@@ -176,6 +193,8 @@ def parse_submission(body: Any, now: float | None = None, roots: Sequence[str] =
     if not isinstance(params, dict):
         raise FtsHttpError(400, "Invalid value within the request: params must be an object")
 
+    # Rucio sends it per file; the official client's bulk submission per job
+    job_strategy = selection_strategy(params.get("selection_strategy"), "params.selection_strategy")
     specs: list[FileSpec] = []
     for index, f in enumerate(files):
         where = f"files[{index}]"
@@ -205,6 +224,7 @@ def parse_submission(body: Any, now: float | None = None, roots: Sequence[str] =
                 metadata=_metadata(f.get("metadata"), f"{where}.metadata"),
                 activity=activity,
                 file_index=index,
+                selection_strategy=selection_strategy(f.get("selection_strategy"), f"{where}.selection_strategy", job_strategy),
             )
         )
 
