@@ -163,6 +163,14 @@ OPTIONS: list[Option] = [
     _o("fts_server", "ca_dir", "", "Folder of trusted CA certificates for client authentication.", "path"),
     _o("fts_server", "workers", 4, "Copies running at once.", **_POSITIVE),
     _o("fts_server", "per_link", 2, "Copies running at once per source host -> destination host.", **_POSITIVE),
+    _o("fts_server", "stomp_brokers", [], "STOMP brokers (host:port; an alias stands for all its addresses) that FTS3's monitoring messages go to ([] = none are sent)."),
+    _o("fts_server", "stomp_user", "", "User name on the STOMP brokers."),
+    _o("fts_server", "stomp_password", "", "Password on the STOMP brokers."),
+    _o("fts_server", "stomp_complete_topic", "transfer.fts_monitoring_complete", "Where completion messages go (one per ended transfer attempt)."),
+    _o("fts_server", "stomp_state_topic", "transfer.fts_monitoring_state", "Where state-change messages go ('' = none are sent)."),
+    _o("fts_server", "stomp_use_topics", True, "Publish to topics (/topic/NAME), as FTS3 does by default, or else to queues (/queue/NAME)."),
+    _o("fts_server", "vo", "", "The VO the messages name ('' = each job's VO, which without VOMS attributes is the user's delegation id)."),
+    _o("fts_server", "alias", "", "The service URL the messages name (endpnt; '' = http(s)://host:port as served)."),
     _o("fts_server", "roots", [], "Local folders that file:// URLs may read and write ([] = the folders of the file:// site prefixes in [sites]); any other file:// URL is refused."),
 ]
 

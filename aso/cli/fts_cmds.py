@@ -37,6 +37,31 @@ def _roots(app, given: tuple[str, ...]) -> tuple[tuple[str, ...], str]:
     return (), "none"
 
 
+def _message_settings(app, brokers: tuple[str, ...], served_url: str):
+    """The messaging settings from --stomp-broker and [fts_server] (None: no broker)."""
+    from aso.ftsd.outbox import MessageSettings
+    from aso.messaging.stomp_link import parse_broker
+
+    brokers = tuple(brokers) or tuple(_default(app, "stomp_brokers") or ())
+    if not brokers:
+        return None
+    for spec in brokers:
+        try:
+            parse_broker(str(spec))
+        except ValueError as exc:
+            fail(f"--stomp-broker / fts_server.stomp_brokers: {exc}", EXIT_BAD_INPUT)
+    return MessageSettings(
+        brokers=tuple(str(b) for b in brokers),
+        user=_default(app, "stomp_user"),
+        password=_default(app, "stomp_password"),
+        complete_topic=_default(app, "stomp_complete_topic"),
+        state_topic=_default(app, "stomp_state_topic"),
+        use_topics=bool(_default(app, "stomp_use_topics")),
+        vo=_default(app, "vo"),
+        endpoint=_default(app, "alias") or served_url,
+    )
+
+
 @click.command("fts-server")
 @click.option("--host", default=None, help="Address to listen on [fts_server.host, 127.0.0.1].")
 @click.option("--port", type=click.IntRange(0, 65535), default=None, help="Port to listen on [fts_server.port, 8446].")
@@ -70,13 +95,19 @@ def _roots(app, given: tuple[str, ...]) -> tuple[tuple[str, ...], str]:
               help="A local folder file:// URLs (sources and destinations) may lie under; repeatable. "
                    "Default: fts_server.roots, else the folders of the file:// site prefixes in [sites]. "
                    "With none, every file:// URL is refused.")
+@click.option("--stomp-broker", "stomp_brokers", multiple=True,
+              help="A STOMP broker (host:port) to publish FTS3's monitoring messages to; repeatable "
+                   "[fts_server.stomp_brokers]. User, password, topics, vo and alias come from [fts_server].")
 @pass_app
 def fts_server(app, host, port, db_path, cert, key, ca_dir, workers, per_link, local_user_dn, default_retry,
-               checkpoint_seconds, poll_seconds, durable, simulate, threads, roots) -> None:
+               checkpoint_seconds, poll_seconds, durable, simulate, threads, roots, stomp_brokers) -> None:
     """Serve FTS3's REST API and copy files (file://, http://, https://).
 
     file:// URLs must lie under one of the service's roots (--root), as written and with
     symbolic links resolved; any other file:// URL is refused at submission with 400.
+
+    With STOMP brokers (--stomp-broker or fts_server.stomp_brokers) it publishes FTS3's
+    completion and state messages; they wait in the database while no broker answers.
 
     Jobs, files, progress and delegated credentials live in the SQLite database; a service
     killed at any moment and started again forgets no job and resumes partial copies from
@@ -113,6 +144,7 @@ def fts_server(app, host, port, db_path, cert, key, ca_dir, workers, per_link, l
         fail("--local-user-dn is for plain HTTP; over HTTPS the user is the client certificate's DN", EXIT_BAD_INPUT)
     https = all(tls)
     roots, roots_from = _roots(app, roots)
+    messages = _message_settings(app, stomp_brokers, f"{'https' if https else 'http'}://{host}:{port}")
     settings = ServiceSettings(
         roots=roots,
         db=Path(db_path),
@@ -121,6 +153,7 @@ def fts_server(app, host, port, db_path, cert, key, ca_dir, workers, per_link, l
         local_user_dn=None if https else (local_user_dn or DEFAULT_LOCAL_USER),
         executor=ExecutorSettings(default_retry=default_retry, checkpoint_seconds=checkpoint_seconds,
                                   poll_seconds=poll_seconds, durable=durable, simulate=simulate),
+        messages=messages,
     )
     if https:
         try:

@@ -36,6 +36,7 @@ from aso.ftsd.db_rows import (  # noqa: F401 - the records are part of the store
 )
 from aso.ftsd.errors import FtsHttpError
 from aso.ftsd.identity import Identity
+from aso.ftsd.outbox import OUTBOX_SCHEMA, Event, MessageSettings, queue_messages
 
 
 class JobStore(ExecutorQueries):
@@ -53,8 +54,12 @@ class JobStore(ExecutorQueries):
         # commits, and those are checkpoints a copy then simply redoes.
         self._conn.execute("PRAGMA synchronous = NORMAL")
         self._conn.execute("PRAGMA busy_timeout = 30000")
-        self._conn.executescript(_SCHEMA)
+        self._conn.executescript(_SCHEMA + OUTBOX_SCHEMA)
         add_missing_columns(self._conn)
+        #: set by the service when it publishes FTS3's messages (None: it does not)
+        self.messages: MessageSettings | None = None
+        #: set whenever messages were queued (the sender waits on it)
+        self.outbox_wake = threading.Event()
 
     def close(self) -> None:
         with self._lock:
@@ -70,6 +75,29 @@ class JobStore(ExecutorQueries):
                 self._conn.execute("ROLLBACK")
                 raise
             self._conn.execute("COMMIT")
+
+    def _queue(self, conn: sqlite3.Connection, events: Iterable[Event], now: float) -> None:
+        """The messages for these state changes, into the outbox in the caller's transaction."""
+        if self.messages is not None and queue_messages(conn, self.messages, events, now):
+            self.outbox_wake.set()
+
+    # -- the message outbox (aso.ftsd.outbox) ---------------------------------------------
+
+    def outbox_batch(self, limit: int) -> list[tuple[int, str, str, float]]:
+        return [tuple(r) for r in self._read(
+            "SELECT msg_id, destination, body, created FROM t_outbox ORDER BY msg_id LIMIT ?", (limit,))]
+
+    def outbox_delete(self, up_to: int) -> None:
+        """Forget the messages the broker confirmed (all up to this id: sent in order)."""
+        with self._tx() as conn:
+            conn.execute("DELETE FROM t_outbox WHERE msg_id <= ?", (up_to,))
+
+    def outbox_expire(self, before: float) -> int:
+        with self._tx() as conn:
+            return conn.execute("DELETE FROM t_outbox WHERE created < ?", (before,)).rowcount
+
+    def outbox_count(self) -> int:
+        return self._read("SELECT COUNT(*) FROM t_outbox")[0][0]
 
     def _read(self, sql: str, args: Sequence = ()) -> list[sqlite3.Row]:
         with self._lock:
@@ -107,6 +135,9 @@ class JobStore(ExecutorQueries):
                   f.activity, str(f.checksum), f.filesize, json.dumps(f.metadata), f.selection_strategy)
                  for f in spec.files],
             )
+            if self.messages is not None:
+                ids = [r[0] for r in conn.execute("SELECT file_id FROM t_file WHERE job_id = ?", (job_id,))]
+                self._queue(conn, [(i, None, False) for i in ids], now)
         return job_id
 
     # -- reading ------------------------------------------------------------------------
@@ -223,8 +254,7 @@ class JobStore(ExecutorQueries):
         result = {f: ("CANCELED" if f in todo else rows.get(f)) for f in file_ids}
         return result, interrupted
 
-    @staticmethod
-    def _cancel_files_of(conn, job_ids: list[str], file_ids: list[int] | None, reason: str, now: float) -> list[int]:
+    def _cancel_files_of(self, conn, job_ids: list[str], file_ids: list[int] | None, reason: str, now: float) -> list[int]:
         if not job_ids or file_ids == []:
             return []
         jmarks = ",".join("?" * len(job_ids))
@@ -232,15 +262,20 @@ class JobStore(ExecutorQueries):
         if file_ids is not None:
             scope += f" AND file_id IN ({','.join('?' * len(file_ids))})"
             args += list(file_ids)
-        working = [r[0] for r in conn.execute(
-            f"SELECT file_id FROM t_file WHERE {scope} AND file_state IN ('READY', 'ACTIVE')", args
-        )]
+        ending = conn.execute(
+            f"SELECT file_id, file_state FROM t_file WHERE {scope} AND file_state NOT IN ('FINISHED', 'FAILED', 'CANCELED')",
+            args,
+        ).fetchall()
         conn.execute(
             f"UPDATE t_file SET file_state = 'CANCELED', reason = ?, finish_time = ?"
             f" WHERE {scope} AND file_state NOT IN ('FINISHED', 'FAILED', 'CANCELED')",
             [reason, now, *args],
         )
-        return working
+        if ending and self.messages is not None:
+            for job_id in job_ids:
+                refresh_job(conn, job_id, now)  # the messages name the job's state after the change
+            self._queue(conn, [(r[0], "CANCELED", False) for r in ending], now)
+        return [r[0] for r in ending if r[1] in ("READY", "ACTIVE")]
 
     def set_priority(self, job_ids: Sequence[str], priority: int) -> tuple[dict[str, dict], set[str]]:
         """Change the priority of the jobs that are not finished (FTS3 leaves a terminal job as

@@ -83,10 +83,13 @@ class ExecutorQueries:
         """READY → ACTIVE; False when the file was canceled in between."""
         now = _now() if now is None else now
         with self._tx() as conn:
-            return conn.execute(
+            started = conn.execute(
                 "UPDATE t_file SET file_state = 'ACTIVE', start_time = ?, reason = NULL WHERE file_id = ? AND file_state = 'READY'",
                 (now, file_id),
             ).rowcount == 1
+            if started:
+                self._queue(conn, [(file_id, None, False)], now)
+            return started
 
     def checkpoint(self, file_id: int, transferred: int, committing: bool = False) -> None:
         with self._tx() as conn:
@@ -150,7 +153,9 @@ class ExecutorQueries:
                     " recoverable = 1 WHERE file_id = ?",
                     (now + row["retry_delay"], reason, file_id),
                 )
-                return Finished("SUBMITTED", refresh_job(conn, row["job_id"], now), True)
+                job_state = refresh_job(conn, row["job_id"], now)
+                self._queue(conn, [(file_id, "FAILED", True)], now)
+                return Finished("SUBMITTED", job_state, True)
             throughput = (filesize / duration / 1e6) if (state == "FINISHED" and filesize and duration) else None
             conn.execute(
                 "UPDATE t_file SET file_state = ?, reason = ?, recoverable = ?, finish_time = ?, tx_duration = ?,"
@@ -159,7 +164,9 @@ class ExecutorQueries:
                 " WHERE file_id = ?",
                 (state, reason, int(recoverable), now, duration, throughput, filesize, checksum, state, file_id),
             )
-            return Finished(state, refresh_job(conn, row["job_id"], now), False)
+            job_state = refresh_job(conn, row["job_id"], now)
+            self._queue(conn, [(file_id, state, False)], now)
+            return Finished(state, job_state, False)
 
     def simulate(self, limit: int = 5000, now: float | None = None) -> int:
         """Simulation mode: queued files are marked FINISHED at once (their declared size,
@@ -180,4 +187,5 @@ class ExecutorQueries:
             )
             for job_id in {r["job_id"] for r in rows}:
                 refresh_job(conn, job_id, now)
+            self._queue(conn, [(r["file_id"], "FINISHED", False) for r in rows], now)
         return len(rows)

@@ -15,6 +15,7 @@ from aso.ftsd.credentials_store import CredentialStore
 from aso.ftsd.db import JobStore
 from aso.ftsd.executor import Executor, ExecutorSettings
 from aso.ftsd.identity import Identity, delegation_id
+from aso.ftsd.outbox import MessageSettings, OutboxSender
 from aso.ftsd.scheduler import default_scheduler
 from aso.ftsd.urls import normalise_roots
 
@@ -37,6 +38,8 @@ class ServiceSettings:
     #: URLs are refused
     roots: tuple[str, ...] = ()
     executor: ExecutorSettings = field(default_factory=ExecutorSettings)
+    #: FTS3's monitoring messages to a STOMP broker (None: none are sent)
+    messages: MessageSettings | None = None
 
 
 def local_identity(user_dn: str) -> Identity:
@@ -56,6 +59,11 @@ class FtsService:
         self.scheduler = default_scheduler(settings.workers, settings.per_link)
         self.executor = Executor(self.store, self.scheduler, settings.executor)
         self.local_identity = local_identity(settings.local_user_dn) if settings.local_user_dn else None
+        self.sender: OutboxSender | None = None
+        if settings.messages is not None and settings.messages.brokers:
+            settings.messages.default_retry = settings.executor.default_retry
+            self.store.messages = settings.messages
+            self.sender = OutboxSender(self.store, settings.messages)
 
     def start(self) -> None:
         recovered = self.store.recover()
@@ -64,6 +72,11 @@ class FtsService:
                      len(recovered))
         self.executor.start()
         self.executor.wake()
+        if self.sender is not None:
+            waiting = self.store.outbox_count()
+            if waiting:
+                log.info("messages: %d left unsent by the previous run go out first", waiting)
+            self.sender.start()
         log.info("executor: %d workers, scheduler %s", self.settings.workers, self.scheduler.describe())
         if self.settings.roots:
             log.info("file:// URLs allowed under: %s", ", ".join(self.settings.roots))
@@ -72,6 +85,8 @@ class FtsService:
 
     def stop(self) -> None:
         self.executor.stop()
+        if self.sender is not None:
+            self.sender.stop()
         self.store.close()
 
     def app(self):

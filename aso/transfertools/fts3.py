@@ -15,6 +15,7 @@ from typing import Any
 
 import requests
 
+from aso.messaging.fts3 import ROW_ID_KEY
 from aso.transfertools.base import (
     FileResult,
     JobOptions,
@@ -26,8 +27,6 @@ from aso.transfertools.base import (
 
 #: the file attributes a bulk status asks for
 STATUS_FILE_FIELDS = ("file_id", "file_state", "source_surl", "dest_surl", "reason", "file_metadata")
-#: the key under which a file's row id travels in its metadata (CRAB's name)
-ROW_ID_KEY = "oracleId"
 
 
 def _session_request_class():
