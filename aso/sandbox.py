@@ -25,6 +25,7 @@ import stat
 import tempfile
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -58,29 +59,33 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def atomic_write_json(path: Path, data: Any) -> None:
+def atomic_write_json(path: Path, data: Any, durable: bool = True) -> None:
     """Write ``data`` as JSON to ``path`` so that readers see all of it or none of it.
-    Raises :class:`SandboxError` when the folder cannot be written."""
+    ``durable=False`` skips the fsyncs: still atomic, but a power cut may bring back the
+    previous content (for records whose loss only repeats work). Raises
+    :class:`SandboxError` when the folder cannot be written."""
     try:
-        _atomic_write_json(path, data)
+        _atomic_write_json(path, data, durable)
     except OSError as exc:
         raise SandboxError(f"cannot write sandbox entry {path}: {exc.strerror or exc}") from None
 
 
-def _atomic_write_json(path: Path, data: Any) -> None:
+def _atomic_write_json(path: Path, data: Any, durable: bool = True) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "w") as fh:
             json.dump(data, fh, separators=(",", ":"))
-            fh.flush()
-            os.fsync(fh.fileno())
+            if durable:
+                fh.flush()
+                os.fsync(fh.fileno())
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
-    _fsync_dir(path.parent)
+    if durable:
+        _fsync_dir(path.parent)
 
 
 class Sandbox:
@@ -99,10 +104,29 @@ class Sandbox:
             raise ValidationError(f"{self.kind} entry name", f"{name!r} must not start with '.'")
         return self.dir / user / f"{name}{SUFFIX}"
 
-    def write(self, user: str, name: str, data: Any) -> Path:
+    def write(self, user: str, name: str, data: Any, durable: bool = True) -> Path:
         path = self.path(user, name)
-        atomic_write_json(path, data)
+        atomic_write_json(path, data, durable)
         return path
+
+    @contextmanager
+    def user_lock(self, user: str) -> Iterator[None]:
+        """Exclusive use of one user's entries among processes (the receiver and the monitor
+        both update monitor entries); released by the OS if the holder dies."""
+        import fcntl
+
+        validate.username(user, "user")
+        folder = self.dir / ".locks"
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            fd = os.open(folder / f"{user}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError as exc:
+            raise SandboxError(f"cannot create the lock of {self.kind}/{user}: {exc.strerror or exc}") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)
 
     def read(self, user: str, name: str) -> Any:
         with open(self.path(user, name)) as fh:
@@ -197,11 +221,11 @@ class Sandbox:
         """The entry ``user``/``name`` (which may not exist: loading it then gives None)."""
         return Entry(user, name, self.path(user, name))
 
-    def write_record(self, user: str, name: str, record: Any) -> Path:
+    def write_record(self, user: str, name: str, record: Any, durable: bool = True) -> Path:
         """Write one of :mod:`aso.components.handoffs`' records as this kind's entry."""
         if not isinstance(record, RECORDS[self.kind]):
             raise TypeError(f"a {self.kind} entry is a {RECORDS[self.kind].__name__}, not {type(record).__name__}")
-        return self.write(user, name, record.to_json())
+        return self.write(user, name, record.to_json(), durable)
 
     def load_record(self, entry: Entry) -> Any | None:
         """An entry as its kind's record (:mod:`aso.components.handoffs`); None as for

@@ -25,6 +25,7 @@ COMMANDS: dict[str, str] = {
     "transfer": "component_cmds:transfer",
     "monitor": "component_cmds:monitor",
     "reporter": "component_cmds:reporter",
+    "receiver": "receiver_cmds:receiver",
     "retry-manager": "component_cmds:retry_manager",
     "publisher": "publisher_cmds:publisher",
     "catalog": "catalog_cmds:catalog",

@@ -7,7 +7,8 @@ One record per sandbox kind, and the one definition of that kind's shape:
 - :class:`MonitorEntry` (``monitor/<user>/<fts_job_id>.json``): an FTS job to follow, written
   by the transfer component (and the retry manager for orphans), read by the monitor;
 - :class:`ReporterEntry` (``reporter/<user>/<job>_<batch>.json``): finished files of one
-  job, written by the monitor, read by the reporter.
+  job, written by the monitor, read by the reporter; or (``reporter/<user>/recv-....json``)
+  finished files of several jobs, each file naming its job, written by the receiver.
 
 ``to_json()`` gives exactly the JSON written on disk; ``from_json()`` reads it back (today's
 format and the older ones still on disk) or raises :class:`HandoffShapeError` saying what is
@@ -121,6 +122,18 @@ class MonitorEntry:
     batches: int = 0
     last_progress: float | None = None
     user: str | None = None
+    #: when FTS last said something about the job (a message, or a poll that found it
+    #: unfinished); with a receiver, the monitor polls only jobs quiet for ``poll_after``
+    last_news: float | None = None
+
+    def quiet_since(self) -> float:
+        """Since when nothing was heard of the job (submission, progress or news)."""
+        return max(self.submitted, self.last_progress or 0, self.last_news or 0)
+
+    def hand_over(self, ids: Iterable[str], now: float) -> None:
+        """Record files as handed to the reporter."""
+        self.reported = sorted(set(self.reported) | set(ids))
+        self.last_progress = now
 
     @classmethod
     def new(cls, job_id: str, user: str, endpoint: str, now: int,
@@ -152,6 +165,8 @@ class MonitorEntry:
                "files": self.files, "reported": self.reported, "batches": self.batches}
         if self.last_progress is not None:
             doc["last_progress"] = self.last_progress
+        if self.last_news is not None:
+            doc["last_news"] = self.last_news
         return doc
 
     @classmethod
@@ -168,10 +183,11 @@ class MonitorEntry:
         for key in ("batches", "submitted"):
             if not _is_number(doc.get(key)):
                 raise HandoffShapeError(f"'{key}' must be a number")
-        if "last_progress" in doc and not _is_number(doc["last_progress"]):
-            raise HandoffShapeError("'last_progress' must be a number")
+        for key in ("last_progress", "last_news"):
+            if key in doc and not _is_number(doc[key]):
+                raise HandoffShapeError(f"'{key}' must be a number")
         return cls(doc["job_id"], doc["endpoint"], doc["submitted"], dict(files), list(doc["reported"]),
-                   doc["batches"], doc.get("last_progress"), doc.get("user"))
+                   doc["batches"], doc.get("last_progress"), doc.get("user"), doc.get("last_news"))
 
 
 # -- reporter/: finished files of one job -------------------------------------------------
@@ -182,22 +198,32 @@ class ReportedFile:
     id: str
     state: str
     reason: str | None = None
+    #: the FTS job, when the entry holds files of several jobs (the receiver's)
+    job_id: str | None = None
 
     def to_json(self) -> dict:
-        return {"id": self.id, "state": self.state, "reason": self.reason}
+        doc = {"id": self.id, "state": self.state, "reason": self.reason}
+        if self.job_id is not None:
+            doc["job_id"] = self.job_id
+        return doc
 
 
 @dataclass
 class ReporterEntry:
-    """Files of one FTS job that reached a terminal state, for the reporter to record."""
+    """Files that reached a terminal state at FTS, for the reporter to record: of one job
+    (``job_id``), or of several (``job_id`` None, each file naming its own)."""
 
-    job_id: str
+    job_id: str | None
     files: list[ReportedFile]
     user: str | None = None
     endpoint: str | None = None
 
     def ids(self) -> list[str]:
         return [f.id for f in self.files]
+
+    def results(self) -> list[tuple[str, ReportedFile]]:
+        """(FTS job id, file) for every file."""
+        return [(f.job_id or self.job_id, f) for f in self.files]
 
     def to_json(self) -> dict:
         return {"job_id": self.job_id, "user": self.user, "endpoint": self.endpoint,
@@ -206,8 +232,9 @@ class ReporterEntry:
     @classmethod
     def from_json(cls, doc: Any) -> ReporterEntry:
         doc = _object(doc)
-        if not _is_str(doc.get("job_id")):
-            raise HandoffShapeError("'job_id' must be a non-empty string")
+        job_id = doc.get("job_id")
+        if job_id is not None and not _is_str(job_id):
+            raise HandoffShapeError("'job_id' must be a non-empty string or null")
         files = doc.get("files")
         if not isinstance(files, list):
             raise HandoffShapeError("'files' must be a list")
@@ -216,7 +243,11 @@ class ReporterEntry:
                 raise HandoffShapeError("every file must be an object with an 'id' and a 'state'")
             if f.get("reason") is not None and not isinstance(f["reason"], str):
                 raise HandoffShapeError("a file's 'reason' must be a string or null")
-        return cls(doc["job_id"], [ReportedFile(f["id"], f["state"], f.get("reason")) for f in files],
+            if f.get("job_id") is not None and not _is_str(f["job_id"]):
+                raise HandoffShapeError("a file's 'job_id' must be a non-empty string or null")
+            if job_id is None and f.get("job_id") is None:
+                raise HandoffShapeError("every file must name its 'job_id' when the entry names none")
+        return cls(job_id, [ReportedFile(f["id"], f["state"], f.get("reason"), f.get("job_id")) for f in files],
                    doc.get("user"), doc.get("endpoint"))
 
 

@@ -10,6 +10,11 @@ its remaining files reported FAILED with a reason that says so.
 Order of writes: reporter entry first, then the monitor entry's record of it. Killed in
 between, the next pass writes the same reporter entry again (same name), and the reporter
 applies it idempotently.
+
+With a receiver (``[receiver] brokers``) the monitor is the safety net: it polls only jobs
+FTS has said nothing about for ``[monitor] poll_after`` seconds, and it applies a poll's
+answer under the user's sandbox lock to the entry as it is then (the receiver may have
+handed some files over meanwhile), so the two report each file once.
 """
 
 from __future__ import annotations
@@ -33,6 +38,8 @@ log = logging.getLogger("aso.monitor")
 @dataclass
 class MonitorSummary:
     jobs: int = 0
+    #: jobs left alone this pass: recent news from the receiver, or polled recently
+    quiet_skipped: int = 0
     users: int = 0
     endpoints: int = 0
     finished_jobs: int = 0
@@ -61,7 +68,8 @@ class MonitorSummary:
 
     def line(self) -> str:
         handed = ", ".join(f"{n} {state}" for state, n in sorted(self.handed_over.items())) or "none"
-        text = (f"monitor: polled {self.jobs} FTS job(s) of {self.users} user(s) at {self.endpoints} endpoint(s): "
+        text = (f"monitor: polled {self.jobs} FTS job(s) of {self.users} user(s) at {self.endpoints} endpoint(s)"
+                + (f" ({self.quiet_skipped} with recent news left to the receiver)" if self.quiet_skipped else "") + ": "
                 f"{self.finished_jobs} done, {self.active_jobs} still active, {self.lost_jobs} unknown to FTS, "
                 f"{self.timed_out_jobs} timed out; files handed to the reporter: {handed}")
         if self.unreachable:
@@ -82,9 +90,8 @@ class MonitorPass:
         """Reporter entry first, then the monitor entry's record of it."""
         name = f"{job.job_id}_{job.batches}"
         self.reporter_box.write_record(entry.user, name, ReporterEntry(job.job_id, files, entry.user, job.endpoint))
-        job.reported = sorted(set(job.reported) | {f.id for f in files})
+        job.hand_over((f.id for f in files), int(self.now()))
         job.batches += 1
-        job.last_progress = int(self.now())
 
     def _apply(self, entry: Entry, job: MonitorEntry, result: JobResult, summary: MonitorSummary) -> None:
         reported = set(job.reported)
@@ -130,6 +137,11 @@ class MonitorPass:
                 self.monitor_box.write_record(entry.user, entry.name, job)
                 log.info("user %s: FTS job %s %s, %d more file(s) handed to the reporter", entry.user, result.job_id,
                          result.state, len(new))
+            elif self.settings.poll_after:
+                # polled and unfinished: news too, so the job rests for another poll_after
+                # (losing this write to a power cut only polls it again)
+                job.last_news = now
+                self.monitor_box.write_record(entry.user, entry.name, job, durable=False)
 
     def run_group(self, user: str, endpoint: str, entries: list[tuple[Entry, MonitorEntry]]) -> MonitorSummary:
         """Poll one user's jobs at one endpoint; returns what this group found."""
@@ -153,18 +165,26 @@ class MonitorPass:
             summary.unreachable.append(endpoint)
             summary.errors.append(f"{user}: status from {endpoint} failed: {exc}")
             return
-        for entry, job in entries:
-            result = results.get(job.job_id)
-            if result is not None:
-                self._apply(entry, job, result, summary)
+        with self.monitor_box.user_lock(user):
+            for entry, _ in entries:
+                # as it is now: the receiver may have handed files over (or all of them)
+                job = self.monitor_box.load_record(entry)
+                result = results.get(job.job_id) if job is not None else None
+                if result is not None:
+                    self._apply(entry, job, result, summary)
 
     def run(self, progress: Callable[[int, int], None] | None = None) -> MonitorSummary:
         summary = MonitorSummary()
         groups: dict[tuple[str, str], list[tuple[Entry, MonitorEntry]]] = defaultdict(list)
+        poll_after, now = self.settings.poll_after, self.now()
         for entry in self.monitor_box.entries():
             job = self.monitor_box.load_record(entry)
-            if job is not None:
-                groups[(entry.user, job.endpoint)].append((entry, job))
+            if job is None:
+                continue
+            if poll_after and now - job.quiet_since() < poll_after:
+                summary.quiet_skipped += 1
+                continue
+            groups[(entry.user, job.endpoint)].append((entry, job))
         summary.jobs = sum(len(v) for v in groups.values())
         summary.users = len({u for u, _ in groups})
         summary.endpoints = len({e for _, e in groups})

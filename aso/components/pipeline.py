@@ -8,6 +8,7 @@ configuration file.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import logging
 import queue
@@ -50,6 +51,9 @@ class PipelineSettings:
     #: the components' lock folder; the retry manager takes the transfer lock to release
     #: stuck rows safely (None: it does not release them)
     lock_dir: Path | None = None
+    #: with a receiver, the monitor polls only jobs with no news for this many seconds
+    #: (0: every job at every pass)
+    poll_after: int = 0
 
     @classmethod
     def from_config(cls, config) -> PipelineSettings:
@@ -64,6 +68,7 @@ class PipelineSettings:
             job_timeout=mon.job_timeout,
             file_timeout=mon.file_timeout,
             reporter_threads=rep.threads,
+            poll_after=mon.poll_after if config.receiver.brokers else 0,
             retry=RetryPolicy.for_transfers(config),
             cooloff=rm.cooloff,
             stuck_after=rm.stuck_after,
@@ -79,6 +84,11 @@ class PipelineSettings:
                 metadata={"issuer": "ASO", "instance": config.aso.instance},
             ),
         )
+
+    def options_for(self, user: str) -> JobOptions:
+        """A user's job options: the job metadata names the user, so that a completion
+        message (which carries it) leads the receiver to the user's monitor entry."""
+        return dataclasses.replace(self.job_options, metadata={**self.job_options.metadata, "user": user})
 
     def sandbox(self, kind: str) -> Sandbox:
         return Sandbox(self.sandbox_root, kind)

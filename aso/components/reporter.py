@@ -84,7 +84,7 @@ class ReporterPass:
                 docs.append(doc)
         if not entries:
             return 0, Counter(), 0
-        results = [(doc.job_id, f) for doc in docs for f in doc.files]
+        results = [r for doc in docs for r in doc.results()]
         rows = {r["tm_id"]: r for r in self.backend.get_transfers(sorted({f.id for _, f in results}))}
         updates, latest = [], {}
         for job_id, f in results:

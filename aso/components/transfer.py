@@ -172,7 +172,7 @@ class TransferPass:
                 tool = self.tools.delegated(chunk.endpoint, user, proxy, self.settings)
                 live = chunk.live(dead)
                 if live:
-                    job_id = tool.submit(live, self.settings.job_options, chunk.sid)
+                    job_id = tool.submit(live, self.settings.options_for(user), chunk.sid)
                 else:  # every file of it was killed: submit nothing, but know where it went if it did
                     job_id = tool.expected_job_id(chunk.sid)
                 batch.submitted.append((chunk, job_id))
