@@ -42,6 +42,9 @@ from aso.sandbox import Entry
 
 log = logging.getLogger("aso.receiver")
 
+#: how many finished jobs the receiver remembers (for duplicates; a few MB)
+FINISHED_JOBS_KEPT = 100_000
+
 
 @dataclass
 class ReceiverSettings:
@@ -118,6 +121,9 @@ class Receiver:
         self.reporter_box = pipeline.sandbox("reporter")
         self.summary = ReceiverSummary()
         self._early: dict[tuple[str, str, str], _Waiting] = {}
+        #: jobs whose every file this receiver handed over (their monitor entries are gone):
+        #: a late copy of one of their messages is a duplicate at once, not an early message
+        self._finished_jobs: collections.OrderedDict[tuple[str, str], None] = collections.OrderedDict()
         self._lags: list[float] = []
         self._seq = 0
         # filled by the connections' threads, emptied by the main loop
@@ -153,9 +159,15 @@ class Receiver:
                 continue
             fresh.append(c)
         now = self.now()
-        todo = [w.completion for w in self._early.values()] + fresh
+        # every message waits in _early until its monitor entry is found (at once, mostly)
+        todo = [w.completion for w in self._early.values()]
         for c in fresh:
-            self._early.setdefault((c.user, c.job_id, c.row_id), _Waiting(c, now))
+            key = (c.user, c.job_id, c.row_id)
+            if key in self._early or (c.user, c.job_id) in self._finished_jobs:
+                s.duplicates += 1  # seen twice before it could be handed over
+                continue
+            self._early[key] = _Waiting(c, now)
+            todo.append(c)
         by_user: dict[str, list[msg.Completion]] = collections.defaultdict(list)
         for c in todo:
             by_user[c.user].append(c)
@@ -219,6 +231,9 @@ class Receiver:
                     job.hand_over(mine, now)
                 if job.complete:
                     self.monitor_box.remove(user, entry.name)
+                    self._finished_jobs[(user, job_id)] = None
+                    if len(self._finished_jobs) > FINISHED_JOBS_KEPT:
+                        self._finished_jobs.popitem(last=False)
                 else:
                     self.monitor_box.write_record(user, entry.name, job, durable=False)
         return len(files)
