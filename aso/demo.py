@@ -11,6 +11,12 @@ the catalog exactly once.
 
 The components run through the same library calls and locks as the cron commands; only the
 process is shared, so the live view can follow them.
+
+When a STOMP broker answers on localhost (``--broker``, default ``127.0.0.1:61613`` with
+guest/guest, RabbitMQ's defaults), the FTS service publishes its completion messages there
+and ``aso receiver`` runs beside the cron passes: files become DONE from the messages, and
+the monitor only polls jobs quiet for ``[monitor] poll_after``. Without one the monitor polls
+every job. The result says which path was used.
 """
 
 from __future__ import annotations
@@ -51,6 +57,14 @@ class DemoSettings:
     #: give up after this many seconds
     timeout: float = 600.0
     seed: int = 20261122
+    #: STOMP broker for push monitoring: "auto" (127.0.0.1:61613 if it answers), host:port,
+    #: or None (poll only)
+    broker: str | None = "auto"
+    broker_user: str = "guest"
+    broker_password: str = "guest"
+
+#: where ``--broker auto`` looks (RabbitMQ's and ActiveMQ's default STOMP port)
+DEFAULT_BROKER = "127.0.0.1:61613"
 
 
 @dataclass
@@ -86,6 +100,11 @@ class DemoResult:
     publication_states: dict[str, int]
     catalog: list[dict[str, Any]]
     problems: list[str] = field(default_factory=list)
+    #: how finished files were learnt: "messages over STOMP from <broker> (aso receiver)" or
+    #: "polling (...)"
+    completion_path: str = ""
+    #: files the receiver handed to the reporter (the rest came from the monitor's polls)
+    received: int = 0
 
     @property
     def ok(self) -> bool:
@@ -112,6 +131,8 @@ class DemoResult:
                 for d in self.catalog
             ],
             "problems": self.problems,
+            "completion_path": self.completion_path,
+            "received": self.received,
         }
 
 
@@ -145,6 +166,32 @@ class _Grid:
             self.proxies[user] = make_proxy(cert, hours=12).proxy_pem()
 
 
+def find_broker(settings: DemoSettings) -> tuple[str | None, str]:
+    """The broker to use (None: poll only) and why, in words."""
+    if settings.broker is None:
+        return None, "polling (no broker asked for)"
+    from aso.messaging.stomp_link import LinkError, StompLink, resolve
+
+    spec = DEFAULT_BROKER if settings.broker == "auto" else settings.broker
+    try:
+        addresses = resolve([spec])
+    except ValueError as exc:
+        from aso.errors import ValidationError
+
+        raise ValidationError("broker", str(exc)) from None
+    for address in addresses:
+        link = StompLink(address, settings.broker_user, settings.broker_password, timeout=3.0)
+        try:
+            link.connect()
+        except LinkError as exc:
+            reason = str(exc)
+            continue
+        finally:
+            link.close()
+        return spec, f"messages over STOMP from {spec} (aso receiver), the monitor as safety net"
+    return None, f"polling (no STOMP broker answered at {spec}: {reason})"
+
+
 def fts_url(port: int) -> str:
     return f"https://localhost:{port}"
 
@@ -152,14 +199,18 @@ def fts_url(port: int) -> str:
 class _EmbeddedFts:
     """``aso fts-server`` over HTTPS on a free loopback port, in a thread of this process."""
 
-    def __init__(self, db: Path, grid: _Grid, port: int, roots: tuple[str, ...], workers: int = 8, per_link: int = 4):
+    def __init__(self, db: Path, grid: _Grid, port: int, roots: tuple[str, ...], workers: int = 8, per_link: int = 4,
+                 messages=None):
         from aso.ftsd.service import FtsService, ServiceSettings
         from aso.ftsd.tls import make_https_server
 
         self.port = port
         self.url = fts_url(port)
+        if messages is not None:
+            messages.endpoint = self.url
         # file:// only under the demo's site folders, as a production service under its --root
-        self.service = FtsService(ServiceSettings(db=db, workers=workers, per_link=per_link, roots=roots))
+        self.service = FtsService(ServiceSettings(db=db, workers=workers, per_link=per_link, roots=roots,
+                                                  messages=messages))
         self.httpd = make_https_server(self.service.app(), "127.0.0.1", self.port, cert=grid.host_cert,
                                        key=grid.host_key, ca_dir=grid.ca_dir, threads=16)
         self._thread: threading.Thread | None = None
@@ -302,13 +353,21 @@ def _run(root: Path, settings: DemoSettings, on_update: Callable[[Snapshot], Non
     users = [f"demo{i + 1}" for i in range(settings.users)]
     grid = _Grid(root / "grid", users)
     port = _free_port()
-    config_path = init_installation(root, fts_endpoint=fts_url(port), overrides={
-        "fts": {"ca_dir": str(grid.ca_dir)},
-        "monitor": {"threads": 4},
-    })
+    broker, completion_path = find_broker(settings)
+    overrides: dict[str, dict[str, Any]] = {"fts": {"ca_dir": str(grid.ca_dir)}, "monitor": {"threads": 4}}
+    messages = None
+    if broker is not None:
+        from aso.ftsd.outbox import MessageSettings
+
+        # an instance of its own: messages of other installations on the same broker are not ours
+        overrides["aso"] = {"instance": f"demo-{root.name}"[:60]}
+        overrides["receiver"] = {"brokers": [broker], "user": settings.broker_user, "password": settings.broker_password}
+        messages = MessageSettings(brokers=(broker,), user=settings.broker_user, password=settings.broker_password)
+    log.info("demo: finished files are learnt by %s", completion_path)
+    config_path = init_installation(root, fts_endpoint=fts_url(port), overrides=overrides)
     config = load_config(str(config_path))
     fts = _EmbeddedFts(root / "fts.db", grid, port,
-                       roots=roots_from_site_prefixes(site.prefix for site in config.sites.values()))
+                       roots=roots_from_site_prefixes(site.prefix for site in config.sites.values()), messages=messages)
     for user, pem in grid.proxies.items():
         write_private(Path(config.credentials.directory) / f"{user}.pem", pem)
 
@@ -317,6 +376,7 @@ def _run(root: Path, settings: DemoSettings, on_update: Callable[[Snapshot], Non
     catalog = catalog_from_config(config)
     passes: Counter = Counter()
     fts.start()
+    receiver = _ReceiverThread(config) if broker is not None else None
     started = time.monotonic()
     try:
         backend.inject([f.request for f in files])
@@ -343,6 +403,7 @@ def _run(root: Path, settings: DemoSettings, on_update: Callable[[Snapshot], Non
         seconds = time.monotonic() - started
         rows = backend.list_transfers(limit=len(files) + 1000)
     finally:
+        received = receiver.stop() if receiver is not None else 0
         fts.stop()
         backend.close()
     try:
@@ -356,7 +417,29 @@ def _run(root: Path, settings: DemoSettings, on_update: Callable[[Snapshot], Non
         publication[row["tm_publication_state"]] += 1
     return DemoResult(root, settings.keep is not None, len(files), sum(f.size for f in files),
                       sum(1 for f in files if f.request["publish"]), seconds, dict(passes), dict(transfer),
-                      dict(publication), listing, problems)
+                      dict(publication), listing, problems, completion_path, received)
+
+
+class _ReceiverThread:
+    """``aso receiver`` in a thread of the demo, under its lock, as the command runs it."""
+
+    def __init__(self, config):
+        from aso.components.pipeline import PipelineSettings
+        from aso.components.receiver import Receiver, ReceiverSettings
+        from aso.locking import component_lock
+
+        self.receiver = Receiver(ReceiverSettings.from_config(config), PipelineSettings.from_config(config))
+        self._stop = threading.Event()
+        self._lock = component_lock(config.aso.lock_dir, "receiver")
+        self._lock.__enter__()
+        self._thread = threading.Thread(target=self.receiver.run, args=(self._stop,), name="demo-receiver", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> int:
+        self._stop.set()
+        self._thread.join(timeout=30)
+        self._lock.__exit__(None, None, None)
+        return sum(self.receiver.summary.handed_over.values())
 
 
 def _check(files: list[_SourceFile], rows: list[dict], listing: list[dict], settings: DemoSettings,

@@ -48,6 +48,8 @@ def _summary(result) -> None:
     table.add_row("transfer states", ", ".join(f"{k} {v}" for k, v in sorted(result.transfer_states.items())))
     table.add_row("publication states", ", ".join(f"{k} {v}" for k, v in sorted(result.publication_states.items())))
     table.add_row("component passes", ", ".join(f"{k} {v}" for k, v in result.passes.items()))
+    table.add_row("finished files learnt by", result.completion_path
+                  + (f": {result.received} from messages, {result.files - result.received} from polls" if result.received else ""))
     for entry in result.catalog:
         files = sum(len(b["files"]) for b in entry["blocks"])
         table.add_row("catalog", f"{entry['dataset']}: {len(entry['blocks'])} block(s), {files} files")
@@ -67,12 +69,18 @@ def _summary(result) -> None:
 @click.option("--keep", type=click.Path(file_okay=False), default=None,
               help="Build the installation in this new or empty folder and keep it (default: a temporary folder, removed).")
 @click.option("--timeout", type=float, default=600.0, show_default=True, help="Give up after this many seconds.")
+@click.option("--broker", default="auto", show_default=True,
+              help="STOMP broker (host:port, guest/guest) for push monitoring with aso receiver; 'auto' uses "
+                   "127.0.0.1:61613 when it answers, 'none' polls only.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON instead of tables.")
-def demo(files: int, users: int, keep: str | None, timeout: float, as_json: bool) -> None:
+def demo(files: int, users: int, keep: str | None, timeout: float, broker: str, as_json: bool) -> None:
     """Run the whole product on this machine with nothing configured: a throwaway CA and user
     proxies, an embedded installation (local state store, three sites as local folders), the
     embedded FTS service over HTTPS, FILES real files injected as a job would, then transfer,
     monitor, reporter, publisher and retry-manager in cron order until every file is terminal.
+
+    With a STOMP broker (--broker) the FTS service publishes completion messages and aso
+    receiver turns them into results; the summary says which path was used.
 
     Ends with a summary table. Exit codes: 0 every file DONE, byte-identical at its destination
     and, when flagged, in the catalog once; 1 anything else (the problems are listed);
@@ -80,7 +88,8 @@ def demo(files: int, users: int, keep: str | None, timeout: float, as_json: bool
     """
     from aso.demo import DemoSettings, run_demo
 
-    settings = DemoSettings(files=files, users=users, keep=Path(keep) if keep else None, timeout=timeout)
+    settings = DemoSettings(files=files, users=users, keep=Path(keep) if keep else None, timeout=timeout,
+                            broker=None if broker == "none" else broker)
     if as_json or not sys.stdout.isatty():
         result = run_demo(settings)
     else:
