@@ -62,8 +62,7 @@ def _durable_round(broker: Broker, kind: str | None) -> None:
     # 1. subscribe durably, then go away
     with Client(broker, connect) as sub:
         sub.subscribe(destination, subscribe["id"], subscribe)
-        sub.conn.send_frame("DISCONNECT", {"receipt": "bye"})  # processed after the SUBSCRIBE
-        sub.wait_receipt("bye")
+        sub.leave()  # processed after the SUBSCRIBE
 
     # 2. while away, three persistent messages are published
     bodies = ["a", "b", "c"]
@@ -76,8 +75,7 @@ def _durable_round(broker: Broker, kind: str | None) -> None:
         assert [body for _, body in got] == bodies
         sub.ack(got[-1][0])
         assert sub.nothing_within(0.5) == []
-        sub.conn.send_frame("DISCONNECT", {"receipt": "bye"})
-        sub.wait_receipt("bye")
+        sub.leave()
 
     # 4. back again: the ack was kept, nothing is redelivered
     with Client(broker, connect) as sub:
@@ -104,8 +102,7 @@ def _delete(broker: Broker, sub: Client, connect: dict, subscribe: dict) -> None
         # ActiveMQ cannot delete an active durable subscription: stop consuming (plain
         # UNSUBSCRIBE keeps it), then delete it from a connection that is not using it
         sub.unsubscribe(subscribe["id"])
-        sub.conn.send_frame("DISCONNECT", {"receipt": "bye"})
-        sub.wait_receipt("bye")
+        sub.leave()
         with Client(broker, connect) as other:
             other.unsubscribe(subscribe["id"], subscribe)
             assert other.errors == []
@@ -129,15 +126,13 @@ def test_unacked_messages_of_a_durable_subscription_come_back(stomp_broker):  # 
     connect, subscribe = subscription_headers(None, name)
     with Client(stomp_broker, connect) as sub:
         sub.subscribe(destination, subscribe["id"], subscribe)
-        sub.conn.send_frame("DISCONNECT", {"receipt": "bye"})
-        sub.wait_receipt("bye")
+        sub.leave()
     _publish(stomp_broker, destination, ["x", "y", "z"])
     with Client(stomp_broker, connect) as sub:
         sub.subscribe(destination, subscribe["id"], subscribe)
         got = sub.receive(3)
         sub.ack(got[0][0])  # only the first one
-        sub.conn.send_frame("DISCONNECT", {"receipt": "bye"})
-        sub.wait_receipt("bye")
+        sub.leave()
     with Client(stomp_broker, connect) as sub:
         sub.subscribe(destination, subscribe["id"], subscribe)
         again = sub.receive(2)
