@@ -16,6 +16,8 @@ import threading
 from dataclasses import dataclass
 
 import pytest
+import stomp
+from stomp import exception as stomp_exception
 
 RABBITMQ_ENV = "ASO_TEST_STOMP_RABBITMQ"
 ACTIVEMQ_ENV = "ASO_TEST_STOMP_ACTIVEMQ"
@@ -89,8 +91,6 @@ class Client:
     ``errors``; ``server`` is the CONNECTED frame's ``server`` header."""
 
     def __init__(self, broker: Broker, headers: dict[str, str] | None = None, timeout: float = 5.0):
-        import stomp
-
         self.broker, self.timeout = broker, timeout
         self.messages: queue.Queue = queue.Queue()
         self.receipts: queue.Queue = queue.Queue()
@@ -156,10 +156,19 @@ class Client:
         """ACK a MESSAGE (STOMP 1.2: by its ``ack`` header); with ack="client" this is cumulative."""
         self.conn.ack(headers["ack"])
 
+    def leave(self) -> None:
+        """DISCONNECT and wait for its receipt: the broker has processed every earlier frame
+        (SUBSCRIBE, ACK) before it answers. ``close()`` then only stops the transport."""
+        self.conn.send_frame("DISCONNECT", {"receipt": "bye"})
+        self.wait_receipt("bye")
+        self._left = True
+
     def close(self) -> None:
         try:
-            if self.conn.is_connected():
+            if not getattr(self, "_left", False) and self.conn.is_connected():
                 self.conn.disconnect(receipt=None)
+        except (stomp_exception.NotConnectedException, OSError):
+            pass  # the broker closed the socket first
         finally:
             self.conn.transport.stop()
 
