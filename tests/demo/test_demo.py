@@ -25,6 +25,21 @@ def test_demo_200_files_all_done_and_published(tmp_path):
     assert sum(d["files"] for d in result["catalog"]) == flagged
     assert len(result["catalog"]) == 3  # one dataset per user's publishing task
     assert result["directory"] is None and list(tmp_path.iterdir()) == []  # nothing left behind
+    # RabbitMQ's STOMP listens on localhost (.ci/run): the files came through aso receiver
+    assert result["completion_path"].startswith("messages over STOMP from 127.0.0.1:61613")
+    assert result["received"] > 0
+
+
+def test_demo_without_a_broker_polls_and_says_so(tmp_path):
+    from tests.procs import free_port
+
+    done = _demo("--files", "10", "--users", "1", "--broker", f"127.0.0.1:{free_port()}", "--json", cwd=tmp_path)
+    assert done.returncode == 0, done.stdout + done.stderr
+    result = json.loads(done.stdout)
+    assert result["ok"] and result["completion_path"].startswith("polling (no STOMP broker answered at 127.0.0.1:")
+    assert result["received"] == 0
+    none = json.loads(_demo("--files", "3", "--users", "1", "--broker", "none", "--json", cwd=tmp_path).stdout)
+    assert none["ok"] and none["completion_path"] == "polling (no broker asked for)"
 
 
 def test_demo_keep_leaves_a_working_installation(tmp_path):

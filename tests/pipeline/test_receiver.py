@@ -190,4 +190,4 @@ def _drop_durable(broker: Broker, name: str) -> None:
     connect, sub = subscription_headers("rabbitmq", name)
     with Client(broker, headers=connect) as client:
         client.subscribe(TOPIC, sub["id"], headers=sub)
-        client.unsubscribe(sub["id"], headers={"durable": "true", "auto-delete": "false"})
+        client.unsubscribe(sub["id"], headers=sub)  # with the durable headers: deletes the queue
