@@ -7,9 +7,9 @@ and how many completion messages per second the receiver turns into hand-offs.
 
 Latency (one run, two paths side by side, local SQLite backend, ``aso fts-server --simulate``
 publishing FTS3's messages to RabbitMQ's STOMP on 127.0.0.1:61613):
-    ``--files`` files of ``--users`` users are injected; ``aso transfer --loop`` submits them
-    in ``--spread`` passes a second apart (acquire_limit is set so), so they finish at FTS over
-    about ``--spread`` seconds. ``aso reporter --loop --interval 0.1`` runs throughout. The
+    ``--files`` files of ``--users`` users are injected; ``aso transfer --loop --interval 0.1``
+    submits them in ``--spread`` passes (acquire_limit is set so), so they finish at FTS over
+    the passes' duration (about a second each for 1,000 files; the table shows the spread). ``aso reporter --loop --interval 0.1`` runs throughout. The
     receiver path runs ``aso receiver`` (and the monitor as safety net, ``poll_after`` 300 s);
     the poll path runs ``aso monitor --loop --interval <poll-interval>`` instead (cron every
     minute is the usual; ``crontab.example`` says every two). A file's latency is from its
@@ -127,7 +127,7 @@ def latency_run(work: Path, files: int, users: int, spread: int, path: str, poll
         procs.append(_background(config, "reporter", "--loop", "--interval", "0.1", log=log))
         procs.append(_background(config, "monitor", "--loop", "--interval", str(poll_interval), log=log))
         started = time.time()
-        procs.append(_background(config, "transfer", "--loop", "--interval", "1", log=log))
+        procs.append(_background(config, "transfer", "--loop", "--interval", "0.1", log=log))
         seen: dict[str, float] = {}
         state_db = sqlite3.connect(work / "aso" / "state.db", timeout=30)
         deadline = time.monotonic() + 120 + 3 * poll_interval + 2 * spread
@@ -237,7 +237,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--files", type=int, default=10000)
     ap.add_argument("--users", type=int, default=100)
-    ap.add_argument("--spread", type=int, default=10, help="transfer passes (a second apart) the files are submitted in")
+    ap.add_argument("--spread", type=int, default=10, help="transfer passes the files are submitted in")
     ap.add_argument("--poll-interval", type=float, default=60.0, help="aso monitor --loop interval on the poll path")
     ap.add_argument("--throughput-messages", type=int, default=50000)
     ap.add_argument("--throughput-users", type=int, default=100)

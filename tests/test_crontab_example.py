@@ -21,3 +21,6 @@ def test_crontab_runs_every_component_once_with_real_commands():
             assert len(line.split()[:5]) == 5 and ">>" in line  # a schedule and a log file
     config_option = next(p for p in cli.params if p.name == "config_path")
     assert any(line.startswith(f"{config_option.envvar}=") for line in lines)
+    # the receiver, long-running and optional, is there to uncomment
+    receiver = [line for line in CRONTAB.read_text().splitlines() if "$ASO receiver" in line]
+    assert len(receiver) == 1 and receiver[0].startswith("# *") and "receiver" in COMMANDS

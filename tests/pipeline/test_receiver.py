@@ -124,10 +124,13 @@ def test_receiver_alone_finishes_every_file_and_shrugs_off_duplicates_and_junk(t
 
 def test_broker_down_then_back_delivers_the_kept_messages_and_the_monitor_finishes_the_rest(tmp_path, pki):
     broker = require(rabbitmq())
-    proxy = TcpProxy(broker.host, broker.port)  # between fts-server and the broker: down until up()
+    # forwarders between each side and the broker: down() takes "the broker" away from that side
+    to_fts, to_receiver = TcpProxy(broker.host, broker.port), TcpProxy(broker.host, broker.port)
+    to_receiver.up()
     try:
-        with _fts(pki, tmp_path / "fts", proxy.address) as fts:
-            inst = _install(tmp_path, fts, broker, "monitor.poll_after=2")
+        with _fts(pki, tmp_path / "fts", to_fts.address) as fts:
+            via = Broker("rabbitmq", "127.0.0.1", to_receiver.port)
+            inst = _install(tmp_path, fts, via, "monitor.poll_after=2")
             users = users_for(pki, inst, 2)
             receiver = ReceiverProcess(inst).start()
             try:
@@ -138,7 +141,13 @@ def test_broker_down_then_back_delivers_the_kept_messages_and_the_monitor_finish
                 assert {r["tm_transfer_state"] for r in inst.rows()} == {"SUBMITTED"}
                 assert "next try in" in fts.log.read_text()  # the copies went on; the sender backs off
 
-                proxy.up()
+                # the receiver loses its broker too, and reconnects when it is back
+                to_receiver.down()
+                _wait(lambda: "next try in" in receiver.log.read_text(), "the receiver retrying")
+                to_receiver.up()
+                _wait(lambda: receiver.log.read_text().count("subscribed to") == 2, "the receiver subscribed again")
+
+                to_fts.up()
                 inst.run_until(all_in("DONE"), rounds=60, components=("transfer", "reporter"), pause=0.3)
                 _wait(lambda: _outbox(fts) == 0, "the outbox emptied")
             finally:
@@ -155,7 +164,8 @@ def test_broker_down_then_back_delivers_the_kept_messages_and_the_monitor_finish
             time.sleep(2.2)
             inst.run_until(all_in("DONE"), rounds=20, components=("monitor", "reporter"), pause=0.3)
     finally:
-        proxy.close()
+        to_fts.close()
+        to_receiver.close()
     assert len(inst.rows()) == 60 and inst.sandbox_entries() == {"monitor": 0, "reporter": 0, "submit": 0}
 
 
