@@ -106,6 +106,8 @@ def test_receiver_alone_finishes_every_file_and_shrugs_off_duplicates_and_junk(t
         users = users_for(pki, inst, 2)
         receiver = ReceiverProcess(inst).start()
         try:
+            second = inst.aso("receiver", "--seconds", "30", timeout=20)  # one at a time: exits at once
+            assert second.returncode == 0 and "another 'receiver' pass holds" in second.stderr
             inst.inject(inst.make_requests(users, 30, size=500))
             inst.round("transfer")
             seen = spy.receive(1)[0][1]
@@ -201,3 +203,19 @@ def _drop_durable(broker: Broker, name: str) -> None:
     with Client(broker, headers=connect) as client:
         client.subscribe(TOPIC, sub["id"], headers=sub)
         client.unsubscribe(sub["id"], headers=sub)  # with the durable headers: deletes the queue
+
+
+def test_receiver_configuration_errors_are_one_line_and_exit_2(tmp_path):
+    from tests.pipeline.harness import Installation
+
+    bare = Installation(tmp_path / "bare", "http://127.0.0.1:1")
+    res = bare.aso("receiver", check=False)
+    assert res.returncode == 2 and res.stderr.strip().splitlines() == [
+        "error: receiver.brokers is empty: configure the STOMP brokers FTS publishes to"]
+    bad = Installation(tmp_path / "bad", "http://127.0.0.1:1", 'receiver.brokers=["host:99999"]')
+    res = bad.aso("receiver", check=False)
+    assert res.returncode == 2 and "receiver.brokers" in res.stderr and "Traceback" not in res.stderr
+    sub = Installation(tmp_path / "sub", "http://127.0.0.1:1", 'receiver.brokers=["127.0.0.1:61613"]',
+                       'receiver.subscription="../x y"')
+    res = sub.aso("receiver", check=False)
+    assert res.returncode == 2 and "receiver.subscription" in res.stderr
