@@ -3,6 +3,7 @@
     python benchmarks/pipeline.py --files 100000 --users 1000             # local SQLite backend
     python benchmarks/pipeline.py --files 100000 --users 1000 --rest      # through an aso server
     python benchmarks/pipeline.py --files 10000 --users 100               # the 10k point of the scaling check
+    python benchmarks/pipeline.py --real                                  # real bytes: see benchmarks/pipeline_real.py
 
 Runs the real commands (``aso transfer``, ``aso monitor``, ``aso reporter``) as cron would,
 pass after pass until every row is DONE, against ``aso fts-server --simulate`` over plain
@@ -135,10 +136,20 @@ def main() -> int:
     ap.add_argument("--delegation-users", type=int, default=20, help="users for the first-time delegation line (0: skip)")
     ap.add_argument("--workdir", type=Path, default=None)
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--real", action="store_true",
+                    help="real bytes end to end, beside the service alone and cp + sync (benchmarks/pipeline_real.py)")
+    ap.add_argument("--case", action="append", choices=["10000x256K", "1000x4M", "5x1G"], help="--real: case(s) to run")
+    ap.add_argument("--verify", action="append", choices=["both", "none"], help="--real: checksum mode(s)")
     ap.add_argument("--profile", action="append", default=[], metavar="COMPONENT",
                     help="sample this component's passes with py-spy (pip install py-spy), writing collapsed stacks "
                          "to COMPONENT.stacks in the current folder")
     args = ap.parse_args()
+    if args.real:
+        from benchmarks.pipeline_real import main as real_main
+
+        if args.users == 100:
+            args.users = 10
+        return real_main(args, console)
     for name in args.profile:
         PROFILE[name] = Path.cwd() / f"{name}.stacks"
 

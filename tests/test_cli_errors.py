@@ -66,6 +66,7 @@ NO_STATE_BACKEND = {
     ("server",): "is the state backend (it serves a database; its failures are bad config and port in use)",
     ("fts-server",): "is the FTS service and talks to no state backend",
     ("monitor",): "talks to FTS and its sandbox only, never to the state backend",
+    ("receiver",): "turns broker messages into sandbox hand-offs, never talks to the state backend",
     ("catalog", "list"): "reads the catalog, not the state backend",
 }
 
