@@ -87,6 +87,9 @@ def _message_settings(app, brokers: tuple[str, ...], served_url: str):
 @click.option("--fsync/--no-fsync", "durable", default=True, show_default=True,
               help="fsync local destination files at checkpoints and before reporting them FINISHED. "
                    "--no-fsync is faster and survives a killed service, but not a power cut.")
+@click.option("--reread-destination", is_flag=True,
+              help="Read each local destination file back to compute its checksum (the disk itself checked); "
+                   "by default it is computed from the bytes as they are written, in the same pass as the source's.")
 @click.option("--simulate", is_flag=True,
               help="Move no data: every submitted file is FINISHED at once with its declared size. "
                    "For measuring what surrounds FTS (aso's pipeline benchmark); never for real transfers.")
@@ -100,7 +103,8 @@ def _message_settings(app, brokers: tuple[str, ...], served_url: str):
                    "[fts_server.stomp_brokers]. User, password, topics, vo and alias come from [fts_server].")
 @pass_app
 def fts_server(app, host, port, db_path, cert, key, ca_dir, workers, per_link, local_user_dn, default_retry,
-               checkpoint_seconds, poll_seconds, durable, simulate, threads, roots, stomp_brokers) -> None:
+               checkpoint_seconds, poll_seconds, durable, reread_destination, simulate, threads, roots,
+               stomp_brokers) -> None:
     """Serve FTS3's REST API and copy files (file://, http://, https://).
 
     file:// URLs must lie under one of the service's roots (--root), as written and with
@@ -152,7 +156,8 @@ def fts_server(app, host, port, db_path, cert, key, ca_dir, workers, per_link, l
         per_link=per_link,
         local_user_dn=None if https else (local_user_dn or DEFAULT_LOCAL_USER),
         executor=ExecutorSettings(default_retry=default_retry, checkpoint_seconds=checkpoint_seconds,
-                                  poll_seconds=poll_seconds, durable=durable, simulate=simulate),
+                                  poll_seconds=poll_seconds, durable=durable, simulate=simulate,
+                                  reread_destination=reread_destination),
         messages=messages,
     )
     if https:

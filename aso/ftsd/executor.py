@@ -53,6 +53,8 @@ class ExecutorSettings:
     simulate: bool = False
     #: local folders file:// URLs must lie under (symlinks resolved); set by the service
     roots: tuple[str, ...] = ()
+    #: read local destination files back for their checksum (else: of the bytes written)
+    reread_destination: bool = False
 
 
 class Executor:
@@ -200,6 +202,7 @@ class Executor:
                 on_commit=lambda size: self.store.checkpoint(task.file_id, size, committing=True),
                 durable=self.settings.durable,
                 roots=self.settings.roots,
+                reread_destination=self.settings.reread_destination,
             )
         except Exception as exc:
             self._failed(task, exc)

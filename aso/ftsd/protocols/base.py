@@ -58,6 +58,9 @@ class Destination(ABC):
     url: str
     #: False where a partial write cannot be continued (e.g. an HTTP PUT)
     resumable: bool = False
+    #: the destination's checksum is that of the bytes ``write`` was given (a local file);
+    #: False: ask the storage (:meth:`adler32`)
+    checksum_of_written: bool = False
 
     @abstractmethod
     def exists(self) -> bool:
@@ -93,8 +96,9 @@ class Destination(ABC):
 
     @abstractmethod
     def adler32(self) -> str:
-        """adler32 of the data at the destination, read back from it (the partial file while
-        it exists, else the committed file)."""
+        """adler32 of the data at the destination as the storage has it (its own checksum
+        where it gives one, else read back; the partial file while it exists, else the
+        committed file)."""
 
     def close(self) -> None:  # noqa: B027 - optional
         pass

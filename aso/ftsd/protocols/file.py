@@ -76,6 +76,7 @@ _NO_KERNEL_COPY = (errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP)
 
 class FileDestination(Destination):
     resumable = True
+    checksum_of_written = True
 
     def __init__(self, url: str, part_name: str, durable: bool = True, roots: Sequence[str] = ()):
         self.durable = durable
