@@ -73,9 +73,11 @@ def _message_settings(app, brokers: tuple[str, ...], served_url: str):
 @click.option("--key", type=click.Path(dir_okay=False), default=None, help="Host private key (PEM).")
 @click.option("--ca-dir", type=click.Path(file_okay=False), default=None,
               help="Folder of trusted CA certificates (<hash>.0 files, as /etc/grid-security/certificates).")
-@click.option("--workers", type=int, default=None, help="Copies running at once over the whole service [fts_server.workers, 4].")
-@click.option("--per-link", type=int, default=None,
-              help="Copies running at once per link, source storage to destination storage [fts_server.per_link, 2].")
+@click.option("--workers", type=click.IntRange(min=1), default=None,
+              help="Copies running at once over the whole service [fts_server.workers; 0 there: 4 per CPU core, 4 to 32].")
+@click.option("--per-link", type=click.IntRange(min=1), default=None,
+              help="Copies running at once per link, source storage to destination storage [fts_server.per_link; "
+                   "0 there: as many as workers].")
 @click.option("--local-user-dn", default=None,
               help="Plain HTTP only: the DN every caller is taken to be [/DC=local/CN=aso local user].")
 @click.option("--default-retry", type=int, default=0, show_default=True,
@@ -137,10 +139,9 @@ def fts_server(app, host, port, db_path, cert, key, ca_dir, workers, per_link, l
     cert = cert or _default(app, "cert") or None
     key = key or _default(app, "key") or None
     ca_dir = ca_dir or _default(app, "ca_dir") or None
-    workers = workers or int(_default(app, "workers"))
-    per_link = per_link or int(_default(app, "per_link"))
-    if workers < 1 or per_link < 1:
-        fail("--workers and --per-link must be at least 1", EXIT_BAD_INPUT)
+    from aso.ftsd.service import copy_slots
+
+    workers, per_link = copy_slots(workers or int(_default(app, "workers")), per_link or int(_default(app, "per_link")))
     tls = [cert, key, ca_dir]
     if any(tls) and not all(tls):
         fail("HTTPS needs all of --cert, --key and --ca-dir", EXIT_BAD_INPUT)
