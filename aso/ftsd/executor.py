@@ -57,6 +57,68 @@ class ExecutorSettings:
     reread_destination: bool = False
 
 
+class _Call:
+    __slots__ = ("op", "args", "kwargs", "done", "result", "error")
+
+    def __init__(self, op: str, args: tuple, kwargs: dict):
+        self.op, self.args, self.kwargs = op, args, kwargs
+        self.done = threading.Event()
+        self.result = self.error = None
+
+
+class GroupRecorder:
+    """One thread records what the workers report (the mark before a rename, the end of a
+    copy) and commits whatever several workers reported meanwhile in one transaction: with
+    many small files, a transaction per file per step made the workers queue for the store."""
+
+    def __init__(self, store: JobStore, batch: int = 256):
+        self.store = store
+        self.batch = batch
+        self._calls: queue.Queue[_Call | None] = queue.Queue()
+        self._thread = threading.Thread(target=self._loop, name="fts-recorder", daemon=True)
+        self._thread.start()
+
+    def call(self, op: str, *args, **kwargs):
+        """Record ``op`` ("checkpoint" or "finish") and return its result once committed."""
+        c = _Call(op, args, kwargs)
+        self._calls.put(c)
+        c.done.wait()
+        if c.error is not None:
+            raise c.error
+        return c.result
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self._calls.put(None)
+        self._thread.join(timeout)
+
+    def _loop(self) -> None:
+        while True:
+            first = self._calls.get()
+            if first is None:
+                return
+            calls, stop = [first], False
+            while len(calls) < self.batch:
+                try:
+                    c = self._calls.get_nowait()
+                except queue.Empty:
+                    break
+                if c is None:
+                    stop = True
+                    break
+                calls.append(c)
+            try:
+                results = self.store.record([(c.op, c.args, c.kwargs) for c in calls])
+                for c, r in zip(calls, results, strict=True):
+                    c.result = r
+            except Exception as exc:  # every caller hears of it
+                for c in calls:
+                    c.error = exc
+            for c in calls:
+                c.done.set()
+            if stop:
+                return
+
+
 class Executor:
     def __init__(self, store: JobStore, scheduler: Scheduler, settings: ExecutorSettings):
         self.store = store
@@ -69,10 +131,13 @@ class Executor:
         self._wake = threading.Event()
         self._stopping = threading.Event()
         self._threads: list[threading.Thread] = []
+        self._recorder: GroupRecorder | None = None
+        self._next_expiry = 0.0
 
     # -- life cycle ---------------------------------------------------------------------
 
     def start(self) -> None:
+        self._recorder = GroupRecorder(self.store)
         for i in range(self.settings.workers):
             t = threading.Thread(target=self._worker, name=f"fts-worker-{i}", daemon=True)
             t.start()
@@ -92,6 +157,8 @@ class Executor:
             t.join(max(0.0, deadline - time.monotonic()))
         with self._lock:
             left = list(self._running)
+        if self._recorder is not None:
+            self._recorder.stop()
         # Copies stuck in I/O past the timeout: queued again for the next start.
         self.store.release(left)
 
@@ -116,7 +183,10 @@ class Executor:
             if self._stopping.is_set():
                 return
             try:
-                self.interrupt(self.store.expire_overdue())
+                if time.monotonic() >= self._next_expiry:
+                    # a scan of the jobs: once per poll, not once per finished copy
+                    self._next_expiry = time.monotonic() + self.settings.poll_seconds
+                    self.interrupt(self.store.expire_overdue())
                 self.dispatch()
             except Exception:  # keep dispatching; the database may be busy for a moment
                 log.exception("scheduling round failed")
@@ -188,9 +258,15 @@ class Executor:
 
         return on_progress
 
+    def _record(self, op: str, *args, **kwargs):
+        if self._recorder is None:  # not started (tests driving a worker directly)
+            return getattr(self.store, op)(*args, **kwargs)
+        return self._recorder.call(op, *args, **kwargs)
+
     def _run(self, task: CopyTask) -> None:
-        if not self.store.start(task.file_id):
-            return  # canceled between claim and start
+        with self._lock:
+            if task.file_id in self._interrupts:
+                return  # canceled between the claim and now
         if task.transferred:
             log.info("file %d (job %s): resuming from byte %d", task.file_id, task.job_id, task.transferred)
         try:
@@ -199,7 +275,7 @@ class Executor:
                 buffer_size=self.settings.buffer_size,
                 timeout=self.settings.io_timeout,
                 on_progress=self._progress_hook(task),
-                on_commit=lambda size: self.store.checkpoint(task.file_id, size, committing=True),
+                on_commit=lambda size: self._record("checkpoint", task.file_id, size, committing=True),
                 durable=self.settings.durable,
                 roots=self.settings.roots,
                 reread_destination=self.settings.reread_destination,
@@ -207,7 +283,7 @@ class Executor:
         except Exception as exc:
             self._failed(task, exc)
             return
-        done = self.store.finish(task.file_id, "FINISHED", filesize=result.filesize, checksum=result.checksum)
+        done = self._record("finish", task.file_id, "FINISHED", filesize=result.filesize, checksum=result.checksum)
         if done is not None:
             log.info("file %d (job %s) FINISHED: %d bytes%s; job %s", task.file_id, task.job_id, result.filesize,
                      f", resumed at {result.resumed_from}" if result.resumed_from else "", done.job_state)
@@ -227,8 +303,8 @@ class Executor:
         else:
             log.exception("file %d (job %s): copy failed unexpectedly", task.file_id, task.job_id)
             reason, recoverable = f"TRANSFER [5] {type(exc).__name__}: {exc}", True
-        done = self.store.finish(task.file_id, "FAILED", reason=reason, recoverable=recoverable,
-                                 default_retry=self.settings.default_retry)
+        done = self._record("finish", task.file_id, "FAILED", reason=reason, recoverable=recoverable,
+                            default_retry=self.settings.default_retry)
         if done is None:
             discard_partial(task, roots=self.settings.roots)
             return
