@@ -40,10 +40,11 @@ from aso.ftsd.outbox import OUTBOX_SCHEMA, Event, MessageSettings, queue_message
 
 
 class JobStore(ExecutorQueries):
-    """Two SQLite connections shared by the HTTP threads and the executor: one for writes,
-    behind a lock (every write is a short transaction, and SQLite serialises writers anyway),
-    one for reads behind another, so that answering a status request never holds up a copy
-    recording its progress (WAL lets a reader and a writer work at once)."""
+    """SQLite shared by the HTTP threads and the executor: one connection for writes, behind
+    a lock (every write is a short transaction, and SQLite serialises writers anyway), and one
+    read connection per thread, so that answering a status request never holds up a copy
+    recording its progress, nor the dispatcher reading the queue (WAL lets readers and a
+    writer work at once)."""
 
     def __init__(self, path: str | Path, host: str = "localhost"):
         self.path = str(path)
@@ -58,18 +59,19 @@ class JobStore(ExecutorQueries):
         self._conn.execute("PRAGMA busy_timeout = 30000")
         self._conn.executescript(_SCHEMA + OUTBOX_SCHEMA)
         add_missing_columns(self._conn)
-        self._rlock = threading.RLock()
-        self._rconn = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
-        self._rconn.row_factory = sqlite3.Row
-        self._rconn.execute("PRAGMA busy_timeout = 30000")
+        self._readers = threading.local()
+        self._reader_conns: list[sqlite3.Connection] = []
+        self._readers_lock = threading.Lock()
         #: set by the service when it publishes FTS3's messages (None: it does not)
         self.messages: MessageSettings | None = None
         #: set whenever messages were queued (the sender waits on it)
         self.outbox_wake = threading.Event()
 
     def close(self) -> None:
-        with self._lock, self._rlock:
-            self._rconn.close()
+        with self._lock, self._readers_lock:
+            for conn in self._reader_conns:
+                conn.close()
+            self._reader_conns.clear()
             self._conn.close()
 
     @contextmanager
@@ -107,8 +109,15 @@ class JobStore(ExecutorQueries):
         return self._read("SELECT COUNT(*) FROM t_outbox")[0][0]
 
     def _read(self, sql: str, args: Sequence = ()) -> list[sqlite3.Row]:
-        with self._rlock:
-            return self._rconn.execute(sql, args).fetchall()
+        conn = getattr(self._readers, "conn", None)
+        if conn is None:
+            conn = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
+            conn.row_factory = sqlite3.Row
+            conn.execute("PRAGMA busy_timeout = 30000")
+            self._readers.conn = conn
+            with self._readers_lock:
+                self._reader_conns.append(conn)
+        return conn.execute(sql, args).fetchall()
 
     # -- submission ---------------------------------------------------------------------
 

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 from aso.ftsd.db import CopyTask, JobStore
 from aso.ftsd.protocols import CopyError, Destination
+from aso.ftsd.protocols.file import sync_file_systems
 from aso.ftsd.scheduler import Running, Scheduler
 from aso.ftsd.transfer import discard_partial, run_copy
 
@@ -58,10 +59,10 @@ class ExecutorSettings:
 
 
 class _Call:
-    __slots__ = ("op", "args", "kwargs", "done", "result", "error")
+    __slots__ = ("op", "args", "kwargs", "sync", "done", "result", "error")
 
-    def __init__(self, op: str, args: tuple, kwargs: dict):
-        self.op, self.args, self.kwargs = op, args, kwargs
+    def __init__(self, op: str, args: tuple, kwargs: dict, sync: str | None):
+        self.op, self.args, self.kwargs, self.sync = op, args, kwargs, sync
         self.done = threading.Event()
         self.result = self.error = None
 
@@ -69,7 +70,10 @@ class _Call:
 class GroupRecorder:
     """One thread records what the workers report (the mark before a rename, the end of a
     copy) and commits whatever several workers reported meanwhile in one transaction: with
-    many small files, a transaction per file per step made the workers queue for the store."""
+    many small files, a transaction per file per step made the workers queue for the store.
+
+    Durability is grouped the same way: a copy made with ``sync_later`` (no fsync of its own)
+    is recorded FINISHED only after its file system was synced, once for the whole batch."""
 
     def __init__(self, store: JobStore, batch: int = 256):
         self.store = store
@@ -78,14 +82,19 @@ class GroupRecorder:
         self._thread = threading.Thread(target=self._loop, name="fts-recorder", daemon=True)
         self._thread.start()
 
-    def call(self, op: str, *args, **kwargs):
+    def call(self, op: str, *args, sync: str | None = None, **kwargs):
         """Record ``op`` ("checkpoint" or "finish") and return its result once committed."""
-        c = _Call(op, args, kwargs)
-        self._calls.put(c)
+        c = self.submit(op, *args, sync=sync, **kwargs)
         c.done.wait()
         if c.error is not None:
             raise c.error
         return c.result
+
+    def submit(self, op: str, *args, sync: str | None = None, **kwargs) -> _Call:
+        """Queue ``op`` without waiting (``sync``: a path to sync first)."""
+        c = _Call(op, args, kwargs, sync)
+        self._calls.put(c)
+        return c
 
     def stop(self, timeout: float = 10.0) -> None:
         self._calls.put(None)
@@ -106,17 +115,36 @@ class GroupRecorder:
                     stop = True
                     break
                 calls.append(c)
+            self._sync(calls)
             try:
                 results = self.store.record([(c.op, c.args, c.kwargs) for c in calls])
                 for c, r in zip(calls, results, strict=True):
                     c.result = r
             except Exception as exc:  # every caller hears of it
+                log.exception("recording %d result(s) failed", len(calls))
                 for c in calls:
                     c.error = exc
             for c in calls:
                 c.done.set()
             if stop:
                 return
+
+    @staticmethod
+    def _sync(calls: list[_Call]) -> None:
+        paths = {c.sync for c in calls if c.sync}
+        if not paths:
+            return
+        try:
+            sync_file_systems(sorted(paths))
+        except OSError as exc:
+            # not durable: those copies failed (FTS retries them when it may)
+            reason = f"DESTINATION [{exc.errno or 5}] sync of {exc.filename or 'the destination'} failed: {exc.strerror or exc}"
+            for c in calls:
+                if c.sync and c.op == "finish":
+                    c.args = (c.args[0], "FAILED")
+                    c.kwargs = {**{k: v for k, v in c.kwargs.items() if k not in ("filesize", "checksum")},
+                                "reason": reason, "recoverable": True}
+            log.error("%s", reason)
 
 
 class Executor:
@@ -279,14 +307,22 @@ class Executor:
                 durable=self.settings.durable,
                 roots=self.settings.roots,
                 reread_destination=self.settings.reread_destination,
+                # with the recorder, durability is one sync per batch of finished copies
+                sync_later=self._recorder is not None,
             )
         except Exception as exc:
             self._failed(task, exc)
             return
-        done = self._record("finish", task.file_id, "FINISHED", filesize=result.filesize, checksum=result.checksum)
-        if done is not None:
-            log.info("file %d (job %s) FINISHED: %d bytes%s; job %s", task.file_id, task.job_id, result.filesize,
-                     f", resumed at {result.resumed_from}" if result.resumed_from else "", done.job_state)
+        if self._recorder is None:
+            if result.needs_sync:
+                sync_file_systems([result.needs_sync])
+            self.store.finish(task.file_id, "FINISHED", filesize=result.filesize, checksum=result.checksum)
+        else:
+            # recorded (after the sync) while this worker starts its next copy
+            self._recorder.submit("finish", task.file_id, "FINISHED", filesize=result.filesize,
+                                  checksum=result.checksum, sync=result.needs_sync)
+        log.info("file %d (job %s) copied: %d bytes%s", task.file_id, task.job_id, result.filesize,
+                 f", resumed at {result.resumed_from}" if result.resumed_from else "")
 
     def _failed(self, task: CopyTask, exc: Exception) -> None:
         with self._lock:

@@ -33,6 +33,8 @@ class CopyResult:
     checksum: str | None
     #: byte offset the copy started from (non-zero when it resumed a partial copy)
     resumed_from: int
+    #: a path whose file system must be synced before the copy is durable (``sync_later``)
+    needs_sync: str | None = None
 
 
 def _hashing(chunks: Iterator, digest: ck.Adler32) -> Iterator:
@@ -67,6 +69,7 @@ def run_copy(
     durable: bool = True,
     roots: Sequence[str] = (),
     reread_destination: bool = False,
+    sync_later: bool = False,
 ) -> CopyResult:
     """Copy one file. ``on_progress(bytes_written, destination)`` is called per buffer (it may
     raise to interrupt the copy); ``on_commit(size)`` just before the rename, so that a crash
@@ -74,7 +77,8 @@ def run_copy(
     Raises CopyError."""
     src = source_for(task.source, timeout, roots=roots)
     try:
-        dst = destination_for(task.destination, str(task.file_id), timeout, durable=durable, roots=roots)
+        dst = destination_for(task.destination, str(task.file_id), timeout, durable=durable, roots=roots,
+                              sync_later=sync_later)
     except BaseException:
         src.close()
         raise
@@ -89,7 +93,8 @@ def run_copy(
 
         if task.committing and _already_committed(dst, size):
             dest_value = dst.adler32() if need_dest or need_source else None
-            return CopyResult(size, f"{wanted.algorithm}:{dest_value}" if dest_value else None, size)
+            dst.committed_earlier()
+            return CopyResult(size, f"{wanted.algorithm}:{dest_value}" if dest_value else None, size, dst.needs_sync)
 
         if not task.overwrite and dst.exists():
             raise CopyError("DESTINATION", errno.EEXIST, "Destination file exists and overwrite is not enabled", recoverable=False)
@@ -141,7 +146,7 @@ def run_copy(
         on_commit(written)
         dst.commit(task.overwrite)
         computed = dest_value or source_value
-        return CopyResult(written, f"{wanted.algorithm}:{computed}" if computed else None, offset)
+        return CopyResult(written, f"{wanted.algorithm}:{computed}" if computed else None, offset, dst.needs_sync)
     finally:
         src.close()
         dst.close()

@@ -61,6 +61,9 @@ class Destination(ABC):
     #: the destination's checksum is that of the bytes ``write`` was given (a local file);
     #: False: ask the storage (:meth:`adler32`)
     checksum_of_written: bool = False
+    #: after :meth:`commit`: a path whose file system the caller must sync before the copy is
+    #: durable (a destination made with ``sync_later``); None: durable already
+    needs_sync: str | None = None
 
     @abstractmethod
     def exists(self) -> bool:
@@ -89,6 +92,9 @@ class Destination(ABC):
     @abstractmethod
     def commit(self, overwrite: bool) -> None:
         """Make the written data the destination file (atomic rename)."""
+
+    def committed_earlier(self) -> None:  # noqa: B027 - optional
+        """The destination file was committed by an attempt that stopped before recording it."""
 
     @abstractmethod
     def discard(self) -> None:
