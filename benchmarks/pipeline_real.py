@@ -10,8 +10,8 @@ requests carry each file's adler32 and FTS verifies source and destination; ``no
   ``aso fts-server`` as its own process over HTTPS (its default workers and per-link limits),
   each user's proxy delegated by ``aso transfer``, and the components run as cron runs them
   (``aso transfer``, ``aso monitor``, ``aso reporter``, ``aso publisher``, ``aso
-  retry-manager``: one process per pass, back to back) until every row is DONE; timed from
-  the first transfer pass;
+  retry-manager``: one process per pass, a round of them every ``--round-seconds``, cron's
+  cadence compressed) until every row is DONE; timed from the first transfer pass;
 - **service alone**: the same files copied by the same service to a fresh folder, submitted
   in jobs of 50 through aso's FTS3 tool (delegation done before the clock starts) and polled
   in bulk until every job is terminal;
@@ -109,7 +109,8 @@ def _copy_window(db: Path) -> float:
     return (last - first) if first and last else 0.0
 
 
-def run_case(work: Path, case: str, verify: str, users: int, console, profile: Path | None = None) -> CaseResult:
+def run_case(work: Path, case: str, verify: str, users: int, console, profile: Path | None = None,
+             round_seconds: float = 3.0) -> CaseResult:
     from aso.transfertools import open_transfer_tool
     from aso.transfertools.base import JobOptions, Transfer
     from tests.pki import build_pki, fts_server_https
@@ -155,10 +156,15 @@ def run_case(work: Path, case: str, verify: str, users: int, console, profile: P
         done = rounds = 0
         while done < count:
             rounds += 1
+            began = time.perf_counter()
             for component in COMPONENTS:
                 out = _aso(config, component, cwd=base / "aso")
                 if component == "reporter":
                     done += out.get("states", {}).get("DONE", 0)
+            if done < count:
+                # cron's cadence, compressed: a round at most every round_seconds (back to back,
+                # the passes' own start-up would take the CPU the copies need on a small machine)
+                time.sleep(max(0.0, round_seconds - (time.perf_counter() - began)))
             if rounds > 2000:
                 raise RuntimeError(f"{case}: {done} of {count} DONE after {rounds} rounds")
         end_to_end = time.perf_counter() - start
@@ -230,7 +236,7 @@ def main(args, console) -> int:
     for case in cases:
         for verify in verifies:
             profile = Path.cwd() / f"fts-{case}-{verify}.stacks" if args.profile_fts else None
-            results.append(run_case(work, case, verify, args.users, console, profile).as_dict())
+            results.append(run_case(work, case, verify, args.users, console, profile, args.round_seconds).as_dict())
             console.print(f"    {results[-1]}")
     if args.json:
         print(json.dumps(results, indent=2))

@@ -161,6 +161,7 @@ class Executor:
         self._threads: list[threading.Thread] = []
         self._recorder: GroupRecorder | None = None
         self._next_expiry = 0.0
+        self._dispatching = threading.Lock()
 
     # -- life cycle ---------------------------------------------------------------------
 
@@ -221,7 +222,12 @@ class Executor:
                 time.sleep(self.settings.poll_seconds)
 
     def dispatch(self) -> int:
-        """One scheduling round; returns how many copies it started."""
+        """One scheduling round; returns how many copies it started. Rounds run one at a time
+        (the dispatcher thread's and the workers' own)."""
+        with self._dispatching:
+            return self._dispatch()
+
+    def _dispatch(self) -> int:
         if self.settings.simulate:
             done = self.store.simulate(self.settings.scan)
             if done == self.settings.scan:
@@ -267,7 +273,16 @@ class Executor:
                 with self._lock:
                     self._running.pop(task.file_id, None)
                     self._interrupts.discard(task.file_id)
-                self._wake.set()
+                if self.settings.simulate or self._stopping.is_set():
+                    self._wake.set()
+                else:
+                    # fill the freed slot now, from this thread: handing that to the
+                    # dispatcher thread and waiting for it kept workers idle between small files
+                    try:
+                        self.dispatch()
+                    except Exception:
+                        log.exception("scheduling after file %d failed; the dispatcher retries", task.file_id)
+                        self._wake.set()
 
     def _progress_hook(self, task: CopyTask):
         s = self.settings
