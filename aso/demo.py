@@ -9,8 +9,9 @@ the components in cron order until every file is terminal, and checks the outcom
 DONE, every destination byte-identical to its source, every file flagged for publication in
 the catalog exactly once.
 
-The components run through the same library calls and locks as the cron commands; only the
-process is shared, so the live view can follow them.
+The components run through the same library calls and locks as the cron commands, in this
+process, so the live view can follow them; the FTS service runs as its own process, as it
+does in production (its log: ``fts-server.log`` beside the installation).
 
 When a STOMP broker answers on localhost (``--broker``, default ``127.0.0.1:61613`` with
 guest/guest, RabbitMQ's defaults), the FTS service publishes its completion messages there
@@ -196,36 +197,50 @@ def fts_url(port: int) -> str:
     return f"https://localhost:{port}"
 
 
-class _EmbeddedFts:
-    """``aso fts-server`` over HTTPS on a free loopback port, in a thread of this process."""
+class _FtsProcess:
+    """``aso fts-server`` over HTTPS on a free loopback port, as its own process (as in
+    production: the copies do not share an interpreter with the components), reading the
+    demo's configuration (its roots are the sites' folders, its broker the receiver's)."""
 
-    def __init__(self, db: Path, grid: _Grid, port: int, roots: tuple[str, ...], workers: int = 8, per_link: int = 4,
-                 messages=None):
-        from aso.ftsd.service import FtsService, ServiceSettings
-        from aso.ftsd.tls import make_https_server
+    def __init__(self, config_path: Path, db: Path, grid: _Grid, port: int):
+        import sys
 
         self.port = port
         self.url = fts_url(port)
-        if messages is not None:
-            messages.endpoint = self.url
-        # file:// only under the demo's site folders, as a production service under its --root
-        self.service = FtsService(ServiceSettings(db=db, workers=workers, per_link=per_link, roots=roots,
-                                                  messages=messages))
-        self.httpd = make_https_server(self.service.app(), "127.0.0.1", self.port, cert=grid.host_cert,
-                                       key=grid.host_key, ca_dir=grid.ca_dir, threads=16)
-        self._thread: threading.Thread | None = None
+        self.log = config_path.parent / "fts-server.log"
+        self.args = [sys.executable, "-m", "aso.cli", "--config", str(config_path), "fts-server", "--host", "127.0.0.1",
+                     "--port", str(port), "--db", str(db), "--cert", str(grid.host_cert), "--key", str(grid.host_key),
+                     "--ca-dir", str(grid.ca_dir)]
+        self.proc = None
 
-    def start(self) -> None:
-        self.service.start()
-        self.httpd.prepare()
-        self._thread = threading.Thread(target=self.httpd.serve, name="demo-fts", daemon=True)
-        self._thread.start()
+    def start(self, timeout: float = 30.0) -> None:
+        import subprocess
+
+        with open(self.log, "ab") as out:
+            self.proc = subprocess.Popen(self.args, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
+                    return
+            except OSError:
+                if self.proc.poll() is not None or time.monotonic() > deadline:
+                    self.stop()
+                    raise RuntimeError(f"aso fts-server did not start; its log: {self.log}") from None
+                time.sleep(0.05)
 
     def stop(self) -> None:
-        self.httpd.stop()
-        if self._thread:
-            self._thread.join(timeout=10)
-        self.service.stop()
+        import signal
+        import subprocess
+
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
 
 
 def _make_files(config, users: list[str], settings: DemoSettings) -> tuple[list[_SourceFile], list[dict], list[dict]]:
@@ -346,7 +361,6 @@ def _run(root: Path, settings: DemoSettings, on_update: Callable[[Snapshot], Non
     from aso.components.runner import run_passes
     from aso.config import load_config
     from aso.credentials.base import write_private
-    from aso.ftsd.urls import roots_from_site_prefixes
     from aso.installation import init_installation
     from aso.state import backend_from_config
 
@@ -355,19 +369,16 @@ def _run(root: Path, settings: DemoSettings, on_update: Callable[[Snapshot], Non
     port = _free_port()
     broker, completion_path = find_broker(settings)
     overrides: dict[str, dict[str, Any]] = {"fts": {"ca_dir": str(grid.ca_dir)}, "monitor": {"threads": 4}}
-    messages = None
     if broker is not None:
-        from aso.ftsd.outbox import MessageSettings
-
         # an instance of its own: messages of other installations on the same broker are not ours
         overrides["aso"] = {"instance": f"demo-{root.name}"[:60]}
         overrides["receiver"] = {"brokers": [broker], "user": settings.broker_user, "password": settings.broker_password}
-        messages = MessageSettings(brokers=(broker,), user=settings.broker_user, password=settings.broker_password)
+        overrides["fts_server"] = {"db": "fts.db", "stomp_brokers": [broker], "stomp_user": settings.broker_user,
+                                   "stomp_password": settings.broker_password}
     log.info("demo: finished files are learnt by %s", completion_path)
     config_path = init_installation(root, fts_endpoint=fts_url(port), overrides=overrides)
     config = load_config(str(config_path))
-    fts = _EmbeddedFts(root / "fts.db", grid, port,
-                       roots=roots_from_site_prefixes(site.prefix for site in config.sites.values()), messages=messages)
+    fts = _FtsProcess(config_path, root / "fts.db", grid, port)
     for user, pem in grid.proxies.items():
         write_private(Path(config.credentials.directory) / f"{user}.pem", pem)
 

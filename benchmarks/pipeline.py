@@ -140,6 +140,10 @@ def main() -> int:
                     help="real bytes end to end, beside the service alone and cp + sync (benchmarks/pipeline_real.py)")
     ap.add_argument("--case", action="append", choices=["10000x256K", "1000x4M", "5x1G"], help="--real: case(s) to run")
     ap.add_argument("--verify", action="append", choices=["both", "none"], help="--real: checksum mode(s)")
+    ap.add_argument("--round-seconds", type=float, default=3.0,
+                    help="--real: start a round of component passes at most this often (default 3)")
+    ap.add_argument("--profile-fts", action="store_true",
+                    help="--real: sample the FTS service with py-spy during the end-to-end run (fts-CASE-VERIFY.stacks)")
     ap.add_argument("--profile", action="append", default=[], metavar="COMPONENT",
                     help="sample this component's passes with py-spy (pip install py-spy), writing collapsed stacks "
                          "to COMPONENT.stacks in the current folder")

@@ -10,8 +10,8 @@ requests carry each file's adler32 and FTS verifies source and destination; ``no
   ``aso fts-server`` as its own process over HTTPS (its default workers and per-link limits),
   each user's proxy delegated by ``aso transfer``, and the components run as cron runs them
   (``aso transfer``, ``aso monitor``, ``aso reporter``, ``aso publisher``, ``aso
-  retry-manager``: one process per pass, back to back) until every row is DONE; timed from
-  the first transfer pass;
+  retry-manager``: one process per pass, a round of them every ``--round-seconds``, cron's
+  cadence compressed) until every row is DONE; timed from the first transfer pass;
 - **service alone**: the same files copied by the same service to a fresh folder, submitted
   in jobs of 50 through aso's FTS3 tool (delegation done before the clock starts) and polled
   in bulk until every job is terminal;
@@ -49,6 +49,8 @@ class CaseResult:
     service_s: float
     cp_s: float
     rounds: int
+    #: within the end-to-end run: first copy started to last copy finished, in the service
+    fts_copy_s: float
 
     def as_dict(self) -> dict:
         mib = self.nbytes / 2**20
@@ -58,6 +60,7 @@ class CaseResult:
             "end_to_end_MiB_s": round(mib / self.end_to_end_s, 1), "service_s": round(self.service_s, 2),
             "service_files_s": round(self.files / self.service_s, 1), "vs_service": round(self.service_s / self.end_to_end_s, 2),
             "cp_sync_s": round(self.cp_s, 2), "vs_cp": round(self.cp_s / self.end_to_end_s, 2), "rounds": self.rounds,
+            "fts_copy_s": round(self.fts_copy_s, 2),
         }
 
 
@@ -90,7 +93,7 @@ def _aso(config: Path, *args: str, cwd: Path) -> dict:
     if res.returncode not in (0,):
         raise RuntimeError(f"aso {' '.join(args)} exited {res.returncode}: {res.stderr[-2000:]}")
     out = res.stdout.strip()
-    return json.loads(out.splitlines()[-1]) if out else {}
+    return json.loads(out) if out else {}
 
 
 def _clean(path: Path) -> None:
@@ -98,7 +101,16 @@ def _clean(path: Path) -> None:
     os.sync()
 
 
-def run_case(work: Path, case: str, verify: str, users: int, console) -> CaseResult:
+def _copy_window(db: Path) -> float:
+    import sqlite3
+
+    with sqlite3.connect(db) as conn:
+        first, last = conn.execute("SELECT MIN(start_time), MAX(finish_time) FROM t_file").fetchone()
+    return (last - first) if first and last else 0.0
+
+
+def run_case(work: Path, case: str, verify: str, users: int, console, profile: Path | None = None,
+             round_seconds: float = 3.0) -> CaseResult:
     from aso.transfertools import open_transfer_tool
     from aso.transfertools.base import JobOptions, Transfer
     from tests.pki import build_pki, fts_server_https
@@ -136,17 +148,30 @@ def run_case(work: Path, case: str, verify: str, users: int, console) -> CaseRes
         # end to end, the components as cron runs them
         os.sync()
         console.print(f"  {case} {verify}: end to end …")
+        spy = None
+        if profile:
+            spy = subprocess.Popen(["py-spy", "record", "--format", "raw", "--rate", "100", "-o", str(profile),
+                                    "--pid", str(fts.service.proc.pid)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         start = time.perf_counter()
         done = rounds = 0
         while done < count:
             rounds += 1
+            began = time.perf_counter()
             for component in COMPONENTS:
                 out = _aso(config, component, cwd=base / "aso")
                 if component == "reporter":
                     done += out.get("states", {}).get("DONE", 0)
+            if done < count:
+                # cron's cadence, compressed: a round at most every round_seconds (back to back,
+                # the passes' own start-up would take the CPU the copies need on a small machine)
+                time.sleep(max(0.0, round_seconds - (time.perf_counter() - began)))
             if rounds > 2000:
                 raise RuntimeError(f"{case}: {done} of {count} DONE after {rounds} rounds")
         end_to_end = time.perf_counter() - start
+        if spy is not None:
+            spy.send_signal(2)
+            spy.wait(timeout=60)
+        copy_window = _copy_window(fts.db)
         _check(src_root / "store/temp/user", dst_root / "store/user", tails)
 
         # the same service alone, same files, a fresh destination
@@ -165,13 +190,13 @@ def run_case(work: Path, case: str, verify: str, users: int, console) -> CaseRes
         jobs = [tool.submit(transfers[i:i + 50], options, f"alone-{case}-{verify}-{i}") for i in range(0, count, 50)]
         pending = set(jobs)
         while pending:
+            # twice a second, as a client would: polling harder only takes CPU from the copies
+            time.sleep(0.5)
             for job_id, result in tool.bulk_query(sorted(pending)).items():
                 if result.terminal:
                     if result.state != "FINISHED":
                         raise RuntimeError(f"service alone: job {job_id} ended {result.state}")
                     pending.discard(job_id)
-            if pending:
-                time.sleep(0.05)
         service = time.perf_counter() - start
         tool.close()
         _check(src_root / "store/temp/user", alone, tails)
@@ -185,7 +210,7 @@ def run_case(work: Path, case: str, verify: str, users: int, console) -> CaseRes
     subprocess.run(["cp", "--reflink=never", "-r", str(src_root / "store/temp/user"), str(copy)], check=True)
     os.sync()
     cp = time.perf_counter() - start
-    result = CaseResult(case, verify, count, count * size, end_to_end, service, cp, rounds)
+    result = CaseResult(case, verify, count, count * size, end_to_end, service, cp, rounds, copy_window)
     _clean(base)  # the next case needs the disk
     return result
 
@@ -210,7 +235,8 @@ def main(args, console) -> int:
     results = []
     for case in cases:
         for verify in verifies:
-            results.append(run_case(work, case, verify, args.users, console).as_dict())
+            profile = Path.cwd() / f"fts-{case}-{verify}.stacks" if args.profile_fts else None
+            results.append(run_case(work, case, verify, args.users, console, profile, args.round_seconds).as_dict())
             console.print(f"    {results[-1]}")
     if args.json:
         print(json.dumps(results, indent=2))
@@ -218,7 +244,7 @@ def main(args, console) -> int:
     table = Table(title="aso pipeline with real bytes: end to end (every component as cron runs it, aso fts-server "
                         "over HTTPS, its own process) vs the service alone vs cp + sync")
     cols = ("case", "verify", "files", "MiB", "end_to_end_s", "end_to_end_files_s", "end_to_end_MiB_s", "service_s",
-            "service_files_s", "vs_service", "cp_sync_s", "vs_cp", "rounds")
+            "service_files_s", "vs_service", "cp_sync_s", "vs_cp", "rounds", "fts_copy_s")
     for c in cols:
         table.add_column(c, justify="left" if c in ("case", "verify") else "right")
     for r in results:

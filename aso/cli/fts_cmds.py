@@ -73,9 +73,11 @@ def _message_settings(app, brokers: tuple[str, ...], served_url: str):
 @click.option("--key", type=click.Path(dir_okay=False), default=None, help="Host private key (PEM).")
 @click.option("--ca-dir", type=click.Path(file_okay=False), default=None,
               help="Folder of trusted CA certificates (<hash>.0 files, as /etc/grid-security/certificates).")
-@click.option("--workers", type=int, default=None, help="Copies running at once over the whole service [fts_server.workers, 4].")
-@click.option("--per-link", type=int, default=None,
-              help="Copies running at once per link, source storage to destination storage [fts_server.per_link, 2].")
+@click.option("--workers", type=click.IntRange(min=1), default=None,
+              help="Copies running at once over the whole service [fts_server.workers; 0 there: 4 per CPU core, 4 to 32].")
+@click.option("--per-link", type=click.IntRange(min=1), default=None,
+              help="Copies running at once per link, source storage to destination storage [fts_server.per_link; "
+                   "0 there: as many as workers].")
 @click.option("--local-user-dn", default=None,
               help="Plain HTTP only: the DN every caller is taken to be [/DC=local/CN=aso local user].")
 @click.option("--default-retry", type=int, default=0, show_default=True,
@@ -87,6 +89,9 @@ def _message_settings(app, brokers: tuple[str, ...], served_url: str):
 @click.option("--fsync/--no-fsync", "durable", default=True, show_default=True,
               help="fsync local destination files at checkpoints and before reporting them FINISHED. "
                    "--no-fsync is faster and survives a killed service, but not a power cut.")
+@click.option("--reread-destination", is_flag=True,
+              help="Read each local destination file back to compute its checksum (the disk itself checked); "
+                   "by default it is computed from the bytes as they are written, in the same pass as the source's.")
 @click.option("--simulate", is_flag=True,
               help="Move no data: every submitted file is FINISHED at once with its declared size. "
                    "For measuring what surrounds FTS (aso's pipeline benchmark); never for real transfers.")
@@ -100,7 +105,8 @@ def _message_settings(app, brokers: tuple[str, ...], served_url: str):
                    "[fts_server.stomp_brokers]. User, password, topics, vo and alias come from [fts_server].")
 @pass_app
 def fts_server(app, host, port, db_path, cert, key, ca_dir, workers, per_link, local_user_dn, default_retry,
-               checkpoint_seconds, poll_seconds, durable, simulate, threads, roots, stomp_brokers) -> None:
+               checkpoint_seconds, poll_seconds, durable, reread_destination, simulate, threads, roots,
+               stomp_brokers) -> None:
     """Serve FTS3's REST API and copy files (file://, http://, https://).
 
     file:// URLs must lie under one of the service's roots (--root), as written and with
@@ -133,10 +139,9 @@ def fts_server(app, host, port, db_path, cert, key, ca_dir, workers, per_link, l
     cert = cert or _default(app, "cert") or None
     key = key or _default(app, "key") or None
     ca_dir = ca_dir or _default(app, "ca_dir") or None
-    workers = workers or int(_default(app, "workers"))
-    per_link = per_link or int(_default(app, "per_link"))
-    if workers < 1 or per_link < 1:
-        fail("--workers and --per-link must be at least 1", EXIT_BAD_INPUT)
+    from aso.ftsd.service import copy_slots
+
+    workers, per_link = copy_slots(workers or int(_default(app, "workers")), per_link or int(_default(app, "per_link")))
     tls = [cert, key, ca_dir]
     if any(tls) and not all(tls):
         fail("HTTPS needs all of --cert, --key and --ca-dir", EXIT_BAD_INPUT)
@@ -152,7 +157,8 @@ def fts_server(app, host, port, db_path, cert, key, ca_dir, workers, per_link, l
         per_link=per_link,
         local_user_dn=None if https else (local_user_dn or DEFAULT_LOCAL_USER),
         executor=ExecutorSettings(default_retry=default_retry, checkpoint_seconds=checkpoint_seconds,
-                                  poll_seconds=poll_seconds, durable=durable, simulate=simulate),
+                                  poll_seconds=poll_seconds, durable=durable, simulate=simulate,
+                                  reread_destination=reread_destination),
         messages=messages,
     )
     if https:

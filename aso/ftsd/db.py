@@ -40,8 +40,11 @@ from aso.ftsd.outbox import OUTBOX_SCHEMA, Event, MessageSettings, queue_message
 
 
 class JobStore(ExecutorQueries):
-    """One SQLite connection shared by the HTTP threads and the executor, behind a lock: every
-    call is a short transaction, and SQLite serialises writers anyway."""
+    """SQLite shared by the HTTP threads and the executor: one connection for writes, behind
+    a lock (every write is a short transaction, and SQLite serialises writers anyway), and one
+    read connection per thread, so that answering a status request never holds up a copy
+    recording its progress, nor the dispatcher reading the queue (WAL lets readers and a
+    writer work at once)."""
 
     def __init__(self, path: str | Path, host: str = "localhost"):
         self.path = str(path)
@@ -56,13 +59,19 @@ class JobStore(ExecutorQueries):
         self._conn.execute("PRAGMA busy_timeout = 30000")
         self._conn.executescript(_SCHEMA + OUTBOX_SCHEMA)
         add_missing_columns(self._conn)
+        self._readers = threading.local()
+        self._reader_conns: list[sqlite3.Connection] = []
+        self._readers_lock = threading.Lock()
         #: set by the service when it publishes FTS3's messages (None: it does not)
         self.messages: MessageSettings | None = None
         #: set whenever messages were queued (the sender waits on it)
         self.outbox_wake = threading.Event()
 
     def close(self) -> None:
-        with self._lock:
+        with self._lock, self._readers_lock:
+            for conn in self._reader_conns:
+                conn.close()
+            self._reader_conns.clear()
             self._conn.close()
 
     @contextmanager
@@ -100,8 +109,15 @@ class JobStore(ExecutorQueries):
         return self._read("SELECT COUNT(*) FROM t_outbox")[0][0]
 
     def _read(self, sql: str, args: Sequence = ()) -> list[sqlite3.Row]:
-        with self._lock:
-            return self._conn.execute(sql, args).fetchall()
+        conn = getattr(self._readers, "conn", None)
+        if conn is None:
+            conn = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
+            conn.row_factory = sqlite3.Row
+            conn.execute("PRAGMA busy_timeout = 30000")
+            self._readers.conn = conn
+            with self._readers_lock:
+                self._reader_conns.append(conn)
+        return conn.execute(sql, args).fetchall()
 
     # -- submission ---------------------------------------------------------------------
 
@@ -129,10 +145,10 @@ class JobStore(ExecutorQueries):
                 raise FtsHttpError(409, f"A job with the id {job_id} exists already (sid {spec.sid!r} was submitted before)") from None
             conn.executemany(
                 "INSERT INTO t_file (job_id, file_index, file_state, source_surl, dest_surl, source_se, dest_se,"
-                " vo_name, activity, checksum, user_filesize, file_metadata, selection_strategy)"
-                " VALUES (?, ?, 'SUBMITTED', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " vo_name, activity, checksum, user_filesize, file_metadata, selection_strategy, priority)"
+                " VALUES (?, ?, 'SUBMITTED', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [(job_id, f.file_index, f.source, f.destination, f.source_se, f.dest_se, identity.vo_name,
-                  f.activity, str(f.checksum), f.filesize, json.dumps(f.metadata), f.selection_strategy)
+                  f.activity, str(f.checksum), f.filesize, json.dumps(f.metadata), f.selection_strategy, spec.priority)
                  for f in spec.files],
             )
             if self.messages is not None:
@@ -290,4 +306,5 @@ class JobStore(ExecutorQueries):
                 [*job_ids, *fj.JOB_ACTIVE],
             )}
             conn.executemany("UPDATE t_job SET priority = ? WHERE job_id = ?", [(priority, j) for j in changed])
+            conn.executemany("UPDATE t_file SET priority = ? WHERE job_id = ?", [(priority, j) for j in changed])
         return self.jobs(job_ids), changed

@@ -41,37 +41,47 @@ class ExecutorQueries:
     def queued(self, now: float | None = None, limit: int = 10_000) -> list[QueuedFile]:
         """Files waiting for a slot (retries only once their delay is over), best first."""
         now = _now() if now is None else now
+        # walks ix_file_ready in order and stops at the limit: file ids grow with submission,
+        # so (priority, file id) is FTS3's (priority, submission time) order
         rows = self._read(
-            "SELECT f.file_id, f.job_id, f.source_se, f.dest_se, j.priority, j.submit_time, f.file_index"
-            " FROM t_file f JOIN t_job j USING (job_id)"
+            "SELECT f.file_id, f.job_id, f.source_se, f.dest_se, f.priority, j.submit_time, f.file_index"
+            " FROM t_file f INDEXED BY ix_file_ready JOIN t_job j USING (job_id)"
             " WHERE f.file_state = 'SUBMITTED' AND (f.retry_timestamp IS NULL OR f.retry_timestamp <= ?)"
-            " ORDER BY j.priority DESC, j.submit_time, f.file_id LIMIT ?",
+            " ORDER BY f.priority DESC, f.file_id LIMIT ?",
             (now, limit),
         )
         return [QueuedFile(*tuple(r)) for r in rows]
 
-    def claim(self, file_ids: Sequence[int], host: str | None = None) -> list[CopyTask]:
-        """SUBMITTED → READY for the chosen files (those still SUBMITTED); their jobs go ACTIVE."""
+    def claim(self, file_ids: Sequence[int], host: str | None = None, now: float | None = None) -> list[CopyTask]:
+        """SUBMITTED → ACTIVE for the chosen files (those still SUBMITTED), in one transaction
+        for the whole round (a copy slot is ready for each: FTS3's READY lasts no time here);
+        their jobs go ACTIVE."""
         if not file_ids:
             return []
+        now = _now() if now is None else now
         marks = ",".join("?" * len(file_ids))
         with self._tx() as conn:
-            conn.execute(
-                f"UPDATE t_file SET file_state = 'READY', transfer_host = ? WHERE file_id IN ({marks}) AND file_state = 'SUBMITTED'",
-                [host or self.host, *file_ids],
-            )
+            rows = conn.execute(
+                f"UPDATE t_file SET file_state = 'ACTIVE', transfer_host = ?, start_time = ?, reason = NULL"
+                f" WHERE file_id IN ({marks}) AND file_state = 'SUBMITTED' RETURNING file_id",
+                [host or self.host, now, *file_ids],
+            ).fetchall()
+            claimed = [r[0] for r in rows]
+            if not claimed:
+                return []
+            cmarks = ",".join("?" * len(claimed))
             rows = conn.execute(
                 f"SELECT f.file_id, f.job_id, f.source_surl, f.dest_surl, f.checksum, f.user_filesize, j.overwrite_flag,"
                 f" j.verify_checksum, j.internal_job_params, f.transferred, f.committing, f.retry"
-                f" FROM t_file f JOIN t_job j USING (job_id) WHERE f.file_id IN ({marks}) AND f.file_state = 'READY'",
-                list(file_ids),
+                f" FROM t_file f JOIN t_job j USING (job_id) WHERE f.file_id IN ({cmarks})",
+                claimed,
             ).fetchall()
             jobs = {r["job_id"] for r in rows}
-            if jobs:
-                conn.execute(
-                    f"UPDATE t_job SET job_state = 'ACTIVE' WHERE job_id IN ({','.join('?' * len(jobs))}) AND job_state = 'SUBMITTED'",
-                    list(jobs),
-                )
+            conn.execute(
+                f"UPDATE t_job SET job_state = 'ACTIVE' WHERE job_id IN ({','.join('?' * len(jobs))}) AND job_state = 'SUBMITTED'",
+                list(jobs),
+            )
+            self._queue(conn, [(f, None, False) for f in claimed], now)
         return [
             CopyTask(r["file_id"], r["job_id"], r["source_surl"], r["dest_surl"], r["checksum"], r["user_filesize"],
                      r["overwrite_flag"] == "Y", r["verify_checksum"], json.loads(r["internal_job_params"] or "{}"),
@@ -79,24 +89,25 @@ class ExecutorQueries:
             for r in rows
         ]
 
-    def start(self, file_id: int, now: float | None = None) -> bool:
-        """READY → ACTIVE; False when the file was canceled in between."""
-        now = _now() if now is None else now
-        with self._tx() as conn:
-            started = conn.execute(
-                "UPDATE t_file SET file_state = 'ACTIVE', start_time = ?, reason = NULL WHERE file_id = ? AND file_state = 'READY'",
-                (now, file_id),
-            ).rowcount == 1
-            if started:
-                self._queue(conn, [(file_id, None, False)], now)
-            return started
-
     def checkpoint(self, file_id: int, transferred: int, committing: bool = False) -> None:
         with self._tx() as conn:
-            conn.execute(
-                "UPDATE t_file SET transferred = ?, committing = ? WHERE file_id = ? AND file_state IN ('READY', 'ACTIVE')",
-                (transferred, int(committing), file_id),
-            )
+            self._checkpoint_in(conn, file_id, transferred, committing)
+
+    @staticmethod
+    def _checkpoint_in(conn, file_id: int, transferred: int, committing: bool = False) -> None:
+        conn.execute(
+            "UPDATE t_file SET transferred = ?, committing = ? WHERE file_id = ? AND file_state IN ('READY', 'ACTIVE')",
+            (transferred, int(committing), file_id),
+        )
+
+    def record(self, ops: Sequence[tuple[str, tuple, dict]]) -> list:
+        """Several workers' ``checkpoint`` and ``finish`` calls in one transaction (a group
+        commit); their results in order."""
+        with self._tx() as conn:
+            return [
+                self._checkpoint_in(conn, *args, **kwargs) if name == "checkpoint" else self._finish_in(conn, *args, **kwargs)
+                for name, args, kwargs in ops
+            ]
 
     def release(self, file_ids: Sequence[int]) -> None:
         """Working files back to the queue without counting an attempt (service stopping,
@@ -130,43 +141,59 @@ class ExecutorQueries:
     ) -> Finished | None:
         """A copy ended: FINISHED, or FAILED (queued again when recoverable with retries left).
         None when the file is no longer READY/ACTIVE (canceled or expired meanwhile)."""
-        now = _now() if now is None else now
         with self._tx() as conn:
-            row = conn.execute(
-                "SELECT f.job_id, f.retry, f.start_time, f.transfer_host, j.retry AS job_retry, j.retry_delay"
-                " FROM t_file f JOIN t_job j USING (job_id) WHERE f.file_id = ? AND f.file_state IN ('READY', 'ACTIVE')",
-                (file_id,),
-            ).fetchone()
-            if row is None:
-                return None
-            allowed = row["job_retry"] if row["job_retry"] > 0 else (default_retry if row["job_retry"] == 0 else 0)
-            retried = state == "FAILED" and recoverable and row["retry"] < allowed
-            duration = max(0.0, now - row["start_time"]) if row["start_time"] else None
-            if retried:
-                conn.execute(
-                    "INSERT OR REPLACE INTO t_file_retry_errors (file_id, attempt, datetime, reason, transfer_host)"
-                    " VALUES (?, ?, ?, ?, ?)",
-                    (file_id, row["retry"] + 1, now, reason, row["transfer_host"]),
-                )
-                conn.execute(
-                    "UPDATE t_file SET file_state = 'SUBMITTED', retry = retry + 1, retry_timestamp = ?, reason = ?,"
-                    " recoverable = 1 WHERE file_id = ?",
-                    (now + row["retry_delay"], reason, file_id),
-                )
-                job_state = refresh_job(conn, row["job_id"], now)
-                self._queue(conn, [(file_id, "FAILED", True)], now)
-                return Finished("SUBMITTED", job_state, True)
-            throughput = (filesize / duration / 1e6) if (state == "FINISHED" and filesize and duration) else None
+            return self._finish_in(conn, file_id, state, reason=reason, recoverable=recoverable, filesize=filesize,
+                                   checksum=checksum, default_retry=default_retry, now=now)
+
+    def _finish_in(
+        self,
+        conn,
+        file_id: int,
+        state: str,
+        *,
+        reason: str | None = None,
+        recoverable: bool = False,
+        filesize: int | None = None,
+        checksum: str | None = None,
+        default_retry: int = 0,
+        now: float | None = None,
+    ) -> Finished | None:
+        now = _now() if now is None else now
+        row = conn.execute(
+            "SELECT f.job_id, f.retry, f.start_time, f.transfer_host, j.retry AS job_retry, j.retry_delay"
+            " FROM t_file f JOIN t_job j USING (job_id) WHERE f.file_id = ? AND f.file_state IN ('READY', 'ACTIVE')",
+            (file_id,),
+        ).fetchone()
+        if row is None:
+            return None
+        allowed = row["job_retry"] if row["job_retry"] > 0 else (default_retry if row["job_retry"] == 0 else 0)
+        retried = state == "FAILED" and recoverable and row["retry"] < allowed
+        duration = max(0.0, now - row["start_time"]) if row["start_time"] else None
+        if retried:
             conn.execute(
-                "UPDATE t_file SET file_state = ?, reason = ?, recoverable = ?, finish_time = ?, tx_duration = ?,"
-                " throughput = ?, filesize = COALESCE(?, filesize), checksum = COALESCE(?, checksum),"
-                " transferred = CASE WHEN ? = 'FINISHED' THEN transferred ELSE 0 END, committing = 0"
-                " WHERE file_id = ?",
-                (state, reason, int(recoverable), now, duration, throughput, filesize, checksum, state, file_id),
+                "INSERT OR REPLACE INTO t_file_retry_errors (file_id, attempt, datetime, reason, transfer_host)"
+                " VALUES (?, ?, ?, ?, ?)",
+                (file_id, row["retry"] + 1, now, reason, row["transfer_host"]),
+            )
+            conn.execute(
+                "UPDATE t_file SET file_state = 'SUBMITTED', retry = retry + 1, retry_timestamp = ?, reason = ?,"
+                " recoverable = 1 WHERE file_id = ?",
+                (now + row["retry_delay"], reason, file_id),
             )
             job_state = refresh_job(conn, row["job_id"], now)
-            self._queue(conn, [(file_id, state, False)], now)
-            return Finished(state, job_state, False)
+            self._queue(conn, [(file_id, "FAILED", True)], now)
+            return Finished("SUBMITTED", job_state, True)
+        throughput = (filesize / duration / 1e6) if (state == "FINISHED" and filesize and duration) else None
+        conn.execute(
+            "UPDATE t_file SET file_state = ?, reason = ?, recoverable = ?, finish_time = ?, tx_duration = ?,"
+            " throughput = ?, filesize = COALESCE(?, filesize), checksum = COALESCE(?, checksum),"
+            " transferred = CASE WHEN ? = 'FINISHED' THEN transferred ELSE 0 END, committing = 0"
+            " WHERE file_id = ?",
+            (state, reason, int(recoverable), now, duration, throughput, filesize, checksum, state, file_id),
+        )
+        job_state = refresh_job(conn, row["job_id"], now)
+        self._queue(conn, [(file_id, state, False)], now)
+        return Finished(state, job_state, False)
 
     def simulate(self, limit: int = 5000, now: float | None = None) -> int:
         """Simulation mode: queued files are marked FINISHED at once (their declared size,

@@ -67,6 +67,8 @@ CREATE TABLE IF NOT EXISTS t_file (
     transfer_host    TEXT,
     file_metadata    TEXT NOT NULL,
     selection_strategy TEXT NOT NULL DEFAULT 'auto',
+    -- the job's priority, kept here so the queue is read in order from an index
+    priority         INTEGER NOT NULL DEFAULT 3,
     -- bytes of the destination's partial file known to be on disk (fsynced)
     transferred      INTEGER NOT NULL DEFAULT 0,
     -- set just before the partial file is renamed into place: after a crash the
@@ -85,15 +87,27 @@ CREATE TABLE IF NOT EXISTS t_file_retry_errors (
 );
 """
 
-#: columns added after the first release: (table, column, definition), added to older databases
-_ADDED_COLUMNS = (("t_file", "selection_strategy", "TEXT NOT NULL DEFAULT 'auto'"),)
+#: columns added after the first release: (table, column, definition, how to fill it for
+#: rows that were there before), added to older databases
+_ADDED_COLUMNS = (
+    ("t_file", "selection_strategy", "TEXT NOT NULL DEFAULT 'auto'", None),
+    ("t_file", "priority", "INTEGER NOT NULL DEFAULT 3",
+     "UPDATE t_file SET priority = (SELECT priority FROM t_job WHERE t_job.job_id = t_file.job_id)"),
+)
+#: indexes over added columns (created once the columns exist)
+_LATE_INDEXES = """
+CREATE INDEX IF NOT EXISTS ix_file_ready ON t_file (file_state, priority DESC, file_id);
+"""
 
 
 def add_missing_columns(conn: sqlite3.Connection) -> None:
     """Bring a database made by an older version up to the schema (its queued files keep going)."""
-    for table, column, definition in _ADDED_COLUMNS:
+    for table, column, definition, fill in _ADDED_COLUMNS:
         if column not in {r[1] for r in conn.execute(f"PRAGMA table_info({table})")}:
             conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {definition}")
+            if fill:
+                conn.execute(fill)
+    conn.executescript(_LATE_INDEXES)
 
 
 JOB_KEYS = (

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 from aso.ftsd.db import CopyTask, JobStore
 from aso.ftsd.protocols import CopyError, Destination
+from aso.ftsd.protocols.file import sync_file_systems
 from aso.ftsd.scheduler import Running, Scheduler
 from aso.ftsd.transfer import discard_partial, run_copy
 
@@ -53,6 +54,97 @@ class ExecutorSettings:
     simulate: bool = False
     #: local folders file:// URLs must lie under (symlinks resolved); set by the service
     roots: tuple[str, ...] = ()
+    #: read local destination files back for their checksum (else: of the bytes written)
+    reread_destination: bool = False
+
+
+class _Call:
+    __slots__ = ("op", "args", "kwargs", "sync", "done", "result", "error")
+
+    def __init__(self, op: str, args: tuple, kwargs: dict, sync: str | None):
+        self.op, self.args, self.kwargs, self.sync = op, args, kwargs, sync
+        self.done = threading.Event()
+        self.result = self.error = None
+
+
+class GroupRecorder:
+    """One thread records what the workers report (the mark before a rename, the end of a
+    copy) and commits whatever several workers reported meanwhile in one transaction: with
+    many small files, a transaction per file per step made the workers queue for the store.
+
+    Durability is grouped the same way: a copy made with ``sync_later`` (no fsync of its own)
+    is recorded FINISHED only after its file system was synced, once for the whole batch."""
+
+    def __init__(self, store: JobStore, batch: int = 256):
+        self.store = store
+        self.batch = batch
+        self._calls: queue.Queue[_Call | None] = queue.Queue()
+        self._thread = threading.Thread(target=self._loop, name="fts-recorder", daemon=True)
+        self._thread.start()
+
+    def call(self, op: str, *args, sync: str | None = None, **kwargs):
+        """Record ``op`` ("checkpoint" or "finish") and return its result once committed."""
+        c = self.submit(op, *args, sync=sync, **kwargs)
+        c.done.wait()
+        if c.error is not None:
+            raise c.error
+        return c.result
+
+    def submit(self, op: str, *args, sync: str | None = None, **kwargs) -> _Call:
+        """Queue ``op`` without waiting (``sync``: a path to sync first)."""
+        c = _Call(op, args, kwargs, sync)
+        self._calls.put(c)
+        return c
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self._calls.put(None)
+        self._thread.join(timeout)
+
+    def _loop(self) -> None:
+        while True:
+            first = self._calls.get()
+            if first is None:
+                return
+            calls, stop = [first], False
+            while len(calls) < self.batch:
+                try:
+                    c = self._calls.get_nowait()
+                except queue.Empty:
+                    break
+                if c is None:
+                    stop = True
+                    break
+                calls.append(c)
+            self._sync(calls)
+            try:
+                results = self.store.record([(c.op, c.args, c.kwargs) for c in calls])
+                for c, r in zip(calls, results, strict=True):
+                    c.result = r
+            except Exception as exc:  # every caller hears of it
+                log.exception("recording %d result(s) failed", len(calls))
+                for c in calls:
+                    c.error = exc
+            for c in calls:
+                c.done.set()
+            if stop:
+                return
+
+    @staticmethod
+    def _sync(calls: list[_Call]) -> None:
+        paths = {c.sync for c in calls if c.sync}
+        if not paths:
+            return
+        try:
+            sync_file_systems(sorted(paths))
+        except OSError as exc:
+            # not durable: those copies failed (FTS retries them when it may)
+            reason = f"DESTINATION [{exc.errno or 5}] sync of {exc.filename or 'the destination'} failed: {exc.strerror or exc}"
+            for c in calls:
+                if c.sync and c.op == "finish":
+                    c.args = (c.args[0], "FAILED")
+                    c.kwargs = {**{k: v for k, v in c.kwargs.items() if k not in ("filesize", "checksum")},
+                                "reason": reason, "recoverable": True}
+            log.error("%s", reason)
 
 
 class Executor:
@@ -67,10 +159,14 @@ class Executor:
         self._wake = threading.Event()
         self._stopping = threading.Event()
         self._threads: list[threading.Thread] = []
+        self._recorder: GroupRecorder | None = None
+        self._next_expiry = 0.0
+        self._dispatching = threading.Lock()
 
     # -- life cycle ---------------------------------------------------------------------
 
     def start(self) -> None:
+        self._recorder = GroupRecorder(self.store)
         for i in range(self.settings.workers):
             t = threading.Thread(target=self._worker, name=f"fts-worker-{i}", daemon=True)
             t.start()
@@ -90,6 +186,8 @@ class Executor:
             t.join(max(0.0, deadline - time.monotonic()))
         with self._lock:
             left = list(self._running)
+        if self._recorder is not None:
+            self._recorder.stop()
         # Copies stuck in I/O past the timeout: queued again for the next start.
         self.store.release(left)
 
@@ -114,14 +212,22 @@ class Executor:
             if self._stopping.is_set():
                 return
             try:
-                self.interrupt(self.store.expire_overdue())
+                if time.monotonic() >= self._next_expiry:
+                    # a scan of the jobs: once per poll, not once per finished copy
+                    self._next_expiry = time.monotonic() + self.settings.poll_seconds
+                    self.interrupt(self.store.expire_overdue())
                 self.dispatch()
             except Exception:  # keep dispatching; the database may be busy for a moment
                 log.exception("scheduling round failed")
                 time.sleep(self.settings.poll_seconds)
 
     def dispatch(self) -> int:
-        """One scheduling round; returns how many copies it started."""
+        """One scheduling round; returns how many copies it started. Rounds run one at a time
+        (the dispatcher thread's and the workers' own)."""
+        with self._dispatching:
+            return self._dispatch()
+
+    def _dispatch(self) -> int:
         if self.settings.simulate:
             done = self.store.simulate(self.settings.scan)
             if done == self.settings.scan:
@@ -167,7 +273,16 @@ class Executor:
                 with self._lock:
                     self._running.pop(task.file_id, None)
                     self._interrupts.discard(task.file_id)
-                self._wake.set()
+                if self.settings.simulate or self._stopping.is_set():
+                    self._wake.set()
+                else:
+                    # fill the freed slot now, from this thread: handing that to the
+                    # dispatcher thread and waiting for it kept workers idle between small files
+                    try:
+                        self.dispatch()
+                    except Exception:
+                        log.exception("scheduling after file %d failed; the dispatcher retries", task.file_id)
+                        self._wake.set()
 
     def _progress_hook(self, task: CopyTask):
         s = self.settings
@@ -186,9 +301,15 @@ class Executor:
 
         return on_progress
 
+    def _record(self, op: str, *args, **kwargs):
+        if self._recorder is None:  # not started (tests driving a worker directly)
+            return getattr(self.store, op)(*args, **kwargs)
+        return self._recorder.call(op, *args, **kwargs)
+
     def _run(self, task: CopyTask) -> None:
-        if not self.store.start(task.file_id):
-            return  # canceled between claim and start
+        with self._lock:
+            if task.file_id in self._interrupts:
+                return  # canceled between the claim and now
         if task.transferred:
             log.info("file %d (job %s): resuming from byte %d", task.file_id, task.job_id, task.transferred)
         try:
@@ -197,17 +318,26 @@ class Executor:
                 buffer_size=self.settings.buffer_size,
                 timeout=self.settings.io_timeout,
                 on_progress=self._progress_hook(task),
-                on_commit=lambda size: self.store.checkpoint(task.file_id, size, committing=True),
+                on_commit=lambda size: self._record("checkpoint", task.file_id, size, committing=True),
                 durable=self.settings.durable,
                 roots=self.settings.roots,
+                reread_destination=self.settings.reread_destination,
+                # with the recorder, durability is one sync per batch of finished copies
+                sync_later=self._recorder is not None,
             )
         except Exception as exc:
             self._failed(task, exc)
             return
-        done = self.store.finish(task.file_id, "FINISHED", filesize=result.filesize, checksum=result.checksum)
-        if done is not None:
-            log.info("file %d (job %s) FINISHED: %d bytes%s; job %s", task.file_id, task.job_id, result.filesize,
-                     f", resumed at {result.resumed_from}" if result.resumed_from else "", done.job_state)
+        if self._recorder is None:
+            if result.needs_sync:
+                sync_file_systems([result.needs_sync])
+            self.store.finish(task.file_id, "FINISHED", filesize=result.filesize, checksum=result.checksum)
+        else:
+            # recorded (after the sync) while this worker starts its next copy
+            self._recorder.submit("finish", task.file_id, "FINISHED", filesize=result.filesize,
+                                  checksum=result.checksum, sync=result.needs_sync)
+        log.info("file %d (job %s) copied: %d bytes%s", task.file_id, task.job_id, result.filesize,
+                 f", resumed at {result.resumed_from}" if result.resumed_from else "")
 
     def _failed(self, task: CopyTask, exc: Exception) -> None:
         with self._lock:
@@ -224,8 +354,8 @@ class Executor:
         else:
             log.exception("file %d (job %s): copy failed unexpectedly", task.file_id, task.job_id)
             reason, recoverable = f"TRANSFER [5] {type(exc).__name__}: {exc}", True
-        done = self.store.finish(task.file_id, "FAILED", reason=reason, recoverable=recoverable,
-                                 default_retry=self.settings.default_retry)
+        done = self._record("finish", task.file_id, "FAILED", reason=reason, recoverable=recoverable,
+                            default_retry=self.settings.default_retry)
         if done is None:
             discard_partial(task, roots=self.settings.roots)
             return

@@ -42,6 +42,21 @@ class ServiceSettings:
     messages: MessageSettings | None = None
 
 
+def copy_slots(workers: int = 0, per_link: int = 0, cores: int | None = None) -> tuple[int, int]:
+    """(workers, per_link) for the service: what was asked, and for 0 what fits the machine.
+
+    Copies wait on disks and networks far more than on a CPU (checksums and the OS's copies
+    release the GIL), so 4 per core, from 4 to 32; a link may use them all, because the
+    local-disk case, one link (file:// to file://), is the one a single machine runs."""
+    import os
+
+    if workers <= 0:
+        workers = min(32, max(4, 4 * (cores or os.cpu_count() or 1)))
+    if per_link <= 0:
+        per_link = workers
+    return workers, per_link
+
+
 def local_identity(user_dn: str) -> Identity:
     dlg = delegation_id(user_dn)
     return Identity(user_dn=user_dn, vos=(dlg,), delegation_id=dlg, method="unauthenticated")

@@ -4,6 +4,13 @@ The order of things follows FTS3's url-copy: refuse an existing destination unle
 overwrite, copy into a partial file, check the size, check checksums per the job's mode,
 then rename into place. The caller decides what a failure means for the file (retry or not);
 this module only says what went wrong, in FTS3's words.
+
+Checksums are computed as the bytes stream through, never by reading a file again when it
+can be helped: the source's over what was read, the destination's over what was written
+where the destination is a local file (what ``write`` took is what is on the disk, as a
+storage that computes its checksum on write would report it), and asked of the storage
+otherwise (HTTP: ``Want-Digest``, else read back). ``reread_destination`` reads local
+destinations back instead, for those who want the disk itself checked.
 """
 
 from __future__ import annotations
@@ -26,6 +33,8 @@ class CopyResult:
     checksum: str | None
     #: byte offset the copy started from (non-zero when it resumed a partial copy)
     resumed_from: int
+    #: a path whose file system must be synced before the copy is durable (``sync_later``)
+    needs_sync: str | None = None
 
 
 def _hashing(chunks: Iterator, digest: ck.Adler32) -> Iterator:
@@ -59,6 +68,8 @@ def run_copy(
     on_commit: Callable[[int], None],
     durable: bool = True,
     roots: Sequence[str] = (),
+    reread_destination: bool = False,
+    sync_later: bool = False,
 ) -> CopyResult:
     """Copy one file. ``on_progress(bytes_written, destination)`` is called per buffer (it may
     raise to interrupt the copy); ``on_commit(size)`` just before the rename, so that a crash
@@ -66,7 +77,8 @@ def run_copy(
     Raises CopyError."""
     src = source_for(task.source, timeout, roots=roots)
     try:
-        dst = destination_for(task.destination, str(task.file_id), timeout, durable=durable, roots=roots)
+        dst = destination_for(task.destination, str(task.file_id), timeout, durable=durable, roots=roots,
+                              sync_later=sync_later)
     except BaseException:
         src.close()
         raise
@@ -81,7 +93,8 @@ def run_copy(
 
         if task.committing and _already_committed(dst, size):
             dest_value = dst.adler32() if need_dest or need_source else None
-            return CopyResult(size, f"{wanted.algorithm}:{dest_value}" if dest_value else None, size)
+            dst.committed_earlier()
+            return CopyResult(size, f"{wanted.algorithm}:{dest_value}" if dest_value else None, size, dst.needs_sync)
 
         if not task.overwrite and dst.exists():
             raise CopyError("DESTINATION", errno.EEXIST, "Destination file exists and overwrite is not enabled", recoverable=False)
@@ -92,7 +105,9 @@ def run_copy(
             # Resume from what is known to be on disk; a partial file longer than the source
             # is not a prefix of it.
             offset = min(partial, task.transferred) if partial <= size else 0
-        digest = ck.Adler32() if need_source and offset == 0 else None
+        # one pass over the bytes computes every checksum the mode asks for (a resumed copy
+        # did not see its prefix go by: its checksums are computed by reading)
+        digest = ck.Adler32() if (need_source or need_dest) and offset == 0 else None
         progress = lambda n: on_progress(n, dst)  # noqa: E731
         written = None
         local = src.local_path()
@@ -117,7 +132,12 @@ def run_copy(
                 for chunk in src.read_from(0, buffer_size):
                     whole.update(chunk)
                 source_value = whole.hexdigest()
-        dest_value = dst.adler32() if need_dest or (need_source and mode == "b") else None
+        dest_value = None
+        if need_dest or (need_source and mode == "b"):
+            if digest is not None and dst.checksum_of_written and not reread_destination:
+                dest_value = digest.hexdigest()
+            else:
+                dest_value = dst.adler32()
         problem = ck.verify(mode, wanted, source_value, dest_value)
         if problem:
             dst.discard()
@@ -126,7 +146,7 @@ def run_copy(
         on_commit(written)
         dst.commit(task.overwrite)
         computed = dest_value or source_value
-        return CopyResult(written, f"{wanted.algorithm}:{computed}" if computed else None, offset)
+        return CopyResult(written, f"{wanted.algorithm}:{computed}" if computed else None, offset, dst.needs_sync)
     finally:
         src.close()
         dst.close()

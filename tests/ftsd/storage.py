@@ -9,6 +9,7 @@ import http.server
 import os
 import threading
 import time
+import zlib
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -32,6 +33,10 @@ class Behaviour:
     per_host_active: Counter = field(default_factory=Counter)
     per_host_max: Counter = field(default_factory=Counter)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    #: answer HEAD with ``Want-Digest: adler32`` by ``Digest: adler32=<hex>`` (as dCache, EOS)
+    digests: bool = False
+    #: store every PUT body with its first byte flipped (a storage that damages data)
+    corrupt_puts: bool = False
 
     def __post_init__(self):
         self.gate.set()
@@ -67,6 +72,9 @@ class StorageHandler(http.server.SimpleHTTPRequestHandler):
         self.send_response(200)
         self.send_header("Content-Length", str(os.path.getsize(path)))
         self.send_header("Accept-Ranges", "bytes")
+        if self.behaviour.digests and "adler32" in (self.headers.get("Want-Digest") or "").lower():
+            with open(path, "rb") as fh:
+                self.send_header("Digest", f"adler32={zlib.adler32(fh.read()):08x}")
         self.end_headers()
 
     def do_GET(self):
@@ -142,6 +150,11 @@ class StorageHandler(http.server.SimpleHTTPRequestHandler):
                         break
                     fh.write(self.rfile.read(size))
                     self.rfile.readline()
+        if self.behaviour.corrupt_puts and os.path.getsize(tmp):
+            with open(tmp, "r+b") as fh:
+                first = fh.read(1)
+                fh.seek(0)
+                fh.write(bytes([first[0] ^ 0xFF]))
         os.replace(tmp, path)
         self._empty(201)
 

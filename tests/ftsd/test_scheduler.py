@@ -54,3 +54,14 @@ def test_limits_must_allow_something(bad):
         GlobalLimit(bad)
     with pytest.raises(ValueError):
         PerLinkLimit(bad)
+
+
+def test_copy_slots_fit_the_machine_unless_given():
+    from aso.ftsd.service import copy_slots
+
+    assert copy_slots(cores=1) == (4, 4)
+    assert copy_slots(cores=2) == (8, 8)
+    assert copy_slots(cores=64) == (32, 32)
+    assert copy_slots(6, 0, cores=2) == (6, 6)
+    assert copy_slots(6, 2, cores=2) == (6, 2)
+    assert copy_slots(0, 3, cores=2) == (8, 3)

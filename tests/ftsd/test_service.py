@@ -65,6 +65,47 @@ def test_copies_over_file_and_http_verify_checksums(fts, storage, tmp_path):
     assert parts_in(out) == []
 
 
+def test_a_storage_is_asked_for_its_checksum_and_damage_it_did_is_caught(fts, storage, tmp_path):
+    """The destination's checksum comes from the storage (Want-Digest, else read back), never
+    from the bytes sent: a storage that damages what it stores fails the copy."""
+    data = os.urandom(100_000)
+    (tmp_path / "src").write_bytes(data)
+    storage.behaviour.digests = True
+    ok = fts.submit([transfer((tmp_path / "src").as_uri(), f"{storage.url}/ok")], verify_checksum=True)
+    assert fts.wait(ok)["job_state"] == "FINISHED"
+    asked = [(m, p) for m, p, _ in storage.behaviour.requests if p == "/ok"]
+    assert ("HEAD", "/ok") in asked and ("GET", "/ok") not in asked  # its Digest, no read-back
+
+    storage.behaviour.digests = False
+    storage.behaviour.corrupt_puts = True
+    bad = fts.submit([transfer((tmp_path / "src").as_uri(), f"{storage.url}/bad")], verify_checksum=True, retry=-1)
+    assert fts.wait(bad)["job_state"] == "FAILED"
+    reason = fts.files(bad)[0]["reason"]
+    assert reason.startswith("TRANSFER [5] Source and destination ADLER32 checksum do not match"), reason
+    assert ("GET", "/bad") in [(m, p) for m, p, _ in storage.behaviour.requests]  # read back, no Digest given
+
+
+def test_local_destinations_checksummed_in_one_pass_or_read_back_on_request(tmp_path):
+    data = os.urandom(2_000_000)
+    (tmp_path / "src").write_bytes(data)
+    for extra in ((), ("--reread-destination",)):
+        with plain_fts(tmp_path / f"fts{len(extra)}", *extra) as fts:
+            out = tmp_path / f"out{len(extra)}"
+            job = fts.submit([transfer((tmp_path / "src").as_uri(), (out / "x").as_uri(), checksum=f"ADLER32:{adler(data)}")],
+                             verify_checksum="both")
+            assert fts.wait(job)["job_state"] == "FINISHED"
+            assert fts.files(job)[0]["checksum"] == f"ADLER32:{adler(data)}" and (out / "x").read_bytes() == data
+        bad = PlainFts(tmp_path / f"bad{len(extra)}", *extra).start()
+        try:
+            job = bad.submit([transfer((tmp_path / "src").as_uri(), (out / "y").as_uri(), checksum="ADLER32:00000001")],
+                             verify_checksum="target", retry=-1)
+            assert bad.wait(job)["job_state"] == "FAILED"
+            assert "Destination and user-defined ADLER32 checksum do not match" in bad.files(job)[0]["reason"]
+            assert not (out / "y").exists()
+        finally:
+            bad.stop()
+
+
 def test_failures_are_reported_in_fts3_words_and_leave_no_half_file(fts, tmp_path):
     (tmp_path / "good").write_bytes(b"good data")
     (tmp_path / "bad").write_bytes(b"some data")

@@ -23,14 +23,16 @@ def source_for(url: str, timeout: float = 60.0, roots: Sequence[str] = ()) -> So
 
 
 def destination_for(url: str, part_name: str, timeout: float = 60.0, durable: bool = True,
-                    roots: Sequence[str] = ()) -> Destination:
-    """``durable``: fsync what is written before a checkpoint and before the rename (local files).
-    ``roots``: the folders a file:// URL must lie under (none: file:// is refused)."""
+                    roots: Sequence[str] = (), sync_later: bool = False) -> Destination:
+    """``durable``: fsync what is written before a checkpoint and before the rename (local files);
+    with ``sync_later`` the final sync is left to the caller (``Destination.needs_sync``), which
+    syncs the file system once for many files. ``roots``: the folders a file:// URL must lie
+    under (none: file:// is refused)."""
     scheme = urlsplit(url).scheme
     if scheme == "file":
         from aso.ftsd.protocols.file import FileDestination
 
-        return FileDestination(url, part_name, durable=durable, roots=roots)
+        return FileDestination(url, part_name, durable=durable, roots=roots, sync_later=sync_later)
     if scheme in ("http", "https"):
         from aso.ftsd.protocols.http import HttpDestination
 

@@ -58,6 +58,12 @@ class Destination(ABC):
     url: str
     #: False where a partial write cannot be continued (e.g. an HTTP PUT)
     resumable: bool = False
+    #: the destination's checksum is that of the bytes ``write`` was given (a local file);
+    #: False: ask the storage (:meth:`adler32`)
+    checksum_of_written: bool = False
+    #: after :meth:`commit`: a path whose file system the caller must sync before the copy is
+    #: durable (a destination made with ``sync_later``); None: durable already
+    needs_sync: str | None = None
 
     @abstractmethod
     def exists(self) -> bool:
@@ -87,14 +93,18 @@ class Destination(ABC):
     def commit(self, overwrite: bool) -> None:
         """Make the written data the destination file (atomic rename)."""
 
+    def committed_earlier(self) -> None:  # noqa: B027 - optional
+        """The destination file was committed by an attempt that stopped before recording it."""
+
     @abstractmethod
     def discard(self) -> None:
         """Remove what an attempt wrote."""
 
     @abstractmethod
     def adler32(self) -> str:
-        """adler32 of the data at the destination, read back from it (the partial file while
-        it exists, else the committed file)."""
+        """adler32 of the data at the destination as the storage has it (its own checksum
+        where it gives one, else read back; the partial file while it exists, else the
+        committed file)."""
 
     def close(self) -> None:  # noqa: B027 - optional
         pass

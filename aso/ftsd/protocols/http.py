@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import http.client
+import re
 import ssl
 import threading
 import zlib
@@ -215,7 +216,11 @@ class HttpDestination(Destination):
             self.session.delete(self.url, timeout=self.timeout)
 
     def adler32(self) -> str:
-        # Read back what the server stored: the checksum of what was sent proves nothing.
+        # The storage's own checksum (RFC 3230 Want-Digest, as FTS3's gfal2 asks dCache, EOS
+        # and StoRM), else read back what it stored: the checksum of what was sent proves nothing.
+        stored = self._digest()
+        if stored is not None:
+            return stored
         value = 1
         try:
             with self.session.get(self.url, stream=True, timeout=self.timeout) as r:
@@ -226,4 +231,18 @@ class HttpDestination(Destination):
         except requests.RequestException as exc:
             raise CopyError("DESTINATION", errno.ECONNRESET, f"reading back {self.url} failed: {exc}") from None
         return f"{value & 0xFFFFFFFF:08x}"
+
+    def _digest(self) -> str | None:
+        """adler32 from a ``Digest: adler32=<hex>`` answer to HEAD with ``Want-Digest``."""
+        try:
+            r = self.session.head(self.url, headers={"Want-Digest": "adler32"}, timeout=self.timeout)
+        except requests.RequestException:
+            return None
+        if r.status_code != 200:
+            return None
+        for part in (r.headers.get("Digest") or "").split(","):
+            name, _, value = part.strip().partition("=")
+            if name.strip().lower() == "adler32" and re.fullmatch(r"[0-9A-Fa-f]{1,8}", value.strip()):
+                return value.strip().lower().rjust(8, "0")
+        return None
 

@@ -1,0 +1,57 @@
+"""The group recorder: workers' results committed together, made durable first."""
+
+from __future__ import annotations
+
+from aso.ftsd.db import JobStore
+from aso.ftsd.executor import GroupRecorder
+from aso.ftsd.jobs import parse_submission
+from aso.ftsd.service import local_identity
+
+
+def _store_with_files(tmp_path, n: int) -> tuple[JobStore, list[int]]:
+    store = JobStore(tmp_path / "fts.db")
+    for i in range(n):
+        (tmp_path / f"s{i}").write_bytes(b"x")
+    spec = parse_submission({"files": [{"sources": [(tmp_path / f"s{i}").as_uri()],
+                                        "destinations": [(tmp_path / "out" / f"d{i}").as_uri()]} for i in range(n)],
+                             "params": {"retry": -1}}, roots=(str(tmp_path),))
+    job = store.submit(spec, local_identity("/CN=test"))
+    tasks = store.claim([f["file_id"] for f in store.files([job])[job]])
+    return store, [t.file_id for t in tasks]
+
+
+def test_finishes_from_many_workers_are_recorded_together_after_one_sync(tmp_path):
+    store, ids = _store_with_files(tmp_path, 40)
+    (tmp_path / "out").mkdir()
+    recorder = GroupRecorder(store)
+    try:
+        calls = [recorder.submit("finish", fid, "FINISHED", filesize=1, sync=str(tmp_path / "out")) for fid in ids]
+        for c in calls:
+            assert c.done.wait(10) and c.error is None and c.result.file_state == "FINISHED"
+        marked = recorder.call("checkpoint", ids[0], 1, committing=True)  # a finished file is left alone
+        assert marked is None
+    finally:
+        recorder.stop()
+    files = next(iter(store.files([store.list_jobs(states=["FINISHED"])[0]["job_id"]]).values()))
+    assert [f["file_state"] for f in files] == ["FINISHED"] * 40
+    store.close()
+
+
+def test_a_sync_that_fails_fails_the_copies_it_was_for(tmp_path):
+    store, ids = _store_with_files(tmp_path, 2)
+    recorder = GroupRecorder(store)
+    try:
+        gone = recorder.submit("finish", ids[0], "FINISHED", filesize=1, checksum="ADLER32:00620062",
+                               sync=str(tmp_path / "no" / "such" / "folder"))
+        assert gone.done.wait(10)
+        assert gone.result.file_state == "FAILED"
+        fine = recorder.call("finish", ids[1], "FINISHED", filesize=1)
+        assert fine.file_state == "FINISHED"
+    finally:
+        recorder.stop()
+    by_id = {f["file_id"]: f for fs in store.files([f["job_id"] for f in store.list_jobs(states=["FINISHEDDIRTY"])]).values()
+             for f in fs}
+    assert by_id[ids[0]]["file_state"] == "FAILED"
+    assert by_id[ids[0]]["reason"].startswith("DESTINATION [2] sync of ") and "no/such/folder" in by_id[ids[0]]["reason"]
+    assert by_id[ids[0]]["recoverable"] is True and by_id[ids[1]]["file_state"] == "FINISHED"
+    store.close()
