@@ -127,23 +127,12 @@ class ExecutorQueries:
         self.release(ids)
         return ids
 
-    def finish(
-        self,
-        file_id: int,
-        state: str,
-        *,
-        reason: str | None = None,
-        recoverable: bool = False,
-        filesize: int | None = None,
-        checksum: str | None = None,
-        default_retry: int = 0,
-        now: float | None = None,
-    ) -> Finished | None:
+    def finish(self, file_id: int, state: str, **kwargs) -> Finished | None:
         """A copy ended: FINISHED, or FAILED (queued again when recoverable with retries left).
-        None when the file is no longer READY/ACTIVE (canceled or expired meanwhile)."""
+        None when the file is no longer READY/ACTIVE (canceled or expired meanwhile). The
+        keywords are :meth:`_finish_in`'s."""
         with self._tx() as conn:
-            return self._finish_in(conn, file_id, state, reason=reason, recoverable=recoverable, filesize=filesize,
-                                   checksum=checksum, default_retry=default_retry, now=now)
+            return self._finish_in(conn, file_id, state, **kwargs)
 
     def _finish_in(
         self,
