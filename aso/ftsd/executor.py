@@ -116,18 +116,35 @@ class GroupRecorder:
                     break
                 calls.append(c)
             self._sync(calls)
-            try:
-                results = self.store.record([(c.op, c.args, c.kwargs) for c in calls])
-                for c, r in zip(calls, results, strict=True):
-                    c.result = r
-            except Exception as exc:  # every caller hears of it
-                log.exception("recording %d result(s) failed", len(calls))
-                for c in calls:
-                    c.error = exc
+            self._record(calls)
             for c in calls:
                 c.done.set()
             if stop:
                 return
+
+    def _record(self, calls: list[_Call], attempts: int = 3) -> None:
+        for attempt in range(1, attempts + 1):
+            try:
+                results = self.store.record([(c.op, c.args, c.kwargs) for c in calls])
+            except Exception as exc:
+                if attempt < attempts:
+                    log.warning("recording %d result(s) failed (%s); trying again", len(calls), exc)
+                    time.sleep(0.5 * attempt)
+                    continue
+                log.exception("recording %d result(s) failed", len(calls))
+                for c in calls:
+                    c.error = exc  # a waiting worker hears of it
+                # nobody waits for a finish: its file goes back to the queue rather than
+                # staying ACTIVE until the next restart (the copy is redone, or found committed)
+                orphans = [c.args[0] for c in calls if c.op == "finish"]
+                try:
+                    self.store.release(orphans)
+                except Exception:
+                    log.exception("files %s stay ACTIVE until the service restarts", orphans[:20])
+                return
+            for c, r in zip(calls, results, strict=True):
+                c.result = r
+            return
 
     @staticmethod
     def _sync(calls: list[_Call]) -> None:

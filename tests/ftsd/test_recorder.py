@@ -55,3 +55,17 @@ def test_a_sync_that_fails_fails_the_copies_it_was_for(tmp_path):
     assert by_id[ids[0]]["reason"].startswith("DESTINATION [2] sync of ") and "no/such/folder" in by_id[ids[0]]["reason"]
     assert by_id[ids[0]]["recoverable"] is True and by_id[ids[1]]["file_state"] == "FINISHED"
     store.close()
+
+
+def test_a_batch_that_cannot_be_recorded_puts_its_files_back_in_the_queue(tmp_path):
+    store, ids = _store_with_files(tmp_path, 1)
+    recorder = GroupRecorder(store)
+    try:
+        # a finish the store cannot record (whatever the reason): tried again, then given up
+        bad = recorder.submit("finish", ids[0], "FINISHED", no_such_keyword=1)
+        assert bad.done.wait(20) and isinstance(bad.error, TypeError)
+    finally:
+        recorder.stop()
+    (files,) = store.files([store.list_jobs(states=["ACTIVE", "SUBMITTED"])[0]["job_id"]]).values()
+    assert files[0]["file_state"] == "SUBMITTED"  # queued again, not ACTIVE until a restart
+    store.close()
