@@ -43,6 +43,8 @@ def main() -> int:
     parser.add_argument("--fts-restarts", type=int, default=0, help="default: one a minute, at least 2")
     parser.add_argument("--state-restarts", type=int, default=0, help="default: one a minute, at least 2")
     parser.add_argument("--keep", action="store_true", help="keep each run's folder")
+    parser.add_argument("--push", action="store_true",
+                        help="completion messages over RabbitMQ's STOMP and aso receiver among the components")
     args = parser.parse_args()
     console = Console(width=160)
     per_minute = max(2, int(args.seconds // 60))
@@ -58,7 +60,7 @@ def main() -> int:
         settings = ChaosSettings(seed=seed, users=args.users, files_per_user=args.files_per_user,
                                  seconds=args.seconds, fts_restarts=args.fts_restarts or per_minute,
                                  state_restarts=args.state_restarts or per_minute, task_kills=max(2, args.users // 2),
-                                 drain_rounds=200)
+                                 drain_rounds=200, push=args.push)
         with console.status(f"chaos run {run + 1}/{args.runs} (seed {seed}, {args.seconds:.0f} s of chaos)"):
             report = run_chaos(pki, root / "run", settings)
         failed += bool(report.problems)

@@ -187,6 +187,9 @@ class Receiver:
                 log.info("FTS job %s of user %s: no monitor entry after %.0f s; the message is dropped (the job "
                          "was handed over by the monitor already, or was not submitted from here)",
                          key[1], key[0], self.settings.early_seconds)
+        if handed:
+            log.debug("receiver: handed %d file(s) of %d user(s) to the reporter (%d message(s) in this batch)",
+                      handed, len(by_user), len(bodies))
         return handed
 
     def _hand_over_user(self, user: str, completions: list[msg.Completion], now: float) -> int:

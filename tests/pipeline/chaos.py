@@ -3,6 +3,10 @@ own loop (as overlapping cron jobs), SIGKILLs at random instants, the FTS servic
 state server killed and restarted, kills requested while submissions are pending; then a
 drain, and the invariants that must hold whatever happened.
 
+With ``push`` the FTS service publishes its completion messages to RabbitMQ and ``aso
+receiver`` runs too, killed (SIGKILL) or stopped (SIGTERM) at random instants and started
+again, with a durable subscription; the monitor is the safety net (``poll_after`` 3 s).
+
 Seeded and bounded: the test suite runs a short one, ``benchmarks/chaos.py`` a long one.
 """
 
@@ -44,6 +48,8 @@ class ChaosSettings:
     #: tasks whose transfers are killed during the run (one per user at most)
     task_kills: int = 2
     drain_rounds: int = 60
+    #: push monitoring: completion messages over STOMP and aso receiver among the components
+    push: bool = False
 
 
 @dataclass
@@ -58,6 +64,8 @@ class ChaosReport:
     states: Counter = field(default_factory=Counter)
     problems: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    #: files aso receiver handed over (from the receivers' logs, killed ones included)
+    received: int = 0
 
 
 class _Loop(threading.Thread):
@@ -70,18 +78,27 @@ class _Loop(threading.Thread):
         self.settings, self.report, self.lock = settings, report, lock
 
     def run(self) -> None:
+        long_running = self.component == "receiver"
         while not self.stop_event.is_set():
-            proc = subprocess.Popen(aso_command("--config", str(self.inst.config_path), self.component),
-                                    cwd=self.inst.root, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                    start_new_session=True)
-            lifetime = self.rng.uniform(0.05, 1.5)
+            # the receiver's log (one line per batch at DEBUG) says what it handed over, killed or not
+            args = ("--log-level", "DEBUG", self.component) if long_running else (self.component,)
+            log = open(self.inst.root / "receiver.log", "ab") if long_running else subprocess.DEVNULL  # noqa: SIM115
+            proc = subprocess.Popen(aso_command("--config", str(self.inst.config_path), *args),
+                                    cwd=self.inst.root, stdout=subprocess.DEVNULL, stderr=log, start_new_session=True)
+            if long_running:
+                log.close()  # the child has its own copy
+            lifetime = self.rng.uniform(1.0, 5.0) if long_running else self.rng.uniform(0.05, 1.5)
+            # half as many SIGKILLs for the receiver: a stopped one reports what it handed over
+            kill_chance = self.settings.kill_chance / 2 if long_running else self.settings.kill_chance
             killed = False
             try:
                 proc.wait(lifetime)
             except subprocess.TimeoutExpired:
-                if self.rng.random() < self.settings.kill_chance:
+                if self.rng.random() < kill_chance:
                     os.killpg(proc.pid, signal.SIGKILL)
                     killed = True
+                elif long_running:
+                    os.killpg(proc.pid, signal.SIGTERM)  # the receiver runs until told to stop
                 try:
                     proc.wait(60)
                 except subprocess.TimeoutExpired:
@@ -102,14 +119,29 @@ def run_chaos(pki: TestPki, root: Path, settings: ChaosSettings) -> ChaosReport:
     (root / "fts").mkdir(parents=True)
     (root / "state").mkdir()
     state_service, state_url = start_state_server(root / "state")
+    push: list[str] = []
+    fts_push: list[str] = []
+    subscription = f"aso-chaos-{os.getpid()}-{settings.seed}"
+    if settings.push:
+        from tests.brokers import rabbitmq, require
+
+        broker = require(rabbitmq())
+        # the service runs in its folder: its ./aso.toml holds the broker's credentials
+        (root / "fts" / "aso.toml").write_text(
+            f'[fts_server]\nstomp_user = "{broker.user}"\nstomp_password = "{broker.password}"\n')
+        fts_push = ["--stomp-broker", broker.address]
+        push = [f'receiver.brokers=["{broker.address}"]', f'receiver.user="{broker.user}"',
+                f'receiver.password="{broker.password}"', f'receiver.subscription="{subscription}"',
+                "receiver.batch_seconds=0.2", "receiver.early_seconds=20", "monitor.poll_after=3"]
     try:
         with fts_server_https(pki, root / "fts", "--workers", "6", "--per-link", "3",
-                              "--poll-seconds", "0.3", "--checkpoint-seconds", "0.2") as fts:
+                              "--poll-seconds", "0.3", "--checkpoint-seconds", "0.2", *fts_push) as fts:
             inst = Installation(
                 root / "aso", fts.url, f'fts.ca_dir="{fts.ca_dir}"', "transfer.max_files_per_job=6",
-                f"state.url={state_url}", 'state.token="service-token"', 'aso.instance="test"',
+                f"state.url={state_url}", 'state.token="service-token"',
+                'aso.instance="test"',
                 "state.retries=2", "state.backoff=0.2", "retry_manager.cooloff=1", "retry_manager.stuck_after=20",
-                "publisher.max_files_per_block=7", "publisher.block_closure_timeout=1",
+                "publisher.max_files_per_block=7", "publisher.block_closure_timeout=1", *push,
             )
             users = []
             for i in range(settings.users):
@@ -125,7 +157,10 @@ def run_chaos(pki: TestPki, root: Path, settings: ChaosSettings) -> ChaosReport:
             report.files = len(requests)
             service = open_backend(state_url, worker="chaos-driver", token="service-token", instance="test",
                                    retries=3, backoff=0.2)
-            service.inject(requests)
+            # with push monitoring, files are injected in three waves through the run, so that
+            # completion messages keep coming while receivers are killed and restarted
+            waves = [requests[i::3] for i in range(3)] if settings.push else [requests]
+            service.inject(waves[0])
             tasks = sorted({r["taskname"]: r["username"] for r in requests}.items())
             service.upsert_tasks([{"tm_taskname": t, "tm_username": u, "tm_task_status": "COMPLETED",
                                    "tm_publish_name": DATASET.format(user=u)} for t, u in tasks])
@@ -134,10 +169,12 @@ def run_chaos(pki: TestPki, root: Path, settings: ChaosSettings) -> ChaosReport:
                                        for r in requests])
 
             stop, lock = threading.Event(), threading.Lock()
-            loops = [_Loop(inst, c, random.Random(rng.random()), stop, settings, report, lock) for c in COMPONENTS]
+            components = (*COMPONENTS, "receiver") if settings.push else COMPONENTS
+            loops = [_Loop(inst, c, random.Random(rng.random()), stop, settings, report, lock) for c in components]
             for loop in loops:
                 loop.start()
             events = _schedule(rng, settings, tasks)
+            events = sorted(events + [(settings.seconds * n / len(waves), "inject", str(n)) for n in range(1, len(waves))])
             t0 = time.monotonic()
             for at, what, arg in events:
                 time.sleep(max(0.0, at - (time.monotonic() - t0)))
@@ -151,6 +188,13 @@ def run_chaos(pki: TestPki, root: Path, settings: ChaosSettings) -> ChaosReport:
                     time.sleep(rng.uniform(0.5, 2.0))
                     state_service.start()
                     report.state_restarts += 1
+                elif what == "inject":
+                    for _ in range(5):  # the state server may be down for a moment
+                        try:
+                            service.inject(waves[int(arg)])
+                            break
+                        except Exception:
+                            time.sleep(1)
                 elif what == "kill":
                     with contextlib.suppress(Exception):  # the state server may be down: try once more later
                         service.request_kill(task=arg)
@@ -161,10 +205,14 @@ def run_chaos(pki: TestPki, root: Path, settings: ChaosSettings) -> ChaosReport:
                 loop.join(120)
 
             report.drain_rounds = _drain(inst, service, settings)
+            if settings.push:
+                report.received = _received(inst.root / "receiver.log")
             _check(inst, service, fts.db, requests, report)
             service.close()
     finally:
         state_service.stop()
+        if settings.push:
+            _drop_subscription(subscription)
     report.seconds = time.monotonic() - started
     return report
 
@@ -183,8 +231,32 @@ TERMINAL = {"DONE", "FAILED", "KILLED"}
 PUBLICATION_TERMINAL = {"DONE", "FAILED", "NOT_REQUIRED"}
 
 
+def _received(log: Path) -> int:
+    """Files the receivers handed over, from their per-batch DEBUG lines."""
+    import re
+
+    if not log.exists():
+        return 0
+    return sum(int(m.group(1)) for m in re.finditer(r"receiver: handed (\d+) file", log.read_text(errors="replace")))
+
+
+def _drop_subscription(name: str) -> None:
+    """End the run's durable subscription, or the broker keeps its queue (and every later
+    message) for good."""
+    from aso.messaging import fts3 as msg
+    from aso.messaging.durable import subscription_headers
+    from tests.brokers import Client, rabbitmq
+
+    connect, sub = subscription_headers("rabbitmq", name)
+    with Client(rabbitmq(), headers=connect) as client:
+        client.subscribe(msg.destination(msg.COMPLETE_TOPIC), sub["id"], headers=sub)
+        client.unsubscribe(sub["id"], headers=sub)
+
+
 def _drain(inst: Installation, service, settings: ChaosSettings) -> int:
     for n in range(1, settings.drain_rounds + 1):
+        if settings.push:
+            inst.aso("receiver", "--seconds", "1", check=False)  # what the broker kept for it
         for component in COMPONENTS:
             inst.aso(component, check=False)
         rows = service.list_transfers(limit=100000)

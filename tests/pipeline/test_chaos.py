@@ -16,3 +16,15 @@ def test_chaos_short_seeded_run(tmp_path, pki):
     assert report.sigkills >= 10, "too few passes were killed mid-way: the run tested little"
     assert report.fts_restarts and report.state_restarts and report.killed_tasks
     assert not report.problems, "\n".join(report.problems[:40])
+
+
+def test_chaos_with_push_monitoring(tmp_path, pki):
+    """The same chaos with completion messages over RabbitMQ and aso receiver killed or
+    stopped at random instants beside the others: nothing lost, nothing reported twice."""
+    report = run_chaos(pki, tmp_path, ChaosSettings(seed=20261201, users=3, files_per_user=30, seconds=35, push=True))
+    print(f"chaos with push: {report.files} files, passes {dict(report.passes)}, {report.sigkills} SIGKILLs, "
+          f"{report.received} files handed over by receivers, drained in {report.drain_rounds} rounds, "
+          f"states {dict(report.states)}")
+    assert report.passes["receiver"] >= 5 and report.sigkills >= 10
+    assert report.received > 0, "no receiver handed anything over: the run did not test push monitoring"
+    assert not report.problems, "\n".join(report.problems[:40])
