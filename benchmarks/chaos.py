@@ -50,7 +50,7 @@ def main() -> int:
     per_minute = max(2, int(args.seconds // 60))
     table = Table(title="chaos runs")
     for column in ("seed", "files", "seconds", "passes", "SIGKILLs", "FTS restarts", "state restarts",
-                   "killed tasks", "drain rounds", "final states", "problems"):
+                   "killed tasks", "drain rounds", "final states", "received (push)", "problems"):
         table.add_column(column)
     failed = 0
     for run in range(args.runs):
@@ -67,7 +67,8 @@ def main() -> int:
         table.add_row(str(seed), str(report.files), f"{report.seconds:.0f}", str(sum(report.passes.values())),
                       str(report.sigkills), str(report.fts_restarts), str(report.state_restarts),
                       str(len(report.killed_tasks)), str(report.drain_rounds),
-                      ", ".join(f"{k} {v}" for k, v in sorted(report.states.items())), str(len(report.problems)))
+                      ", ".join(f"{k} {v}" for k, v in sorted(report.states.items())),
+                      str(report.received) if args.push else "-", str(len(report.problems)))
         for problem in report.problems[:20]:
             console.print(f"[red]seed {seed}: {problem}")
         if not args.keep and not report.problems:
