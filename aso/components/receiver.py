@@ -44,6 +44,8 @@ log = logging.getLogger("aso.receiver")
 
 #: how many finished jobs the receiver remembers (for duplicates; a few MB)
 FINISHED_JOBS_KEPT = 100_000
+#: lags kept between two log lines (their p50 and max are logged; a bounded sample)
+MAX_LAGS_KEPT = 100_000
 
 
 @dataclass
@@ -218,7 +220,7 @@ class Receiver:
                     seen.add((job_id, c.row_id))
                     files.append(ReportedFile(c.row_id, c.file_state, c.reason or None, job_id))
                     s.handed_over[c.file_state] += 1
-                    if c.completed:
+                    if c.completed and len(self._lags) < MAX_LAGS_KEPT:
                         self._lags.append(max(0.0, now - c.completed))
                 jobs[job_id] = (entry, job)
             if not files:

@@ -177,9 +177,11 @@ class RetryManagerPass:
         box = self.settings.sandbox("monitor")
         now = int(time.time())
         for (user, endpoint, job_id), rows in orphans.items():
-            job = box.load_record(box.entry(user, job_id)) or MonitorEntry.new(job_id, user, endpoint, now)
-            job.watch(r["tm_id"] for r in rows)
-            box.write_record(user, job_id, job)
+            # the receiver and the monitor change a user's monitor entries under this lock
+            with box.user_lock(user):
+                job = box.load_record(box.entry(user, job_id)) or MonitorEntry.new(job_id, user, endpoint, now)
+                job.watch(r["tm_id"] for r in rows)
+                box.write_record(user, job_id, job)
             summary.repolled += len(rows)
         if summary.repolled:
             log.warning("%d SUBMITTED row(s) nobody was watching are polled again", summary.repolled)

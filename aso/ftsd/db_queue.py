@@ -103,11 +103,15 @@ class ExecutorQueries:
     def record(self, ops: Sequence[tuple[str, tuple, dict]]) -> list:
         """Several workers' ``checkpoint`` and ``finish`` calls in one transaction (a group
         commit); their results in order."""
+        events: list = []
         with self._tx() as conn:
-            return [
-                self._checkpoint_in(conn, *args, **kwargs) if name == "checkpoint" else self._finish_in(conn, *args, **kwargs)
+            results = [
+                self._checkpoint_in(conn, *args, **kwargs) if name == "checkpoint"
+                else self._finish_in(conn, *args, events=events, **kwargs)
                 for name, args, kwargs in ops
             ]
+            self._queue(conn, events, _now())  # the batch's messages: one read, one insert
+        return results
 
     def release(self, file_ids: Sequence[int]) -> None:
         """Working files back to the queue without counting an attempt (service stopping,
@@ -146,7 +150,10 @@ class ExecutorQueries:
         checksum: str | None = None,
         default_retry: int = 0,
         now: float | None = None,
+        events: list | None = None,
     ) -> Finished | None:
+        """``events``: where to leave this change's messages for the caller to queue with
+        others (None: queued here)."""
         now = _now() if now is None else now
         row = conn.execute(
             "SELECT f.job_id, f.retry, f.start_time, f.transfer_host, j.retry AS job_retry, j.retry_delay"
@@ -170,7 +177,7 @@ class ExecutorQueries:
                 (now + row["retry_delay"], reason, file_id),
             )
             job_state = refresh_job(conn, row["job_id"], now)
-            self._queue(conn, [(file_id, "FAILED", True)], now)
+            self._message(conn, events, (file_id, "FAILED", True), now)
             return Finished("SUBMITTED", job_state, True)
         throughput = (filesize / duration / 1e6) if (state == "FINISHED" and filesize and duration) else None
         conn.execute(
@@ -181,8 +188,14 @@ class ExecutorQueries:
             (state, reason, int(recoverable), now, duration, throughput, filesize, checksum, state, file_id),
         )
         job_state = refresh_job(conn, row["job_id"], now)
-        self._queue(conn, [(file_id, state, False)], now)
+        self._message(conn, events, (file_id, state, False), now)
         return Finished(state, job_state, False)
+
+    def _message(self, conn, events: list | None, event, now: float) -> None:
+        if events is None:
+            self._queue(conn, [event], now)
+        else:
+            events.append(event)
 
     def simulate(self, limit: int = 5000, now: float | None = None) -> int:
         """Simulation mode: queued files are marked FINISHED at once (their declared size,

@@ -111,10 +111,12 @@ def queue_messages(conn: sqlite3.Connection, settings: MessageSettings, events: 
 class OutboxSender:
     """A thread that sends the outbox to the first broker that answers, in order."""
 
-    def __init__(self, store, settings: MessageSettings, idle_seconds: float = 0.1, max_backoff: float = 30.0):
+    def __init__(self, store, settings: MessageSettings, idle_seconds: float = 1.0, max_backoff: float = 30.0):
         self.store = store
         self.settings = settings
+        # queued messages set the store's outbox_wake: the idle wait is only a backstop
         self.idle_seconds = idle_seconds
+        self._next_expiry = 0.0
         self.max_backoff = max_backoff
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -171,10 +173,12 @@ class OutboxSender:
 
     def send_once(self) -> int:
         """Send one batch of the outbox; returns how many the broker confirmed."""
-        expired = self.store.outbox_expire(time.time() - msg.MESSAGE_TTL_SECONDS)
-        if expired:
-            log.warning("messages: %d message(s) older than %d h dropped unsent (their time-to-live is over)",
-                        expired, msg.MESSAGE_TTL_SECONDS // 3600)
+        if time.monotonic() >= self._next_expiry:  # a write: once a minute, not once per batch
+            self._next_expiry = time.monotonic() + 60
+            expired = self.store.outbox_expire(time.time() - msg.MESSAGE_TTL_SECONDS)
+            if expired:
+                log.warning("messages: %d message(s) older than %d h dropped unsent (their time-to-live is over)",
+                            expired, msg.MESSAGE_TTL_SECONDS // 3600)
         rows = self.store.outbox_batch(self.settings.batch)
         if not rows:
             return 0

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import os
 from collections.abc import Iterator, Sequence
 
@@ -69,6 +70,14 @@ class FileSource(Source):
                 yield view[:n]
 
 
+@functools.cache
+def _syncfs():
+    """libc's syncfs, looked up once (None where the C library has none)."""
+    import ctypes
+
+    return getattr(ctypes.CDLL(None, use_errno=True), "syncfs", None)
+
+
 def sync_file_systems(paths) -> None:
     """Make everything written under these paths durable: one ``syncfs`` per file system
     (the data and the renames of every file copied there since), else ``sync``.
@@ -76,8 +85,7 @@ def sync_file_systems(paths) -> None:
     import ctypes
 
     seen: set[int] = set()
-    libc = ctypes.CDLL(None, use_errno=True)
-    syncfs = getattr(libc, "syncfs", None)
+    syncfs = _syncfs()
     for path in paths:
         fd = os.open(path, os.O_RDONLY)
         try:
