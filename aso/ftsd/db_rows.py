@@ -200,12 +200,18 @@ def _loads(text: str | None) -> Any:
     return json.loads(text) if text else None
 
 
-def render_job(row: sqlite3.Row) -> dict:
-    data = dict.fromkeys(JOB_KEYS)
+def _rendered(row: sqlite3.Row, keys: tuple[str, ...]) -> dict:
+    """FTS3's keys (None where the table has no column) from a row, times as FTS3 prints them."""
+    data = dict.fromkeys(keys)
     data.update({k: row[k] for k in row.keys() if k in data})  # noqa: SIM118 - sqlite3.Row
     for key in _TIME_KEYS:
         if key in data:
             data[key] = fj.fts_time(data[key])
+    return data
+
+
+def render_job(row: sqlite3.Row) -> dict:
+    data = _rendered(row, JOB_KEYS)
     data["job_metadata"] = _loads(row["job_metadata"]) or {}
     data["internal_job_params"] = row["internal_job_params"] and ",".join(
         f"{k}:{v}" for k, v in json.loads(row["internal_job_params"]).items()
@@ -218,11 +224,7 @@ def render_job(row: sqlite3.Row) -> dict:
 
 
 def render_file(row: sqlite3.Row) -> dict:
-    data = dict.fromkeys(FILE_KEYS)
-    data.update({k: row[k] for k in row.keys() if k in data})  # noqa: SIM118 - sqlite3.Row
-    for key in _TIME_KEYS:
-        if key in data:
-            data[key] = fj.fts_time(data[key])
+    data = _rendered(row, FILE_KEYS)
     data["file_metadata"] = _loads(row["file_metadata"]) or {}
     data["recoverable"] = bool(row["recoverable"]) if row["recoverable"] is not None else None
     data["file_state_initial"] = "SUBMITTED"
