@@ -183,6 +183,12 @@ OPTIONS: list[Option] = [
     _o("fts_server", "stomp_use_topics", True, "Publish to topics (/topic/NAME), as FTS3 does by default, or else to queues (/queue/NAME)."),
     _o("fts_server", "vo", "", "The VO the messages name ('' = each job's VO, which without VOMS attributes is the user's delegation id)."),
     _o("fts_server", "alias", "", "The service URL the messages name (endpnt; '' = http(s)://host:port as served)."),
+    # topology: links, paths and throttling
+    _o("topology", "default_distance", 1, "Distance of a site pair that no [[links]] entry names (0 = no such link: only the configured links exist). With the default every pair of sites is one direct link of distance 1, as before links existed.", **_NON_NEGATIVE),
+    _o("topology", "hop_penalty", 10, "Cost added for every intermediate site of a multi-hop path (Rucio's default; a site's own hop_penalty wins).", **_NON_NEGATIVE),
+    _o("topology", "max_hops", 3, "Most links on a path (1 = direct links only).", minimum=1, maximum=10),
+    _o("topology", "scratch", "/store/temp/aso/multihop", "LFN folder, at an intermediate site, that holds the copies a multi-hop path passes through (a site's own scratch wins)."),
+    _o("topology", "fair_share", True, "Share a full site or link between the users waiting for it (max-min fair, counting what each has in flight); off: oldest rows first whoever owns them."),
     _o("fts_server", "roots", [], "Local folders that file:// URLs may read and write ([] = the folders of the file:// site prefixes in [sites]); any other file:// URL is refused."),
 ]
 
@@ -195,6 +201,15 @@ class Site:
     name: str
     prefix: str
     fts: str
+    #: may be an intermediate site of a multi-hop path
+    available_for_multihop: bool = False
+    #: this site's hop penalty when intermediate (None: [topology] hop_penalty)
+    hop_penalty: int | None = None
+    #: LFN folder for intermediate copies ('': [topology] scratch)
+    scratch: str = ""
+    #: most files in flight into / out of this site (0: no limit)
+    max_incoming: int = 0
+    max_outgoing: int = 0
 
     def pfn(self, lfn: str) -> str:
         """The storage URL of ``lfn`` at this site; never outside the site's prefix."""
@@ -203,11 +218,26 @@ class Site:
         return pfn(self.prefix, lfn)
 
 
+@dataclass(frozen=True)
+class LinkSpec:
+    """One ``[[links]]`` entry: an ordered site pair, what it costs and who serves it."""
+
+    source: str
+    destination: str
+    distance: int = 1
+    #: FTS endpoint of the link ('': the destination site's fts)
+    fts: str = ""
+    transfertool: str = "fts3"
+    #: most files in flight on this link (0: no limit)
+    max_files: int = 0
+
+
 @dataclass
 class Config:
     values: dict[str, dict[str, Any]]
     sites: dict[str, Site] = field(default_factory=dict)
     path: Path | None = None
+    links: list[LinkSpec] = field(default_factory=list)
 
     def __getattr__(self, section: str) -> SimpleNamespace:
         values = self.__dict__.get("values", {})
@@ -224,6 +254,12 @@ class Config:
             return self.sites[name]
         except KeyError:
             raise ConfigError(f"sites.{name}: no such site in the configuration") from None
+
+    def topology(self):
+        """Links, paths and limits of this configuration (:class:`aso.topology.Topology`)."""
+        from aso.topology import Topology
+
+        return Topology.from_config(self)
 
     @property
     def base_dir(self) -> Path:
@@ -303,23 +339,16 @@ def from_dict(data: dict[str, Any], base_dir: Path | None = None, path: Path | N
     for option in OPTIONS:
         values[option.section][option.name] = _resolve(option, option.default, base)
     sites: dict[str, Site] = {}
+    links_body: Any = None
     for section, body in data.items():
         if section == "sites":
-            if not isinstance(body, dict):
-                raise ConfigError("sites: expected a table of site tables")
-            for name, spec in body.items():
-                if not isinstance(spec, dict) or not isinstance(spec.get("prefix"), str) or not isinstance(spec.get("fts"), str):
-                    raise ConfigError(f"sites.{name}: needs string keys 'prefix' and 'fts'")
-                extra = set(spec) - {"prefix", "fts"}
-                if extra:
-                    raise ConfigError(f"sites.{name}.{sorted(extra)[0]}: unknown key")
-                prefix = spec["prefix"]
-                if prefix.startswith("file://") and not prefix.startswith("file:///"):
-                    raise ConfigError(f"sites.{name}.prefix: file URLs need an absolute path (file:///...)")
-                sites[name] = Site(name, prefix, spec["fts"])
+            sites.update(_parse_sites(body))
+            continue
+        if section == "links":
+            links_body = body
             continue
         if section not in values:
-            raise ConfigError(f"{section}: unknown section (known: {', '.join(SECTIONS + ['sites'])})")
+            raise ConfigError(f"{section}: unknown section (known: {', '.join(SECTIONS + ['sites', 'links'])})")
         if not isinstance(body, dict):
             raise ConfigError(f"{section}: expected a table")
         for name, value in body.items():
@@ -327,7 +356,90 @@ def from_dict(data: dict[str, Any], base_dir: Path | None = None, path: Path | N
             if option is None:
                 raise ConfigError(f"{section}.{name}: unknown option")
             values[section][name] = _resolve(option, check_value(option, _check_type(option, value)), base)
-    return Config(values=values, sites=sites, path=path)
+    links = _parse_links(links_body, sites) if links_body is not None else []
+    return Config(values=values, sites=sites, path=path, links=links)
+
+
+_SITE_KEYS = {"prefix": str, "fts": str, "available_for_multihop": bool, "hop_penalty": int, "scratch": str,
+              "max_incoming": int, "max_outgoing": int}
+_LINK_KEYS = {"source": str, "destination": str, "distance": int, "fts": str, "transfertool": str,
+              "max_files": int, "both_ways": bool}
+TRANSFER_TOOLS = ("fts3",)
+
+
+def _typed(where: str, key: str, value: Any, want: type) -> Any:
+    if want is int and (isinstance(value, bool) or not isinstance(value, int)):
+        raise ConfigError(f"{where}.{key}: expected an integer, got {value!r}")
+    if not isinstance(value, want):
+        raise ConfigError(f"{where}.{key}: expected {want.__name__}, got {type(value).__name__} {value!r}")
+    if want is int and value < 0:
+        raise ConfigError(f"{where}.{key}: must be at least 0, got {value!r}")
+    return value
+
+
+def _parse_sites(body: Any) -> dict[str, Site]:
+    from aso import validate
+    from aso.errors import ValidationError
+
+    if not isinstance(body, dict):
+        raise ConfigError("sites: expected a table of site tables")
+    sites: dict[str, Site] = {}
+    for name, spec in body.items():
+        if not isinstance(spec, dict) or not isinstance(spec.get("prefix"), str) or not isinstance(spec.get("fts"), str):
+            raise ConfigError(f"sites.{name}: needs string keys 'prefix' and 'fts'")
+        extra = set(spec) - set(_SITE_KEYS)
+        if extra:
+            raise ConfigError(f"sites.{name}.{sorted(extra)[0]}: unknown key (known: {', '.join(_SITE_KEYS)})")
+        for key, value in spec.items():
+            _typed(f"sites.{name}", key, value, _SITE_KEYS[key])
+        prefix = spec["prefix"]
+        if prefix.startswith("file://") and not prefix.startswith("file:///"):
+            raise ConfigError(f"sites.{name}.prefix: file URLs need an absolute path (file:///...)")
+        scratch = spec.get("scratch", "")
+        if scratch:
+            try:
+                validate.lfn(scratch, f"sites.{name}.scratch")
+            except ValidationError as exc:
+                raise ConfigError(str(exc)) from None
+        sites[name] = Site(name, prefix, spec["fts"], spec.get("available_for_multihop", False),
+                           spec.get("hop_penalty"), scratch, spec.get("max_incoming", 0), spec.get("max_outgoing", 0))
+    return sites
+
+
+def _parse_links(body: Any, sites: dict[str, Site]) -> list[LinkSpec]:
+    if not isinstance(body, list):
+        raise ConfigError("links: expected an array of tables ([[links]] entries)")
+    links: dict[tuple[str, str], LinkSpec] = {}
+    for i, spec in enumerate(body):
+        where = f"links[{i}]"
+        if not isinstance(spec, dict):
+            raise ConfigError(f"{where}: expected a table")
+        extra = set(spec) - set(_LINK_KEYS)
+        if extra:
+            raise ConfigError(f"{where}.{sorted(extra)[0]}: unknown key (known: {', '.join(_LINK_KEYS)})")
+        for key in ("source", "destination"):
+            if key not in spec:
+                raise ConfigError(f"{where}.{key}: missing")
+        for key, value in spec.items():
+            _typed(where, key, value, _LINK_KEYS[key])
+        source, destination = spec["source"], spec["destination"]
+        for key, name in (("source", source), ("destination", destination)):
+            if name not in sites:
+                raise ConfigError(f"{where}.{key}: {name!r} is not a site of [sites]")
+        if source == destination:
+            raise ConfigError(f"{where}.destination: a link joins two different sites, not {source!r} to itself")
+        if spec.get("distance", 1) < 1:
+            raise ConfigError(f"{where}.distance: must be at least 1, got {spec['distance']!r}")
+        tool = spec.get("transfertool", "fts3")
+        if tool not in TRANSFER_TOOLS:
+            raise ConfigError(f"{where}.transfertool: {tool!r} is not one of {', '.join(TRANSFER_TOOLS)}")
+        fields_ = {k: v for k, v in spec.items() if k not in ("source", "destination", "both_ways")}
+        pairs = [(source, destination)] + ([(destination, source)] if spec.get("both_ways") else [])
+        for a, b in pairs:
+            if (a, b) in links:
+                raise ConfigError(f"{where}: the link {a} -> {b} is configured twice")
+            links[(a, b)] = LinkSpec(a, b, **fields_)
+    return list(links.values())
 
 
 def find_config_path(explicit: str | os.PathLike | None = None) -> Path | None:
@@ -418,9 +530,32 @@ def render_reference_markdown() -> str:
     out += [
         "## [sites.NAME]",
         "",
-        "One table per storage site: `prefix` is the storage URL the LFN is appended to",
-        "(`file:///...`, `http(s)://...`, `root://...`), `fts` the FTS endpoint that serves",
-        "transfers into that site.",
+        "One table per storage site.",
+        "",
+        "| key | default | meaning |",
+        "|---|---|---|",
+        "| `prefix` | (required) | Storage URL the LFN is appended to (`file:///...`, `http(s)://...`, `root://...`). |",
+        "| `fts` | (required) | FTS endpoint of the links into this site that name no endpoint of their own. |",
+        "| `available_for_multihop` | `false` | The site may be an intermediate site of a multi-hop path. |",
+        "| `hop_penalty` | `[topology] hop_penalty` | Cost added when the site is intermediate. |",
+        "| `scratch` | `[topology] scratch` | LFN folder for the copies a multi-hop path leaves here on their way. |",
+        "| `max_incoming` | `0` | Most files in flight into the site (0 = no limit). |",
+        "| `max_outgoing` | `0` | Most files in flight out of the site (0 = no limit). |",
+        "",
+        "## [[links]]",
+        "",
+        "One entry per ordered site pair (`both_ways = true` declares the reverse pair too).",
+        "A pair no entry names is a direct link of `[topology] default_distance`; set that to 0",
+        "and only the entries exist. See docs/topology.md.",
+        "",
+        "| key | default | meaning |",
+        "|---|---|---|",
+        "| `source`, `destination` | (required) | Site names from `[sites]`. |",
+        "| `distance` | `1` | The link's cost in path selection (at least 1). |",
+        "| `fts` | the destination's `fts` | Endpoint of the transfer tool serving the link. |",
+        "| `transfertool` | `\"fts3\"` | The tool serving the link. One of: fts3. |",
+        "| `max_files` | `0` | Most files in flight over the link (0 = no limit). |",
+        "| `both_ways` | `false` | Declare `destination -> source` with the same values too. |",
         "",
     ]
     return "\n".join(out)

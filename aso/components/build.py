@@ -104,7 +104,7 @@ class ComponentPass:
         if self.name == "transfer":
             from aso.components.transfer import run_transfer
 
-            return lambda progress: run_transfer(backend, proxies, tools, config.site, settings, progress)
+            return lambda progress: run_transfer(backend, proxies, tools, config.topology(), settings, progress)
         from aso.components.retry_manager import run_retry_manager
 
         return lambda progress: run_retry_manager(backend, proxies, tools, settings)
