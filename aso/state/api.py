@@ -100,7 +100,7 @@ class Api:
         worker = self._worker(p)
         ids, at = self._aligned(p, "list_of_transfer_state", [
             "list_of_failure_reason", "list_of_retry_value", "list_of_fts_instance",
-            "list_of_fts_id", "list_of_expected_state", "list_of_expected_fts_id",
+            "list_of_fts_id", "list_of_expected_state", "list_of_expected_fts_id", "list_of_path",
         ])
         updates = [
             TransferUpdate(
@@ -112,6 +112,7 @@ class Api:
                 fts_instance=at("list_of_fts_instance", i),
                 expect_state=at("list_of_expected_state", i),
                 expect_fts_id=at("list_of_expected_fts_id", i),
+                path=at("list_of_path", i),
             )
             for i, row_id in enumerate(ids)
         ]

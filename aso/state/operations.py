@@ -134,6 +134,7 @@ PARAMETERS: dict[str, tuple[dict[str, Any], str]] = {
     "list_of_fts_id": (_array(SHORT_TEXT, True), "FTS job id of each id"),
     "list_of_expected_state": (_array(TRANSFER_STATE, True), "guard: skip the id unless it is in this state"),
     "list_of_expected_fts_id": (_array(SHORT_TEXT, True), "guard: skip the id unless it has this FTS job id"),
+    "list_of_path": (_array(SHORT_TEXT, True), "sites of each id's multi-hop path (A>B>C)"),
     "list_of_block_name": (_array(TEXT, True), "DBS block of each id"),
     "list_of_publish_flag": (_array(FLAG, True), "tm_publish of each id"),
     "lfnList": (_array(LFN), "LFNs (repeated key)"),
@@ -277,7 +278,7 @@ OPERATIONS: dict[tuple[str, str, str], Operation] = {
         "change the transfer state of rows of the worker",
         {"asoworker": True, "list_of_ids": True, "list_of_transfer_state": True, "list_of_failure_reason": False,
          "list_of_retry_value": False, "list_of_fts_instance": False, "list_of_fts_id": False,
-         "list_of_expected_state": False, "list_of_expected_fts_id": False},
+         "list_of_expected_state": False, "list_of_expected_fts_id": False, "list_of_path": False},
         write(UPDATED), notes="the list_of_* lists are aligned with list_of_ids"),
     ("filetransfers", "POST", "retryTransfers"): Operation(
         "RETRY rows of the worker older than time_to go back to NEW",

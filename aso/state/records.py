@@ -36,6 +36,8 @@ class TransferUpdate:
     fts_instance: str | None = None
     expect_state: TransferState | str | None = None
     expect_fts_id: str | None = None
+    #: the sites of the path submitted ("A>B>C"), recorded with SUBMITTED
+    path: str | None = None
 
 
 @dataclass

@@ -257,6 +257,7 @@ class RestBackend(StateBackend):
                 list_of_fts_instance=[u.fts_instance for u in batch],
                 list_of_expected_state=[_name(u.expect_state) for u in batch],
                 list_of_expected_fts_id=[u.expect_fts_id for u in batch],
+                **({"list_of_path": [u.path for u in batch]} if any(u.path for u in batch) else {}),
             )
             result.updated += answer["updated"]
             result.skipped += answer["skipped"]

@@ -19,6 +19,8 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    inspect,
+    text,
 )
 from sqlalchemy.engine import Connection
 
@@ -57,6 +59,8 @@ transfers = Table(
     Column("tm_last_update", BigInteger, nullable=False),
     Column("tm_end_time", BigInteger),
     Column("tm_creation_time", BigInteger, nullable=False),
+    # ours: the sites a multi-hop path passes ("A>B>C"); NULL for a direct link
+    Column("tm_path", String(400)),
     # CRAB's indexes, plus per-user state for acquisition. Every index costs each bulk
     # update a B-tree write per row, so stuck-row scans reuse (worker, state).
     Index("ix_ftdb_taskname", "tm_taskname"),
@@ -64,6 +68,10 @@ transfers = Table(
     Index("ix_ftdb_worker_pstate", "tm_aso_worker", "tm_publication_state"),
     Index("ix_ftdb_publish", "tm_publish", "tm_publication_state", "tm_transfer_state"),
     Index("ix_ftdb_user_tstate", "tm_username", "tm_transfer_state"),
+    # Throttling counts the files in flight per link and user; partial, so it holds only
+    # live rows and a table of millions of finished rows does not make it grow.
+    Index("ix_ftdb_inflight", "tm_source", "tm_destination", "tm_username",
+          sqlite_where=text("tm_transfer_state IN (1, 5)"), postgresql_where=text("tm_transfer_state IN (1, 5)")),
 )
 
 tasks = Table(
@@ -100,9 +108,21 @@ def _create_v1(conn: Connection) -> None:
     metadata.create_all(conn, tables=[transfers, tasks, file_metadata], checkfirst=True)
 
 
+def _v2_paths_and_inflight(conn: Connection) -> None:
+    """The path column and the in-flight index of topology (a database made by v1 lacks
+    them; one made now by v1's create_all already has them)."""
+    names = {c["name"] for c in inspect(conn).get_columns(transfers.name)}
+    if "tm_path" not in names:
+        conn.execute(text(f"ALTER TABLE {transfers.name} ADD COLUMN tm_path VARCHAR(400)"))
+    for index in transfers.indexes:
+        if index.name == "ix_ftdb_inflight":
+            index.create(conn, checkfirst=True)
+
+
 #: Ordered migrations: (version, function). Append; never edit a released one.
 MIGRATIONS: list[tuple[int, Callable[[Connection], None]]] = [
     (1, _create_v1),
+    (2, _v2_paths_and_inflight),
 ]
 
 LATEST_VERSION = MIGRATIONS[-1][0]

@@ -303,3 +303,55 @@ def test_configured_max_retry_is_what_injection_stores(tmp_path):
     row = backend.list_transfers(user="noah")[0]
     assert (row["tm_transfer_max_retry_count"], row["tm_publication_max_retry_count"]) == (7, 4)
     backend.close()
+
+
+def test_submission_records_a_multihop_path_and_a_direct_one_clears_it(backend):
+    backend.inject([request(i) for i in range(2)])
+    backend.acquire_transfers(["alice"], 10)
+    a, b = (r["tm_id"] for r in backend.acquired_transfers(user="alice"))
+    backend.update_transfers([
+        TransferUpdate(a, "SUBMITTED", fts_id="job-1", fts_instance="https://fts:8446", path="T2_XX_Source>T2_ZZ_Hop>T2_YY_Dest"),
+        TransferUpdate(b, "SUBMITTED", fts_id="job-2", fts_instance="https://fts:8446"),
+    ])
+    rows = {r["tm_id"]: r for r in backend.get_transfers([a, b])}
+    assert rows[a]["tm_path"] == "T2_XX_Source>T2_ZZ_Hop>T2_YY_Dest" and rows[b]["tm_path"] is None
+    # a failed multi-hop attempt keeps its path on the row; the next, direct, submission clears it
+    backend.update_transfers([TransferUpdate(a, "RETRY", reason="hop 2 failed")])
+    assert backend.get_transfers([a])[0]["tm_path"] == "T2_XX_Source>T2_ZZ_Hop>T2_YY_Dest"
+    time.sleep(2)  # whole-second times: the cool-off of 0 s must have passed
+    assert backend.retry_transfers(0) == 1
+    backend.acquire_transfers(["alice"], 10)
+    backend.update_transfers([TransferUpdate(a, "SUBMITTED", fts_id="job-3", fts_instance="https://fts:8446")])
+    assert backend.get_transfers([a])[0]["tm_path"] is None
+
+
+@pytest.mark.parametrize("path", ["T2_A", "T2_A>../x", "A>" * 300 + "B", "T2_A>>T2_B"])
+def test_a_path_that_is_not_sites_is_refused(backend, path):
+    backend.inject([request(0)])
+    backend.acquire_transfers(["alice"], 10)
+    row_id = backend.acquired_transfers(user="alice")[0]["tm_id"]
+    with pytest.raises(ValidationError) as err:
+        backend.update_transfers([TransferUpdate(row_id, "SUBMITTED", fts_id="j", fts_instance="https://f", path=path)])
+    assert "list_of_path[0]" in str(err.value)
+    assert state_of(backend, row_id) == "ACQUIRED"
+
+
+def test_a_v1_database_gains_the_path_column(tmp_path):
+    import sqlite3
+
+    from aso.state.store import Store
+
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    Store(url).close()
+    with sqlite3.connect(tmp_path / "old.db") as db:  # back to what version 1 made
+        db.execute("DROP INDEX ix_ftdb_inflight")
+        db.execute("ALTER TABLE filetransfersdb DROP COLUMN tm_path")
+        db.execute("DELETE FROM schema_version WHERE version = 2")
+    store = Store(url)
+    try:
+        with sqlite3.connect(tmp_path / "old.db") as db:
+            columns = {r[1] for r in db.execute("PRAGMA table_info(filetransfersdb)")}
+            indexes = {r[1] for r in db.execute("PRAGMA index_list(filetransfersdb)")}
+        assert "tm_path" in columns and "ix_ftdb_inflight" in indexes
+    finally:
+        store.close()

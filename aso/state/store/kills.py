@@ -84,6 +84,7 @@ class Kills(StoreEngine):
                 tm_transfer_failure_reason=None,
                 tm_fts_id=None,
                 tm_fts_instance=None,
+                tm_path=None,
                 tm_end_time=None,
                 tm_last_update=now,
             )

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import and_, bindparam, case, func, or_, select, text, update
+from sqlalchemy import and_, bindparam, case, func, null, or_, select, text, update
 
 from aso import validate
-from aso.errors import TransitionError
+from aso.errors import TransitionError, ValidationError
 from aso.state.records import TransferUpdate, UpdateResult
 from aso.state.requests import MAX_RETRY_LIMIT
 from aso.state.schema import transfers
@@ -181,6 +181,8 @@ class Transfers(StoreEngine):
         for i, u in enumerate(updates):
             _short(u.fts_id, f"list_of_fts_id[{i}]", 255)
             _short(u.fts_instance, f"list_of_fts_instance[{i}]", 255)
+            if u.path is not None:
+                _path_text(u.path, f"list_of_path[{i}]")
             state = T.parse(u.state, f"list_of_transfer_state[{i}]")
             expect = T.parse(u.expect_state, f"list_of_expected_state[{i}]") if u.expect_state is not None else None
             inc = validate.non_negative_int(u.retry_increment, f"list_of_retry_value[{i}]", MAX_RETRY_LIMIT)
@@ -227,6 +229,8 @@ class Transfers(StoreEngine):
                         "b_inc": inc,
                         "b_fts_id": u.fts_id,
                         "b_fts_instance": u.fts_instance,
+                        # a new submission records its path; a direct one clears an old path
+                        "b_path": u.path if u.path is not None or target != T.SUBMITTED else "",
                         "b_now": now,
                         "b_end": now if target in _TERMINAL_TRANSFER else None,
                     }
@@ -246,6 +250,7 @@ class Transfers(StoreEngine):
                         tm_transfer_retry_count=_c.tm_transfer_retry_count + bindparam("b_inc"),
                         tm_fts_id=func.coalesce(bindparam("b_fts_id"), _c.tm_fts_id),
                         tm_fts_instance=func.coalesce(bindparam("b_fts_instance"), _c.tm_fts_instance),
+                        tm_path=case((bindparam("b_path") == "", null()), else_=func.coalesce(bindparam("b_path"), _c.tm_path)),
                         tm_last_update=bindparam("b_now"),
                         tm_end_time=func.coalesce(bindparam("b_end"), _c.tm_end_time),
                     )
@@ -311,3 +316,13 @@ def _free_or_mine(worker: str):
     """A NEW row this worker may take: nobody's yet, or injected for this worker by name
     (CRAB's asoworker at injection pins a row to one ASO host)."""
     return or_(_c.tm_aso_worker.is_(None), _c.tm_aso_worker == worker)
+
+
+def _path_text(value: str, field: str) -> str:
+    """A recorded path: site names joined by '>' (at least two sites, at most 400 characters)."""
+    sites = value.split(">") if isinstance(value, str) else []
+    if not isinstance(value, str) or len(value) > 400 or len(sites) < 2:
+        raise ValidationError(field, f"{str(value)[:100]!r} is not a path of sites (A>B>C)")
+    for site in sites:
+        validate.site(site, field)
+    return value
