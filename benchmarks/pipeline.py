@@ -4,6 +4,8 @@
     python benchmarks/pipeline.py --files 100000 --users 1000 --rest      # through an aso server
     python benchmarks/pipeline.py --files 10000 --users 100               # the 10k point of the scaling check
     python benchmarks/pipeline.py --real                                  # real bytes: see benchmarks/pipeline_real.py
+    python benchmarks/pipeline.py --files 100000 --users 1000 --topology  # 20 sites: implied links vs 380 links + limits
+    python benchmarks/pipeline.py --files 10000 --users 100 --two-hop     # one-hop run beside a two-hop run
 
 Runs the real commands (``aso transfer``, ``aso monitor``, ``aso reporter``) as cron would,
 pass after pass until every row is DONE, against ``aso fts-server --simulate`` over plain
@@ -94,11 +96,73 @@ def run_pass(config: Path, component: str, stats: ComponentStats, cwd: Path) -> 
     return json.loads(out) if out.strip() else {}
 
 
-def make_requests(n_files: int, n_users: int) -> list[dict]:
+@dataclass
+class Case:
+    """One configuration the pipeline runs with: its name, the site pairs the files go
+    over, and what is appended to aso.toml (more sites, [[links]], limits)."""
+
+    name: str
+    pairs: tuple[tuple[str, str], ...] = LINKS
+    toml: str = ""
+    settings: tuple[str, ...] = ()
+
+
+#: stands for the case's own site folder in a Case's toml (known once its folder is made)
+SITES_URI = "@SITES@"
+
+
+def _sites_toml(fts_url: str, names: list[str], extra: dict[str, str] | None = None) -> str:
+    lines = []
+    for name in names:
+        lines += [f"[sites.{name}]", f'prefix = "{SITES_URI}/{name}"', f'fts = "{fts_url}"']
+        if extra and name in extra:
+            lines.append(extra[name])
+        lines.append("")
+    return "\n".join(lines)
+
+
+def topology_cases(fts_url: str, n_files: int, n_sites: int = 20, seed: int = 14) -> list[Case]:
+    """The same files over ``n_sites`` sites: with the implied full mesh and no limits, then
+    with every ordered pair a configured link (random distances 1-10, so a direct link always
+    beats a two-hop path under the hop penalty of 10), four sites open to multi-hop, and
+    limits on every site and link that are active but never binding (the throttled
+    acquisition runs its counts and allocation, and holds nothing back)."""
+    import random
+
+    rng = random.Random(seed)
+    names = [f"T2_S{i:02d}" for i in range(n_sites)]
+    pairs = tuple((a, b) for a in names for b in names if a != b)
+    big = n_files + 1
+    plain = Case("plain (implied links)", pairs, _sites_toml(fts_url, names))
+    limits = {n: f"max_incoming = {big}\nmax_outgoing = {big}" + ("\navailable_for_multihop = true" if i < 4 else "")
+              for i, n in enumerate(names)}
+    links = []
+    for a, b in pairs:
+        links += ["[[links]]", f'source = "{a}"', f'destination = "{b}"', f"distance = {rng.randint(1, 10)}",
+                  f"max_files = {big}", ""]
+    topo = Case(f"topology ({len(pairs)} links, limits)", pairs,
+                _sites_toml(fts_url, names, limits) + "\n".join(links), ("topology.default_distance=0",))
+    return [plain, topo]
+
+
+def hop_cases(fts_url: str) -> list[Case]:
+    """A -> C over a direct link, then over A -> B -> C (no direct link): every file one
+    two-hop FTS job, as Rucio submits multi-hop paths."""
+    names = ["T2_HA", "T2_HB", "T2_HC"]
+    direct = Case("one hop", (("T2_HA", "T2_HC"),), _sites_toml(fts_url, names))
+    links = "\n".join(["[[links]]", 'source = "T2_HA"', 'destination = "T2_HB"', "",
+                       "[[links]]", 'source = "T2_HB"', 'destination = "T2_HC"', ""])
+    two = Case("two hops", (("T2_HA", "T2_HC"),),
+               _sites_toml(fts_url, names, {"T2_HB": "available_for_multihop = true"}) + links,
+               ("topology.default_distance=0",))
+    return [direct, two]
+
+
+def make_requests(n_files: int, n_users: int, pairs: tuple[tuple[str, str], ...] = LINKS) -> list[dict]:
     requests = []
     for i in range(n_files):
         user = f"user{i % n_users:04d}"
-        src, dst = LINKS[i % len(LINKS)]
+        src, dst = pairs[i % len(pairs)]
         tail = f"{user}/bench/{i // 1000:04d}/out_{i}.root"
         requests.append({
             "username": user, "taskname": f"221122_000000:{user}_bench", "source": src, "destination": dst,
@@ -144,6 +208,10 @@ def main() -> int:
                     help="--real: start a round of component passes at most this often (default 3)")
     ap.add_argument("--profile-fts", action="store_true",
                     help="--real: sample the FTS service with py-spy during the end-to-end run (fts-CASE-VERIFY.stacks)")
+    ap.add_argument("--topology", action="store_true",
+                    help="20 sites: implied links and no limits, then 380 configured links with limits (path selection "
+                         "and throttled acquisition), side by side")
+    ap.add_argument("--two-hop", action="store_true", help="a one-hop run, then every file over a two-hop path")
     ap.add_argument("--profile", action="append", default=[], metavar="COMPONENT",
                     help="sample this component's passes with py-spy (pip install py-spy), writing collapsed stacks "
                          "to COMPONENT.stacks in the current folder")
@@ -157,15 +225,44 @@ def main() -> int:
     for name in args.profile:
         PROFILE[name] = Path.cwd() / f"{name}.stacks"
 
-    work = args.workdir or Path(tempfile.mkdtemp(prefix="aso-pipeline-bench-"))
-    if work.exists():
-        shutil.rmtree(work)
-    work.mkdir(parents=True)
+    base = args.workdir or Path(tempfile.mkdtemp(prefix="aso-pipeline-bench-"))
+    if base.exists():
+        shutil.rmtree(base)
+    base.mkdir(parents=True)
     fts_port = free_port()
+    fts_url = f"http://127.0.0.1:{fts_port}"
+    if args.topology:
+        cases = topology_cases(fts_url, args.files)
+    elif args.two_hop:
+        cases = hop_cases(fts_url)
+    else:
+        cases = [Case("plain")]
+    summaries = []
+    for n, case in enumerate(cases):
+        work = base / f"case{n}"
+        summaries.append(run_case(args, case, work, fts_port, with_delegation=(n == len(cases) - 1)))
+    if args.json:
+        print(json.dumps(summaries[0] if len(summaries) == 1 else summaries, indent=2))
+        return 0
+    for summary in summaries:
+        print_summary(args, summary)
+    if len(summaries) == 2:
+        a, b = summaries
+        ta = next(r["seconds"] for r in a["components"] if r["component"] == "aso transfer")
+        tb = next(r["seconds"] for r in b["components"] if r["component"] == "aso transfer")
+        console.print(f"[bold]{b['case']}[/] / [bold]{a['case']}[/]: aso transfer {tb / ta:.2f}x "
+                      f"({tb:.2f} s vs {ta:.2f} s), end to end {b['end_to_end_seconds'] / a['end_to_end_seconds']:.2f}x; "
+                      f"DONE {a['done']}/{a['files']} and {b['done']}/{b['files']}")
+    return 0
+
+
+def run_case(args, case: Case, work: Path, fts_port: int, with_delegation: bool = True) -> dict:
+    work.mkdir(parents=True)
     fts = Service(aso_command("--log-level", "WARNING", "fts-server", "--port", str(fts_port), "--db", str(work / "fts.db"),
                               "--simulate", "--poll-seconds", "0.2", "--root", str(work)), fts_port, work / "fts.log").start()
     services = [fts]
     settings = ["--set", "transfer.acquire_limit=100000", "--set", "retry_manager.stuck_after=36000"]
+    settings += [a for s in case.settings for a in ("--set", s)]
     if args.rest:
         from tests.state.servers import start_state_server
 
@@ -177,6 +274,11 @@ def main() -> int:
         subprocess.run(aso_command("init", str(work / "aso"), "--fts", f"http://127.0.0.1:{fts_port}", *settings),
                        check=True, capture_output=True)
         config = work / "aso" / "aso.toml"
+        if case.toml:
+            # the case's sites replace the three example ones
+            text = config.read_text()
+            text = text[:text.index("[sites.")] + case.toml.replace(SITES_URI, (work / "aso" / "sites").as_uri())
+            config.write_text(text)
         # One valid proxy under every user's name: over plain HTTP the FTS side reads none of them,
         # but the directory source checks each one it hands out.
         from aso.x509.pki import make_ca, make_proxy, make_user_cert
@@ -188,8 +290,8 @@ def main() -> int:
         for u in range(args.users):
             shutil.copyfile(proxies / "template.pem", proxies / f"user{u:04d}.pem")
 
-        console.print(f"injecting {args.files} requests for {args.users} users …")
-        requests = make_requests(args.files, args.users)
+        console.print(f"[{case.name}] injecting {args.files} requests for {args.users} users …")
+        requests = make_requests(args.files, args.users, case.pairs)
         start = time.perf_counter()
         for i in range(0, len(requests), 10000):
             path = work / "inject.json"
@@ -208,12 +310,12 @@ def main() -> int:
             stats["monitor"].files += sum(out.get("handed_over", {}).values())
             out = run_pass(config, "reporter", stats["reporter"], work / "aso")
             stats["reporter"].files += sum(out.get("states", {}).values())
-            done = out.get("states", {}).get("DONE", 0) + (done if round_no else 0)
+            done += out.get("states", {}).get("DONE", 0)
             console.print(f"  round {round_no + 1}: submitted {stats['transfer'].files}, reported {stats['reporter'].files}")
             if stats["reporter"].files >= args.files:
                 break
         total = time.perf_counter() - start
-        deleg = delegation_timing(work, args.delegation_users) if args.delegation_users else None
+        deleg = delegation_timing(work, args.delegation_users) if args.delegation_users and with_delegation else None
     finally:
         for s in services:
             s.stop()
@@ -224,25 +326,28 @@ def main() -> int:
         rows.append({"component": f"aso {name}", "passes": s.passes, "seconds": round(s.seconds, 2), "files": s.files,
                      "files/s": round(s.files / s.seconds) if s.seconds else 0, "peak MB": round(s.peak_rss_mb, 1)})
     target = 60 if not args.rest else 120
-    summary = {"files": args.files, "users": args.users, "backend": backend, "inject_seconds": round(inject_seconds, 2),
-               "end_to_end_seconds": round(total, 2), "target_seconds_at_100k": target,
-               "first_delegation_seconds_per_user": round(deleg, 3) if deleg else None, "components": rows,
-               "mode": "aso fts-server --simulate (FTS bookkeeping real, no data moved)"}
-    if args.json:
-        print(json.dumps(summary, indent=2))
-        return 0
-    table = Table(title=f"aso pipeline: {args.files} files, {args.users} users, {backend}; FTS: aso fts-server --simulate "
-                        "(no data moved)")
+    return {"case": case.name, "files": args.files, "users": args.users, "backend": backend,
+            "inject_seconds": round(inject_seconds, 2), "end_to_end_seconds": round(total, 2), "done": done,
+            "target_seconds_at_100k": target,
+            "first_delegation_seconds_per_user": round(deleg, 3) if deleg else None, "components": rows,
+            "mode": "aso fts-server --simulate (FTS bookkeeping real, no data moved)"}
+
+
+def print_summary(args, summary: dict) -> None:
+    table = Table(title=f"aso pipeline, {summary['case']}: {summary['files']} files, {summary['users']} users, "
+                        f"{summary['backend']}; FTS: aso fts-server --simulate (no data moved)")
     for col in ("component", "passes", "seconds", "files", "files/s", "peak MB"):
         table.add_column(col, justify="left" if col == "component" else "right")
-    for r in rows:
+    for r in summary["components"]:
         table.add_row(*(str(r[c]) for c in ("component", "passes", "seconds", "files", "files/s", "peak MB")))
-    table.add_row("end to end", "", f"{total:.2f}", str(args.files), f"{args.files / total:.0f}", "")
-    table.add_row("(inject, not in the total)", "", f"{inject_seconds:.2f}", str(args.files), f"{args.files / inject_seconds:.0f}", "")
+    total, inject = summary["end_to_end_seconds"], summary["inject_seconds"]
+    table.add_row("end to end", "", f"{total:.2f}", str(summary["files"]), f"{summary['files'] / total:.0f}", "")
+    table.add_row("(inject, not in the total)", "", f"{inject:.2f}", str(summary["files"]), f"{summary['files'] / inject:.0f}", "")
+    table.add_row("DONE at the end", "", "", str(summary["done"]), "", "")
+    deleg = summary["first_delegation_seconds_per_user"]
     if deleg is not None:
         table.add_row(f"first-time delegation, per user ({args.delegation_users} users, HTTPS)", "", f"{deleg:.3f}", "", "", "")
     Console(width=160).print(table)
-    return 0
 
 
 if __name__ == "__main__":
