@@ -183,6 +183,7 @@ OPTIONS: list[Option] = [
     _o("fts_server", "stomp_use_topics", True, "Publish to topics (/topic/NAME), as FTS3 does by default, or else to queues (/queue/NAME)."),
     _o("fts_server", "vo", "", "The VO the messages name ('' = each job's VO, which without VOMS attributes is the user's delegation id)."),
     _o("fts_server", "alias", "", "The service URL the messages name (endpnt; '' = http(s)://host:port as served)."),
+    _o("fts_server", "multihop_cleanup_delay", 7200, "Seconds the intermediate copies of a failed or canceled multihop job are kept (a resubmitted job may reuse them) before they are deleted; after a job's last hop they go at once (Rucio's multihop tombstone is 2 h).", **_NON_NEGATIVE),
     _o("fts_server", "roots", [], "Local folders that file:// URLs may read and write ([] = the folders of the file:// site prefixes in [sites]); any other file:// URL is refused."),
 ]
 
