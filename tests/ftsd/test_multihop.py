@@ -77,7 +77,7 @@ def test_three_hops_run_in_order_and_the_scratch_copies_are_removed(tmp_path):
         assert "scratch copy of a multihop job removed" in fts.log.read_text()
 
 
-def test_a_failed_hop_fails_the_later_ones_and_its_scratch_copies_wait(tmp_path):
+def test_a_failed_hop_fails_the_later_ones_and_its_scratch_copies_wait_even_across_a_restart(tmp_path):
     (tmp_path / "a").write_bytes(b"hop data")
     (tmp_path / "blocker").write_bytes(b"a file where the second hop wants a folder")
     path = [(tmp_path / "a").as_uri(), (tmp_path / "s1" / "b").as_uri(), (tmp_path / "blocker" / "x" / "c").as_uri(),
@@ -97,11 +97,14 @@ def test_a_failed_hop_fails_the_later_ones_and_its_scratch_copies_wait(tmp_path)
         assert url == path[1]
         ended = time.time()
         assert ended - 1 <= not_before - 3 <= ended + 1
+        fts.stop()  # a restart loses no cleanup entry
+        fts.start()
+        assert pending_cleanup(fts) == [(url, not_before)]
         time.sleep(max(0.0, not_before - time.time() - 1))
         assert (tmp_path / "s1" / "b").exists()
         wait_until(lambda: not (tmp_path / "s1" / "b").exists(), timeout=10, what="delayed cleanup")
         assert time.time() >= not_before
-        assert pending_cleanup(fts) == []
+        wait_until(lambda: pending_cleanup(fts) == [], what="cleanup entry done")  # forgotten just after the delete
 
 
 def test_a_resubmitted_path_reuses_a_verified_intermediate_copy(tmp_path):
@@ -130,7 +133,7 @@ def test_a_resubmitted_path_reuses_a_verified_intermediate_copy(tmp_path):
         assert f"file {hop0['file_id']} (job {second}): reused the copy already at" in fts.log.read_text()
         # the scratch copy goes with the job that finished; the failed job's entry waits its turn
         wait_until(lambda: not mid.exists(), what="scratch copy removed")
-        assert [u for u, _ in pending_cleanup(fts)] == [mid.as_uri()]
+        wait_until(lambda: [u for u, _ in pending_cleanup(fts)] == [mid.as_uri()], what="only the delayed entry left")
 
 
 def test_an_intermediate_copy_that_does_not_match_is_not_reused(tmp_path):
