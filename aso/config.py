@@ -183,6 +183,7 @@ OPTIONS: list[Option] = [
     _o("fts_server", "stomp_use_topics", True, "Publish to topics (/topic/NAME), as FTS3 does by default, or else to queues (/queue/NAME)."),
     _o("fts_server", "vo", "", "The VO the messages name ('' = each job's VO, which without VOMS attributes is the user's delegation id)."),
     _o("fts_server", "alias", "", "The service URL the messages name (endpnt; '' = http(s)://host:port as served)."),
+    _o("fts_server", "multihop_cleanup_delay", 7200, "Seconds the intermediate copies of a failed or canceled multihop job are kept (a resubmitted job may reuse them) before they are deleted; after a job's last hop they go at once (Rucio's multihop tombstone is 2 h).", **_NON_NEGATIVE),
     # topology: links, paths and throttling
     _o("topology", "default_distance", 1, "Distance of a site pair that no [[links]] entry names (0 = no such link: only the configured links exist). With the default every pair of sites is one direct link of distance 1, as before links existed.", **_NON_NEGATIVE),
     _o("topology", "hop_penalty", 10, "Cost added for every intermediate site of a multi-hop path (Rucio's default; a site's own hop_penalty wins).", **_NON_NEGATIVE),

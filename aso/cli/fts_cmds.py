@@ -100,13 +100,16 @@ def _message_settings(app, brokers: tuple[str, ...], served_url: str):
               help="A local folder file:// URLs (sources and destinations) may lie under; repeatable. "
                    "Default: fts_server.roots, else the folders of the file:// site prefixes in [sites]. "
                    "With none, every file:// URL is refused.")
+@click.option("--multihop-cleanup-delay", type=click.FloatRange(min=0), default=None,
+              help="Seconds the intermediate copies of a failed or canceled multihop job are kept before they are "
+                   "deleted [fts_server.multihop_cleanup_delay, 7200].")
 @click.option("--stomp-broker", "stomp_brokers", multiple=True,
               help="A STOMP broker (host:port) to publish FTS3's monitoring messages to; repeatable "
                    "[fts_server.stomp_brokers]. User, password, topics, vo and alias come from [fts_server].")
 @pass_app
 def fts_server(app, host, port, db_path, cert, key, ca_dir, workers, per_link, local_user_dn, default_retry,
                checkpoint_seconds, poll_seconds, durable, reread_destination, simulate, threads, roots,
-               stomp_brokers) -> None:
+               multihop_cleanup_delay, stomp_brokers) -> None:
     """Serve FTS3's REST API and copy files (file://, http://, https://).
 
     file:// URLs must lie under one of the service's roots (--root), as written and with
@@ -160,6 +163,8 @@ def fts_server(app, host, port, db_path, cert, key, ca_dir, workers, per_link, l
                                   poll_seconds=poll_seconds, durable=durable, simulate=simulate,
                                   reread_destination=reread_destination),
         messages=messages,
+        multihop_cleanup_delay=float(multihop_cleanup_delay if multihop_cleanup_delay is not None
+                                     else _default(app, "multihop_cleanup_delay")),
     )
     if https:
         try:

@@ -295,7 +295,7 @@ def create_app(service: FtsService) -> Flask:
     def cancel_files(job_id: str, file_list: str):
         job = _one_job(job_id, "cancel")
         if job["job_type"] != "N":
-            raise FtsHttpError(400, "Multiple replicas and reuse jobs can not be partially canceled")
+            raise FtsHttpError(400, "Multiple replicas, multihop and reuse jobs can not be partially canceled")
         file_ids = list(dict.fromkeys(_file_id(f) for f in file_list.split(",") if f.strip()))
         if not file_ids:
             raise FtsHttpError(400, "Invalid value within the request: no file id given")

@@ -30,6 +30,7 @@ from aso.ftsd.db_rows import (  # noqa: F401 - the records are part of the store
     QueuedFile,
     _now,
     add_missing_columns,
+    queue_cleanup,
     refresh_job,
     render_file,
     render_job,
@@ -66,6 +67,9 @@ class JobStore(ExecutorQueries):
         self.messages: MessageSettings | None = None
         #: set whenever messages were queued (the sender waits on it)
         self.outbox_wake = threading.Event()
+        #: seconds a failed or canceled multihop job's scratch copies are kept (a resubmission
+        #: may reuse them); set by the service from [fts_server] multihop_cleanup_delay
+        self.cleanup_delay: float = 7200.0
 
     def close(self) -> None:
         with self._lock, self._readers_lock:
@@ -126,28 +130,35 @@ class JobStore(ExecutorQueries):
         now = _now() if now is None else now
         if job_id is None:
             job_id = str(fj.deterministic_job_id(identity.vo_name, spec.sid) if spec.deterministic else uuid.uuid1())
-        pairs = {(f.source_se, f.dest_se) for f in spec.files}
-        source_se, dest_se = next(iter(pairs)) if len(pairs) == 1 else (None, None)
+        multihop = spec.job_type == "H"
+        if multihop:  # the job goes from where its first hop starts to where its last one ends
+            source_se, dest_se = spec.files[0].source_se, spec.files[-1].dest_se
+        else:
+            pairs = {(f.source_se, f.dest_se) for f in spec.files}
+            source_se, dest_se = next(iter(pairs)) if len(pairs) == 1 else (None, None)
         metadata = {**spec.job_metadata, "auth_method": identity.method}
         with self._tx() as conn:
             try:
                 conn.execute(
                     "INSERT INTO t_job (job_id, job_state, job_type, source_se, dest_se, user_dn, cred_id, vo_name,"
                     " submit_time, priority, max_time_in_queue, retry, retry_delay, overwrite_flag, verify_checksum,"
-                    " job_metadata, internal_job_params, submit_host)"
-                    " VALUES (?, 'SUBMITTED', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    " job_metadata, internal_job_params, submit_host, hop_count)"
+                    " VALUES (?, 'SUBMITTED', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (job_id, spec.job_type, source_se, dest_se, identity.user_dn, identity.delegation_id,
                      identity.vo_name, now, spec.priority, spec.max_time_in_queue, spec.retry, spec.retry_delay,
                      "Y" if spec.overwrite else "N", spec.verify_checksum, json.dumps(metadata),
-                     json.dumps(spec.internal) if spec.internal else None, self.host),
+                     json.dumps(spec.internal) if spec.internal else None, self.host,
+                     len(spec.files) if multihop else None),
                 )
             except sqlite3.IntegrityError:
                 raise FtsHttpError(409, f"A job with the id {job_id} exists already (sid {spec.sid!r} was submitted before)") from None
             conn.executemany(
                 "INSERT INTO t_file (job_id, file_index, file_state, source_surl, dest_surl, source_se, dest_se,"
                 " vo_name, activity, checksum, user_filesize, file_metadata, selection_strategy, priority)"
-                " VALUES (?, ?, 'SUBMITTED', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                [(job_id, f.file_index, f.source, f.destination, f.source_se, f.dest_se, identity.vo_name,
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                # a multihop job's later hops are held until the hop before them finished
+                [(job_id, f.file_index, fj.HELD if multihop and f.file_index else "SUBMITTED",
+                  f.source, f.destination, f.source_se, f.dest_se, identity.vo_name,
                   f.activity, str(f.checksum), f.filesize, json.dumps(f.metadata), f.selection_strategy, spec.priority)
                  for f in spec.files],
             )
@@ -233,18 +244,26 @@ class JobStore(ExecutorQueries):
             return {}, []
         marks = ",".join("?" * len(job_ids))
         with self._tx() as conn:
-            active = [r["job_id"] for r in conn.execute(
-                f"SELECT job_id FROM t_job WHERE job_id IN ({marks}) AND job_state IN ({','.join('?' * len(fj.JOB_ACTIVE))})",
+            rows = conn.execute(
+                f"SELECT job_id, job_type FROM t_job WHERE job_id IN ({marks})"
+                f" AND job_state IN ({','.join('?' * len(fj.JOB_ACTIVE))})",
                 [*job_ids, *fj.JOB_ACTIVE],
-            )]
-            interrupted = self._cancel_files_of(conn, active, None, reason, now)
+            ).fetchall()
+            active = [r["job_id"] for r in rows]
             if active:
+                # the job first, so the messages about its files name it CANCELED (a multihop
+                # job's own rules would call a canceled hop FAILED)
                 amarks = ",".join("?" * len(active))
                 conn.execute(
                     f"UPDATE t_job SET job_state = 'CANCELED', reason = ?, job_finished = ?, cancel_job = 'Y'"
                     f" WHERE job_id IN ({amarks})",
                     [reason, now, *active],
                 )
+            # every unfinished file, a multihop job's held hops (NOT_USED) included
+            interrupted = self._cancel_files_of(conn, active, None, reason, now)
+            for r in rows:
+                if r["job_type"] == "H":
+                    queue_cleanup(conn, r["job_id"], now + self.cleanup_delay)
         return self.jobs(job_ids), interrupted
 
     def cancel_files(self, job_id: str, file_ids: Sequence[int], now: float | None = None) -> tuple[dict[int, str], list[int]]:
@@ -289,7 +308,7 @@ class JobStore(ExecutorQueries):
         )
         if ending and self.messages is not None:
             for job_id in job_ids:
-                refresh_job(conn, job_id, now)  # the messages name the job's state after the change
+                refresh_job(conn, job_id, now, None)  # the messages name the job's state after the change
             self._queue(conn, [(r[0], "CANCELED", False) for r in ending], now)
         return [r[0] for r in ending if r[1] in ("READY", "ACTIVE")]
 

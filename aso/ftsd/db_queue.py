@@ -20,8 +20,80 @@ from aso.ftsd.db_rows import (
     refresh_job,
 )
 
+#: file states of a file that may still read or write its URLs
+_UNFINISHED = ("SUBMITTED", "READY", "ACTIVE", "NOT_USED", "STAGING", "ON_HOLD")
+#: seconds before a scratch copy in use, or whose deletion failed, is looked at again
+CLEANUP_BUSY_DELAY = 60.0
+#: deletions tried before a scratch copy is given up on (and left where it is)
+CLEANUP_ATTEMPTS = 5
+
+
+def _task(r) -> CopyTask:
+    internal = json.loads(r["internal_job_params"] or "{}")
+    overwrite = r["overwrite_flag"] == "Y"
+    reusable = False
+    if r["hop_count"] is not None and r["file_index"] < r["hop_count"] - 1:
+        # an intermediate hop of a multihop job: its destination is a scratch copy
+        overwrite = overwrite or bool(internal.get("overwrite_hop"))
+        reusable = ":" in r["checksum"]  # a complete copy can be verified against the user's value
+    return CopyTask(r["file_id"], r["job_id"], r["source_surl"], r["dest_surl"], r["checksum"], r["user_filesize"],
+                    overwrite, r["verify_checksum"], internal, r["transferred"], bool(r["committing"]), r["retry"],
+                    reusable)
+
 
 class ExecutorQueries:
+    # -- multihop scratch copies ---------------------------------------------------------
+
+    def due_cleanup(self, now: float | None = None, limit: int = 100) -> list[tuple[int, str]]:
+        """Scratch copies whose time has come and that no unfinished file uses (as a source
+        or a destination: a retry, or a resubmitted job reusing it, may need it). Those in
+        use are put off (checked again a minute later, not before)."""
+        now = _now() if now is None else now
+        with self._tx() as conn:
+            due = conn.execute(
+                "SELECT cleanup_id, url FROM t_cleanup WHERE not_before <= ? ORDER BY not_before LIMIT ?", (now, limit),
+            ).fetchall()
+            if not due:
+                return []
+            urls = list({r["url"] for r in due})
+            marks = ",".join("?" * len(urls))
+            # read through the state index: only unfinished files are looked at
+            busy = set()
+            for r in conn.execute(
+                f"SELECT source_surl, dest_surl FROM t_file WHERE file_state IN ({','.join('?' * len(_UNFINISHED))})"
+                f" AND (source_surl IN ({marks}) OR dest_surl IN ({marks}))",
+                [*_UNFINISHED, *urls, *urls],
+            ):
+                busy.update((r[0], r[1]))
+            later = [r["cleanup_id"] for r in due if r["url"] in busy]
+            if later:
+                conn.execute(
+                    f"UPDATE t_cleanup SET not_before = ? WHERE cleanup_id IN ({','.join('?' * len(later))})",
+                    [now + CLEANUP_BUSY_DELAY, *later],
+                )
+        return [(r["cleanup_id"], r["url"]) for r in due if r["url"] not in busy]
+
+    def cleanup_done(self, cleanup_ids: Sequence[int]) -> None:
+        if cleanup_ids:
+            with self._tx() as conn:
+                conn.execute(f"DELETE FROM t_cleanup WHERE cleanup_id IN ({','.join('?' * len(cleanup_ids))})",
+                             list(cleanup_ids))
+
+    def cleanup_failed(self, cleanup_id: int, now: float | None = None) -> bool:
+        """A deletion failed: try again later, a few times. Returns whether it will be tried again."""
+        now = _now() if now is None else now
+        with self._tx() as conn:
+            row = conn.execute("UPDATE t_cleanup SET attempts = attempts + 1, not_before = ? + ? * (attempts + 1)"
+                               " WHERE cleanup_id = ? RETURNING attempts", (now, CLEANUP_BUSY_DELAY, cleanup_id)).fetchone()
+            if row is not None and row[0] >= CLEANUP_ATTEMPTS:
+                conn.execute("DELETE FROM t_cleanup WHERE cleanup_id = ?", (cleanup_id,))
+                return False
+        return row is not None
+
+    def cleanup_pending(self) -> list[tuple[str, float]]:
+        """(url, not_before) of every scratch copy still to delete (for the tests and the log)."""
+        return [(r[0], r[1]) for r in self._read("SELECT url, not_before FROM t_cleanup ORDER BY cleanup_id")]
+
     # -- scheduling and execution --------------------------------------------------------
 
     def expire_overdue(self, now: float | None = None) -> list[int]:
@@ -72,7 +144,8 @@ class ExecutorQueries:
             cmarks = ",".join("?" * len(claimed))
             rows = conn.execute(
                 f"SELECT f.file_id, f.job_id, f.source_surl, f.dest_surl, f.checksum, f.user_filesize, j.overwrite_flag,"
-                f" j.verify_checksum, j.internal_job_params, f.transferred, f.committing, f.retry"
+                f" j.verify_checksum, j.internal_job_params, f.transferred, f.committing, f.retry, f.file_index,"
+                f" j.hop_count"
                 f" FROM t_file f JOIN t_job j USING (job_id) WHERE f.file_id IN ({cmarks})",
                 claimed,
             ).fetchall()
@@ -82,12 +155,7 @@ class ExecutorQueries:
                 list(jobs),
             )
             self._queue(conn, [(f, None, False) for f in claimed], now)
-        return [
-            CopyTask(r["file_id"], r["job_id"], r["source_surl"], r["dest_surl"], r["checksum"], r["user_filesize"],
-                     r["overwrite_flag"] == "Y", r["verify_checksum"], json.loads(r["internal_job_params"] or "{}"),
-                     r["transferred"], bool(r["committing"]), r["retry"])
-            for r in rows
-        ]
+        return [_task(r) for r in rows]
 
     def checkpoint(self, file_id: int, transferred: int, committing: bool = False) -> None:
         with self._tx() as conn:
@@ -156,7 +224,8 @@ class ExecutorQueries:
         others (None: queued here)."""
         now = _now() if now is None else now
         row = conn.execute(
-            "SELECT f.job_id, f.retry, f.start_time, f.transfer_host, j.retry AS job_retry, j.retry_delay"
+            "SELECT f.job_id, f.retry, f.start_time, f.transfer_host, j.retry AS job_retry, j.retry_delay,"
+            " f.file_index, j.hop_count"
             " FROM t_file f JOIN t_job j USING (job_id) WHERE f.file_id = ? AND f.file_state IN ('READY', 'ACTIVE')",
             (file_id,),
         ).fetchone()
@@ -176,7 +245,7 @@ class ExecutorQueries:
                 " recoverable = 1 WHERE file_id = ?",
                 (now + row["retry_delay"], reason, file_id),
             )
-            job_state = refresh_job(conn, row["job_id"], now)
+            job_state = refresh_job(conn, row["job_id"], now, row["hop_count"] is not None)
             self._message(conn, events, (file_id, "FAILED", True), now)
             return Finished("SUBMITTED", job_state, True)
         throughput = (filesize / duration / 1e6) if (state == "FINISHED" and filesize and duration) else None
@@ -187,9 +256,36 @@ class ExecutorQueries:
             " WHERE file_id = ?",
             (state, reason, int(recoverable), now, duration, throughput, filesize, checksum, state, file_id),
         )
-        job_state = refresh_job(conn, row["job_id"], now)
+        multihop = row["hop_count"] is not None
         self._message(conn, events, (file_id, state, False), now)
-        return Finished(state, job_state, False)
+        promoted = False
+        if multihop:
+            promoted = self._next_hop(conn, row["job_id"], row["file_index"], state, now, events)
+        job_state = refresh_job(conn, row["job_id"], now, multihop, self.cleanup_delay)
+        return Finished(state, job_state, False, promoted)
+
+    def _next_hop(self, conn, job_id: str, index: int, state: str, now: float, events: list | None) -> bool:
+        """A hop of a multihop job ended for good: a finished hop lets the next one go
+        (NOT_USED -> SUBMITTED); a failed one fails every later hop, which will never run.
+        Returns whether a hop was let go."""
+        if state == "FINISHED":
+            rows = conn.execute(
+                "UPDATE t_file SET file_state = 'SUBMITTED', retry_timestamp = NULL"
+                " WHERE job_id = ? AND file_index = ? AND file_state = 'NOT_USED' RETURNING file_id",
+                (job_id, index + 1),
+            ).fetchall()
+            for r in rows:
+                self._message(conn, events, (r[0], None, False), now)
+            return bool(rows)
+        rows = conn.execute(
+            "UPDATE t_file SET file_state = 'FAILED', reason = ?, recoverable = 0, finish_time = ?"
+            " WHERE job_id = ? AND file_index > ? AND file_state NOT IN ('FINISHED', 'FAILED', 'CANCELED')"
+            " RETURNING file_id",
+            (fj.UNUSED_HOP_REASON, now, job_id, index),
+        ).fetchall()
+        for r in rows:
+            self._message(conn, events, (r[0], "FAILED", False), now)
+        return False
 
     def _message(self, conn, events: list | None, event, now: float) -> None:
         if events is None:
@@ -203,8 +299,8 @@ class ExecutorQueries:
         now = _now() if now is None else now
         with self._tx() as conn:
             rows = conn.execute(
-                "SELECT file_id, job_id FROM t_file WHERE file_state = 'SUBMITTED'"
-                " AND (retry_timestamp IS NULL OR retry_timestamp <= ?) LIMIT ?",
+                "SELECT f.file_id, f.job_id, f.file_index, j.hop_count FROM t_file f JOIN t_job j USING (job_id)"
+                " WHERE f.file_state = 'SUBMITTED' AND (f.retry_timestamp IS NULL OR f.retry_timestamp <= ?) LIMIT ?",
                 (now, limit),
             ).fetchall()
             if not rows:
@@ -214,7 +310,12 @@ class ExecutorQueries:
                 " filesize = user_filesize, transfer_host = ? WHERE file_id = ?",
                 [(now, now, self.host, r["file_id"]) for r in rows],
             )
-            for job_id in {r["job_id"] for r in rows}:
-                refresh_job(conn, job_id, now)
-            self._queue(conn, [(r["file_id"], "FINISHED", False) for r in rows], now)
+            events = [(r["file_id"], "FINISHED", False) for r in rows]
+            for r in rows:
+                if r["hop_count"] is not None:  # the next hop's turn (in the next batch)
+                    self._next_hop(conn, r["job_id"], r["file_index"], "FINISHED", now, events)
+            # no cleanup_delay: nothing was written, so there are no scratch copies to remove
+            for job_id, hops in {r["job_id"]: r["hop_count"] for r in rows}.items():
+                refresh_job(conn, job_id, now, hops is not None)
+            self._queue(conn, events, now)
         return len(rows)

@@ -38,7 +38,9 @@ CREATE TABLE IF NOT EXISTS t_job (
     job_metadata        TEXT NOT NULL,
     internal_job_params TEXT,
     submit_host         TEXT,
-    cancel_job          TEXT
+    cancel_job          TEXT,
+    -- multihop jobs (H): the number of hops (the last one is file_index hop_count - 1)
+    hop_count           INTEGER
 );
 CREATE INDEX IF NOT EXISTS ix_job_state ON t_job (job_state);
 CREATE INDEX IF NOT EXISTS ix_job_vo ON t_job (vo_name, submit_time);
@@ -85,6 +87,16 @@ CREATE TABLE IF NOT EXISTS t_file_retry_errors (
     transfer_host TEXT,
     PRIMARY KEY (file_id, attempt)
 );
+-- scratch copies to delete (the intermediate destinations of multihop jobs), written in the
+-- transaction that ends their job, so a restart loses none
+CREATE TABLE IF NOT EXISTS t_cleanup (
+    cleanup_id  INTEGER PRIMARY KEY AUTOINCREMENT,
+    url         TEXT NOT NULL,
+    job_id      TEXT NOT NULL,
+    not_before  REAL NOT NULL,
+    attempts    INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS ix_cleanup_due ON t_cleanup (not_before);
 """
 
 #: columns added after the first release: (table, column, definition, how to fill it for
@@ -93,6 +105,7 @@ _ADDED_COLUMNS = (
     ("t_file", "selection_strategy", "TEXT NOT NULL DEFAULT 'auto'", None),
     ("t_file", "priority", "INTEGER NOT NULL DEFAULT 3",
      "UPDATE t_file SET priority = (SELECT priority FROM t_job WHERE t_job.job_id = t_file.job_id)"),
+    ("t_job", "hop_count", "INTEGER", None),
 )
 #: indexes over added columns (created once the columns exist)
 _LATE_INDEXES = """
@@ -166,6 +179,9 @@ class CopyTask:
     transferred: int
     committing: bool
     attempt: int
+    #: an intermediate hop of a multihop job with a submitted checksum: a complete, verified
+    #: copy already at its destination is taken instead of copying again
+    reusable: bool = False
 
 
 @dataclass(frozen=True)
@@ -175,25 +191,48 @@ class Finished:
     file_state: str
     job_state: str
     retried: bool
+    #: a multihop job's next hop was let go (NOT_USED -> SUBMITTED): a scheduling round is due
+    promoted: bool = False
 
 
 def _now() -> float:
     return time.time()
 
 
-def refresh_job(conn: sqlite3.Connection, job_id: str, now: float) -> str:
-    """Re-derive a job's state from its files' (inside the caller's transaction)."""
+def refresh_job(conn: sqlite3.Connection, job_id: str, now: float, multihop: bool | None = False,
+                cleanup_delay: float | None = None) -> str:
+    """Re-derive a job's state from its files' (inside the caller's transaction).
+
+    ``multihop``: whether the job is of type H (None: look it up). With ``cleanup_delay``, a
+    multihop job that ends here has its scratch copies queued for deletion: at once after
+    its last hop finished, ``cleanup_delay`` seconds after a failure (a resubmission may reuse them)."""
+    if multihop is None:
+        multihop = conn.execute("SELECT job_type FROM t_job WHERE job_id = ?", (job_id,)).fetchone()[0] == "H"
     states = [r[0] for r in conn.execute("SELECT file_state FROM t_file WHERE job_id = ?", (job_id,))]
-    state = fj.job_state(states)
+    state = fj.job_state(states, multihop)
     if state in fj.JOB_TERMINAL:
-        conn.execute(
+        ended = conn.execute(
             "UPDATE t_job SET job_state = ?, reason = ?, job_finished = ? WHERE job_id = ? AND job_state NOT IN"
             " ('FINISHED', 'FINISHEDDIRTY', 'FAILED', 'CANCELED')",
             (state, fj.job_reason(state), now, job_id),
-        )
+        ).rowcount
+        if ended and multihop and cleanup_delay is not None:
+            queue_cleanup(conn, job_id, now if state == "FINISHED" else now + cleanup_delay)
     else:
         conn.execute("UPDATE t_job SET job_state = ? WHERE job_id = ? AND job_state IN ('SUBMITTED', 'ACTIVE')", (state, job_id))
     return state
+
+
+def queue_cleanup(conn: sqlite3.Connection, job_id: str, not_before: float) -> int:
+    """The scratch copies of a multihop job that ended: the destinations of its intermediate
+    hops that finished (a hop that never finished wrote nothing there, and what may be there
+    is not its to delete). Returns how many were queued."""
+    return conn.execute(
+        "INSERT INTO t_cleanup (url, job_id, not_before)"
+        " SELECT f.dest_surl, f.job_id, ? FROM t_file f JOIN t_job j USING (job_id)"
+        " WHERE f.job_id = ? AND f.file_state = 'FINISHED' AND f.file_index < j.hop_count - 1",
+        (not_before, job_id),
+    ).rowcount
 
 
 def _loads(text: str | None) -> Any:

@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass
 
 from aso.ftsd.db import CopyTask, JobStore
-from aso.ftsd.protocols import CopyError, Destination
+from aso.ftsd.protocols import CopyError, Destination, delete
 from aso.ftsd.protocols.file import sync_file_systems
 from aso.ftsd.scheduler import Running, Scheduler
 from aso.ftsd.transfer import discard_partial, run_copy
@@ -75,9 +75,11 @@ class GroupRecorder:
     Durability is grouped the same way: a copy made with ``sync_later`` (no fsync of its own)
     is recorded FINISHED only after its file system was synced, once for the whole batch."""
 
-    def __init__(self, store: JobStore, batch: int = 256):
+    def __init__(self, store: JobStore, batch: int = 256, on_promoted=None):
         self.store = store
         self.batch = batch
+        #: called when a recorded finish let a multihop job's next hop go (a round is due)
+        self.on_promoted = on_promoted
         self._calls: queue.Queue[_Call | None] = queue.Queue()
         self._thread = threading.Thread(target=self._loop, name="fts-recorder", daemon=True)
         self._thread.start()
@@ -144,6 +146,8 @@ class GroupRecorder:
                 return
             for c, r in zip(calls, results, strict=True):
                 c.result = r
+            if self.on_promoted is not None and any(getattr(r, "promoted", False) for r in results):
+                self.on_promoted()
             return
 
     @staticmethod
@@ -179,11 +183,13 @@ class Executor:
         self._recorder: GroupRecorder | None = None
         self._next_expiry = 0.0
         self._dispatching = threading.Lock()
+        #: set by the periodic expiry work: the cleanup thread sweeps the scratch copies due
+        self._sweep = threading.Event()
 
     # -- life cycle ---------------------------------------------------------------------
 
     def start(self) -> None:
-        self._recorder = GroupRecorder(self.store)
+        self._recorder = GroupRecorder(self.store, on_promoted=self.wake)
         for i in range(self.settings.workers):
             t = threading.Thread(target=self._worker, name=f"fts-worker-{i}", daemon=True)
             t.start()
@@ -191,11 +197,17 @@ class Executor:
         dispatcher = threading.Thread(target=self._dispatch_loop, name="fts-dispatcher", daemon=True)
         dispatcher.start()
         self._threads.append(dispatcher)
+        if not self.settings.simulate:  # (a simulation writes nothing, so it has nothing to remove)
+            # deletions wait on storages: a thread of their own, so no copy waits for them
+            cleaner = threading.Thread(target=self._cleanup_loop, name="fts-cleanup", daemon=True)
+            cleaner.start()
+            self._threads.append(cleaner)
 
     def stop(self, timeout: float = 10.0) -> None:
         """Interrupt the copies (their checkpoints stay) and put their files back in the queue."""
         self._stopping.set()
         self._wake.set()
+        self._sweep.set()
         for _ in range(self.settings.workers):
             self._tasks.put(None)
         deadline = time.monotonic() + timeout
@@ -233,6 +245,7 @@ class Executor:
                     # a scan of the jobs: once per poll, not once per finished copy
                     self._next_expiry = time.monotonic() + self.settings.poll_seconds
                     self.interrupt(self.store.expire_overdue())
+                    self._sweep.set()
                 self.dispatch()
             except Exception:  # keep dispatching; the database may be busy for a moment
                 log.exception("scheduling round failed")
@@ -274,6 +287,43 @@ class Executor:
         for task in tasks:
             self._tasks.put(task)
         return len(tasks)
+
+    # -- multihop scratch copies ----------------------------------------------------------
+
+    def _cleanup_loop(self) -> None:
+        while not self._stopping.is_set():
+            self._sweep.wait()
+            self._sweep.clear()
+            if self._stopping.is_set():
+                return
+            try:
+                self.sweep_cleanup()
+            except Exception:  # the entries stay; the next sweep tries again
+                log.exception("removing scratch copies failed")
+
+    def sweep_cleanup(self) -> int:
+        """Delete the multihop scratch copies that are due and unused (best effort: a failure
+        is logged and tried again later). Returns how many were removed."""
+        removed = 0
+        while not self._stopping.is_set():
+            due = self.store.due_cleanup()
+            if not due:
+                return removed
+            done = []
+            for cleanup_id, url in due:
+                try:
+                    existed = delete(url, timeout=min(self.settings.io_timeout, 30.0), roots=self.settings.roots)
+                except CopyError as exc:
+                    again = self.store.cleanup_failed(cleanup_id)
+                    log.warning("scratch copy %s not removed: %s%s", url, exc.reason,
+                                "; trying again later" if again else "; given up")
+                    continue
+                done.append(cleanup_id)
+                if existed:
+                    removed += 1
+                    log.info("scratch copy of a multihop job removed: %s", url)
+            self.store.cleanup_done(done)
+        return removed
 
     # -- copying ------------------------------------------------------------------------
 
@@ -348,13 +398,19 @@ class Executor:
         if self._recorder is None:
             if result.needs_sync:
                 sync_file_systems([result.needs_sync])
-            self.store.finish(task.file_id, "FINISHED", filesize=result.filesize, checksum=result.checksum)
+            done = self.store.finish(task.file_id, "FINISHED", filesize=result.filesize, checksum=result.checksum)
+            if done is not None and done.promoted:
+                self._wake.set()  # a multihop job's next hop is queued now
         else:
             # recorded (after the sync) while this worker starts its next copy
             self._recorder.submit("finish", task.file_id, "FINISHED", filesize=result.filesize,
                                   checksum=result.checksum, sync=result.needs_sync)
-        log.info("file %d (job %s) copied: %d bytes%s", task.file_id, task.job_id, result.filesize,
-                 f", resumed at {result.resumed_from}" if result.resumed_from else "")
+        if result.reused:
+            log.info("file %d (job %s): reused the copy already at %s (%d bytes, %s verified); 0 bytes copied",
+                     task.file_id, task.job_id, task.destination, result.filesize, result.checksum)
+        else:
+            log.info("file %d (job %s) copied: %d bytes%s", task.file_id, task.job_id, result.filesize,
+                     f", resumed at {result.resumed_from}" if result.resumed_from else "")
 
     def _failed(self, task: CopyTask, exc: Exception) -> None:
         with self._lock:

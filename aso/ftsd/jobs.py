@@ -27,6 +27,10 @@ JOB_ACTIVE = ("SUBMITTED", "READY", "ACTIVE", "STAGING")
 JOB_TERMINAL = ("FINISHED", "FINISHEDDIRTY", "FAILED", "CANCELED")
 FILE_TERMINAL = ("FINISHED", "FAILED", "CANCELED")
 FAILED_JOB_REASON = "One or more files failed. Please have a look at the details for more information"
+#: the reason of the later hops of a multihop job whose hop failed (what Rucio records)
+UNUSED_HOP_REASON = "Unused hop in multi-hop"
+#: FTS3's held state: a later hop of a multihop job waits in it for the hop before
+HELD = "NOT_USED"
 METADATA_LIMIT = 1024
 DEFAULT_RETRY_DELAY = 120
 DEFAULT_PRIORITY = 3
@@ -174,6 +178,20 @@ def queue_seconds(value: Any) -> int | None:
     return seconds or None
 
 
+#: what FTS3 reads as yes in a boolean parameter
+_YES = (True, "Y", "y", "true", "True", 1)
+
+
+def _check_hops(specs: list[FileSpec]) -> None:
+    """A multihop job's files are its hops in order: each starts where the one before ended."""
+    if len(specs) < 2:
+        raise FtsHttpError(400, "Invalid value within the request: files: a multihop job needs at least 2 hops")
+    for i in range(len(specs) - 1):
+        if specs[i + 1].source != specs[i].destination:
+            raise FtsHttpError(400, f"Invalid value within the request: files[{i + 1}].sources[0] must be the destination"
+                                    f" of files[{i}] (multihop jobs are a chain of hops)")
+
+
 def parse_submission(body: Any, now: float | None = None, roots: Sequence[str] = ()) -> JobSpec:
     """Validate a POST /jobs body into a JobSpec; FtsHttpError(400) naming the problem.
 
@@ -229,8 +247,13 @@ def parse_submission(body: Any, now: float | None = None, roots: Sequence[str] =
         )
 
     has_value = any(s.checksum.value for s in specs)
-    reuse = params.get("reuse")
-    job_type = "Y" if reuse in (True, "Y", "y", "true") else "N"
+    reuse = params.get("reuse") in _YES
+    multihop = params.get("multihop") in _YES
+    if multihop:
+        if reuse:
+            raise FtsHttpError(400, "Invalid value within the request: params.reuse can not be combined with params.multihop")
+        _check_hops(specs)
+    job_type = "H" if multihop else "Y" if reuse else "N"
     if job_type == "Y" and len({(s.source_se, s.dest_se) for s in specs}) > 1:
         raise FtsHttpError(400, "Invalid value within the request: reuse jobs need one source and one destination storage")
     priority = clamp_priority(parse_int(params.get("priority"), "priority", DEFAULT_PRIORITY, minimum=-MAX_INT))
@@ -244,10 +267,12 @@ def parse_submission(body: Any, now: float | None = None, roots: Sequence[str] =
     if generator == "deterministic" and (not isinstance(sid, str) or not sid):
         raise FtsHttpError(400, "Missing parameter: sid (needed with id_generator deterministic)")
     internal = {k: params[k] for k in ("timeout", "nostreams", "buffer_size", "strict_copy") if k in params}
+    if multihop and params.get("overwrite_hop") in _YES:
+        internal["overwrite_hop"] = True  # intermediate hops may replace what is at their destination
     for key in ("timeout", "nostreams", "buffer_size"):
         if key in internal:
             internal[key] = parse_int(internal[key], key, None, maximum=MAX_INT32)
-    overwrite = params.get("overwrite") in (True, "Y", "y", "true", "True", 1)
+    overwrite = params.get("overwrite") in _YES
     return JobSpec(
         files=specs,
         verify_checksum=ck.mode_from_param(params.get("verify_checksum"), has_value),
@@ -265,11 +290,16 @@ def parse_submission(body: Any, now: float | None = None, roots: Sequence[str] =
     )
 
 
-def job_state(file_states: Iterable[str]) -> str:
-    """The job's state from its files' states, as FTS3 derives it (one replica per index)."""
+def job_state(file_states: Iterable[str], multihop: bool = False) -> str:
+    """The job's state from its files' states, as FTS3 derives it (one replica per index).
+
+    ``multihop``: FTS3's multihop rules: FAILED as soon as a hop failed or was canceled,
+    FINISHED once every hop (the last one included) finished; a held hop (NOT_USED) waits."""
     states = list(file_states)
     if not states:
         return "FAILED"
+    if multihop:
+        return _multihop_state(states)
     if any(s not in FILE_TERMINAL for s in states):
         return "ACTIVE" if any(s in ("ACTIVE", "READY") for s in states) else "SUBMITTED"
     finished = sum(1 for s in states if s == "FINISHED")
@@ -280,6 +310,15 @@ def job_state(file_states: Iterable[str]) -> str:
     if all(s == "CANCELED" for s in states):
         return "CANCELED"
     return "FAILED"
+
+
+def _multihop_state(states: list[str]) -> str:
+    if any(s in ("FAILED", "CANCELED") for s in states):
+        return "FAILED"
+    if all(s == "FINISHED" for s in states):
+        return "FINISHED"
+    # a finished hop with the next one waiting for a slot: the job is under way
+    return "ACTIVE" if any(s in ("ACTIVE", "READY", "FINISHED") for s in states) else "SUBMITTED"
 
 
 def job_reason(state: str) -> str | None:

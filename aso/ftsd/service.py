@@ -40,6 +40,9 @@ class ServiceSettings:
     executor: ExecutorSettings = field(default_factory=ExecutorSettings)
     #: FTS3's monitoring messages to a STOMP broker (None: none are sent)
     messages: MessageSettings | None = None
+    #: seconds a failed or canceled multihop job's scratch copies are kept before they are
+    #: deleted (a resubmission may reuse them; Rucio's multihop tombstone is 2 h)
+    multihop_cleanup_delay: float = 7200.0
 
 
 def copy_slots(workers: int = 0, per_link: int = 0, cores: int | None = None) -> tuple[int, int]:
@@ -70,6 +73,7 @@ class FtsService:
         settings.executor.roots = settings.roots
         Path(settings.db).parent.mkdir(parents=True, exist_ok=True)
         self.store = JobStore(settings.db, host=settings.host_name)
+        self.store.cleanup_delay = settings.multihop_cleanup_delay
         self.credentials = CredentialStore(settings.db)
         self.scheduler = default_scheduler(settings.workers, settings.per_link)
         self.executor = Executor(self.store, self.scheduler, settings.executor)

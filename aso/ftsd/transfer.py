@@ -35,6 +35,9 @@ class CopyResult:
     resumed_from: int
     #: a path whose file system must be synced before the copy is durable (``sync_later``)
     needs_sync: str | None = None
+    #: nothing was copied: a complete, verified copy was already at the destination (an
+    #: intermediate hop of a resubmitted multihop job)
+    reused: bool = False
 
 
 def _hashing(chunks: Iterator, digest: ck.Adler32) -> Iterator:
@@ -88,6 +91,10 @@ def run_copy(
         mode = "n" if strict else task.verify_checksum
         need_source = mode in ("s", "b")
         need_dest = mode in ("t", "b")
+        if task.reusable and not task.committing:
+            reused = _reusable_copy(dst, task, wanted)
+            if reused is not None:
+                return reused
         resuming = task.committing or (dst.resumable and task.transferred > 0)
         size = src.size(full_read_next=not resuming)
 
@@ -150,6 +157,24 @@ def run_copy(
     finally:
         src.close()
         dst.close()
+
+
+def _reusable_copy(dst: Destination, task: CopyTask, wanted: ck.Checksum) -> CopyResult | None:
+    """A complete copy at an intermediate hop's destination, of the submitted size (when one
+    was given) and checksum: the hop is done without copying. None: copy as usual."""
+    try:
+        if not wanted.value or dst.partial_size() or not dst.exists():
+            return None
+        size = dst.size()
+        if task.user_filesize is not None and size != task.user_filesize:
+            return None
+        value = dst.adler32()
+    except (CopyError, OSError):
+        return None  # not a readable file: the copy says what is wrong
+    if not ck.same(value, wanted.value):
+        return None
+    dst.committed_earlier()  # made durable with the others of its batch
+    return CopyResult(size, f"{wanted.algorithm}:{value}", size, dst.needs_sync, reused=True)
 
 
 def discard_partial(task: CopyTask, timeout: float = 30.0, roots: Sequence[str] = ()) -> None:

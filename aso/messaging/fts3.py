@@ -91,14 +91,16 @@ def error_category(code: int) -> str:
     return "_".join(w.upper() for w in words)
 
 
-def completion_job_state(job_type: str, outcome: str, *, last_hop: bool = True, replicas_left: bool = False) -> str:
+def completion_job_state(job_type: str, outcome: str, *, last_hop: bool = True, replicas_left: bool = False,
+                         retried: bool = False) -> str:
     """``job_state`` of a completion message (FTS3's LegacyReporter rules).
 
     ``job_type``: N regular, Y reuse, R multi-replica, H multihop; ``outcome`` the file's
     FTS state (FINISHED, FAILED, CANCELED). A regular job's messages say UNKNOWN. A
     multi-replica job FINISHED on a success, FAILED when the last replica failed, else
     ACTIVE (another replica will be tried). A multihop job FAILED on any failure, FINISHED
-    after the last hop, else ACTIVE."""
+    after the last hop, else ACTIVE. ``retried``: a failed attempt the service tries again
+    (FTS3 never retries a multihop hop; aso fts-server does, and the job is then still ACTIVE)."""
     ok = outcome == "FINISHED"
     if job_type == "R":
         if ok:
@@ -106,7 +108,7 @@ def completion_job_state(job_type: str, outcome: str, *, last_hop: bool = True, 
         return "ACTIVE" if replicas_left else "FAILED"
     if job_type == "H":
         if not ok:
-            return "FAILED"
+            return "ACTIVE" if retried else "FAILED"
         return "FINISHED" if last_hop else "ACTIVE"
     return "UNKNOWN"
 
@@ -171,6 +173,10 @@ class FileOutcome:
     job_state: str
     #: the file's state after this change (SUBMITTED again when it will be retried)
     file_state: str
+    #: the last hop of a multihop job (True for any file of another job)
+    last_hop: bool = True
+    #: this failed attempt will be retried (the file is queued again)
+    retried: bool = False
 
 
 def completion_body(f: FileOutcome, endpoint: str, vo: str | None = None) -> dict[str, Any]:
@@ -222,10 +228,10 @@ def completion_body(f: FileOutcome, endpoint: str, vo: str | None = None) -> dic
         "retry": f.retry, "retry_max": f.retry_max,
         "job_m_replica": "true" if f.job_type == "R" else "false",
         "job_multihop": "true" if f.job_type == "H" else "false",
-        "transfer_lasthop": "true" if f.job_type == "H" else "false",
+        "transfer_lasthop": "true" if f.job_type == "H" and f.last_hop else "false",
         "is_archiving": "false",
         "is_recoverable": "true" if f.recoverable else "false",
-        "job_state": completion_job_state(f.job_type, f.outcome),
+        "job_state": completion_job_state(f.job_type, f.outcome, last_hop=f.last_hop, retried=f.retried),
         "job_id": f.job_id, "file_id": f.file_id,
         "src_se": f.source_se, "dst_se": f.dest_se,
         "protocol": _scheme(f.source),
@@ -338,6 +344,8 @@ class Completion:
     multihop: bool
     #: seconds since the epoch (from ``tr_timestamp_complete``)
     completed: float
+    #: ``transfer_lasthop``: the last hop of a multihop job
+    last_hop: bool = False
 
     @property
     def file_state(self) -> str:
@@ -347,11 +355,20 @@ class Completion:
     def is_final(self) -> bool:
         """Does this message end the file's life at FTS? A failure FTS will retry itself
         (recoverable, retries left) is not final, nor a multi-replica failure with
-        replicas left (``job_state`` ACTIVE in a job that is not multihop: Rucio's rule)."""
-        if self.job_state == "ACTIVE" and not self.multihop:
-            return False
+        replicas left (``job_state`` ACTIVE in a job that is not multihop: Rucio's rule).
+
+        A multihop job's hops all carry the row id of the one file they move, so a message
+        ends that row only when the whole path ended: the last hop finished (``job_state``
+        FINISHED says so too, for senders without ``transfer_lasthop``), or the job failed
+        or was canceled. An intermediate hop that finished is not the file arriving."""
         retried_by_fts = self.final_state.upper() == "ERROR" and self.recoverable and self.retry < self.retry_max
-        return not retried_by_fts
+        if retried_by_fts:
+            return False
+        if self.multihop:
+            if self.final_state.upper() == "OK":
+                return self.last_hop or self.job_state == "FINISHED"
+            return self.job_state in ("FAILED", "CANCELED")
+        return self.job_state != "ACTIVE"
 
     def is_for(self, issuer: str, instance: str | None, vo: str | None) -> bool:
         """Was the transfer submitted by this installation (issuer, instance, VO)?"""
@@ -417,4 +434,5 @@ class Completion:
             job_state=_text(doc.get("job_state"), "job_state", 40).upper(),
             multihop=_flag(doc.get("job_multihop", False)),
             completed=completed,
+            last_hop=_flag(doc.get("transfer_lasthop", False)),
         )

@@ -86,9 +86,30 @@ def test_failures_reason_and_the_final_rule():
     assert aborted.file_state == "CANCELED" and aborted.is_final()
     replica = msg.Completion.from_message(msg.encode({**doc, "is_recoverable": "false", "job_state": "ACTIVE"}))
     assert not replica.is_final()  # another replica will be tried
-    hop = msg.Completion.from_message(msg.encode({**doc, "is_recoverable": "false", "job_state": "ACTIVE",
+    hop = msg.Completion.from_message(msg.encode({**doc, "is_recoverable": "false", "job_state": "FAILED",
                                                   "job_multihop": "true"}))
-    assert hop.is_final()
+    assert hop.is_final()  # a failed hop fails the multihop job
+
+
+def test_a_multihop_message_ends_the_row_only_when_the_whole_path_ended():
+    """Every hop carries the row id of the one file it moves: only the last hop arriving, or
+    the job failing or being canceled, ends that row."""
+    doc = {**json.loads(PRODUCTION), "job_multihop": "true"}
+
+    def final(**change) -> bool:
+        return msg.Completion.from_message(msg.encode({**doc, **change})).is_final()
+
+    assert not final(transfer_lasthop="false", job_state="ACTIVE")  # an intermediate hop arrived
+    assert final(transfer_lasthop="true", job_state="FINISHED")
+    assert final(job_state="FINISHED")  # a sender without transfer_lasthop
+    failed = {"t_final_transfer_state": "Error", "t_error_code": "2", "tr_error_scope": "SOURCE",
+              "t__error_message": "gone", "is_recoverable": "false"}
+    assert final(**failed, job_state="FAILED")
+    assert final(**{**failed, "t__error_message": "Unused hop in multi-hop"}, job_state="FAILED", transfer_lasthop="true")
+    assert final(t_final_transfer_state="Abort", job_state="CANCELED")
+    # aso fts-server retries a hop (FTS3 does not): ACTIVE, and not final while retries are left
+    assert not final(**{**failed, "is_recoverable": "true", "retry": "0", "retry_max": "2"}, job_state="ACTIVE")
+    assert not final(**failed, job_state="ACTIVE")
 
 
 @pytest.mark.parametrize("body", [

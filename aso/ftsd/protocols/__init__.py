@@ -40,4 +40,19 @@ def destination_for(url: str, part_name: str, timeout: float = 60.0, durable: bo
     raise CopyError("DESTINATION", 93, f"protocol {scheme!r} is not supported by this service")
 
 
-__all__ = ["CopyError", "Destination", "Source", "destination_for", "source_for"]
+def delete(url: str, timeout: float = 60.0, roots: Sequence[str] = ()) -> bool:
+    """Remove the file at ``url`` (a multihop job's scratch copy). True when it was removed,
+    False when there was nothing to remove; CopyError when it could not be."""
+    scheme = urlsplit(url).scheme
+    if scheme == "file":
+        from aso.ftsd.protocols.file import delete_file
+
+        return delete_file(url, roots)
+    if scheme in ("http", "https"):
+        from aso.ftsd.protocols.http import delete_http
+
+        return delete_http(url, timeout)
+    raise CopyError("DESTINATION", 93, f"protocol {scheme!r} is not supported by this service")
+
+
+__all__ = ["CopyError", "Destination", "Source", "delete", "destination_for", "source_for"]

@@ -241,3 +241,17 @@ class FileDestination(Destination):
     def adler32(self) -> str:
         target = self.part if os.path.exists(self.part) else self.path
         return adler32_of_file(target)
+
+
+def delete_file(url: str, roots: Sequence[str] = ()) -> bool:
+    """Unlink the local file of ``url`` (checked against the roots, symlinks resolved, as a
+    copy would be); False when it is not there."""
+    path = path_of(url, "DESTINATION")
+    check_roots(path, roots, "DESTINATION")
+    try:
+        os.unlink(path)
+    except (FileNotFoundError, NotADirectoryError):
+        return False
+    except OSError as exc:
+        raise CopyError.from_os("DESTINATION", exc, f"cannot delete {path}") from None
+    return True

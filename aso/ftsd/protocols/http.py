@@ -155,6 +155,19 @@ class HttpSource(Source):
             self._connection(fresh=True)
 
 
+def delete_http(url: str, timeout: float = 60.0) -> bool:
+    """HTTP DELETE of ``url``; False when the storage has no such file (404)."""
+    try:
+        r = _session().delete(url, timeout=timeout)
+    except requests.RequestException as exc:
+        raise CopyError("DESTINATION", errno.EHOSTUNREACH, f"DELETE {url} failed: {exc}") from None
+    if r.status_code == 404:
+        return False
+    if r.status_code not in (200, 202, 204):
+        raise _error("DESTINATION", r, f"DELETE {url}")
+    return True
+
+
 class HttpDestination(Destination):
     """An HTTP PUT cannot be continued, so an interrupted copy starts again from zero."""
 
