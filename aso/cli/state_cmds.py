@@ -139,11 +139,20 @@ def inject(app, source, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print counts as JSON.")
 @pass_app
 def status(app, user, task, as_json: bool) -> None:
-    """Counts of transfers per state, per user and task (and publication states)."""
-    rows = app.backend().statistics(user=user, task=task)
+    """Counts of transfers per state, per user and task (and publication states); with
+    limits in the configuration, also which limits rows wait on (all users)."""
+    backend = app.backend()
+    rows = backend.statistics(user=user, task=task)
+    waiting = _waiting_on_limits(app, backend)
     if as_json:
-        echo_json(rows)
+        echo_json(rows if waiting is None else {"transfers": rows, "waiting_on_limits": waiting})
         return
+    _print_counts(rows)
+    if waiting is not None:
+        _print_waiting(waiting)
+
+
+def _print_counts(rows: list[dict[str, Any]]) -> None:
     per_task: dict[tuple[str, str], dict[str, int]] = defaultdict(lambda: defaultdict(int))
     pub: dict[tuple[str, str], dict[str, int]] = defaultdict(lambda: defaultdict(int))
     for r in rows:
@@ -170,6 +179,35 @@ def status(app, user, task, as_json: bool) -> None:
         table.add_row(u, t, *[str(counts.get(s.name, 0)) for s in present], f"{done}/{wanted}" if wanted else "-")
     if len(per_task) > 1:
         table.add_row("[bold]total", "", *[f"[bold]{totals.get(s.name, 0)}" for s in present], "")
+    console.print(table)
+
+
+def _waiting_on_limits(app, backend) -> list[dict[str, Any]] | None:
+    """Which limits rows wait on (:func:`aso.topology.throttle.explain`), or None when the
+    configuration sets no limits or the caller may not read the counts (a user's token)."""
+    from aso.errors import ForbiddenError
+    from aso.topology.throttle import ThrottleLimits, explain
+
+    limits = ThrottleLimits.from_topology(app.config.topology())
+    if limits.is_empty():
+        return None
+    try:
+        counts = backend.throttle_counts()
+    except ForbiddenError:
+        return None
+    return explain(counts.inflight, counts.waiting, limits)
+
+
+def _print_waiting(entries: list[dict[str, Any]]) -> None:
+    if not entries:
+        console.print("no rows wait on limits")
+        return
+    table = Table(title="waiting on limits")
+    for name in ("limit", "site or link", "max", "in flight", "waiting"):
+        table.add_column(name, justify="right" if name in ("max", "in flight", "waiting") else "left", no_wrap=True)
+    for e in entries:
+        where = e["site"] if "site" in e else f"{e['source']} -> {e['destination']}"
+        table.add_row(e["limit"], where, str(e["max"]), str(e["in_flight"]), str(e["waiting"]))
     console.print(table)
 
 

@@ -8,8 +8,11 @@ opens is opened under the component's lock (:func:`aso.components.runner.run_pas
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from typing import Any
+
+log = logging.getLogger("aso.build")
 
 #: the components in the order cron runs them
 COMPONENTS = ("transfer", "monitor", "reporter", "publisher", "retry-manager")
@@ -104,10 +107,50 @@ class ComponentPass:
         if self.name == "transfer":
             from aso.components.transfer import run_transfer
 
-            return lambda progress: run_transfer(backend, proxies, tools, config.topology(), settings, progress)
+            limits = LimitsSource(config)
+
+            def transfer_pass(progress):
+                settings.throttle = limits()
+                return run_transfer(backend, proxies, tools, config.topology(), settings, progress)
+
+            return transfer_pass
         from aso.components.retry_manager import run_retry_manager
 
         return lambda progress: run_retry_manager(backend, proxies, tools, settings)
+
+
+class LimitsSource:
+    """The throttling limits for each transfer pass: the configuration's, re-read from its
+    file when the file changed since, so that a changed limit takes effect at the next pass
+    of a looping ``aso transfer`` too. A file that no longer loads keeps the limits in force
+    (and says so) rather than stopping the loop."""
+
+    def __init__(self, config: Any):
+        from aso.topology.throttle import ThrottleLimits
+
+        self.path = config.path
+        self.stamp = self._stamp()
+        self.limits = ThrottleLimits.from_topology(config.topology())
+
+    def _stamp(self) -> Any:
+        try:
+            return self.path.stat().st_mtime_ns if self.path else None
+        except OSError:
+            return None
+
+    def __call__(self) -> Any:
+        from aso.config import load_config
+        from aso.errors import ConfigError
+        from aso.topology.throttle import ThrottleLimits
+
+        stamp = self._stamp()
+        if stamp is not None and stamp != self.stamp:
+            self.stamp = stamp
+            try:
+                self.limits = ThrottleLimits.from_topology(load_config(self.path).topology())
+            except ConfigError as exc:
+                log.warning("throttling limits not re-read: %s; keeping the previous ones", exc)
+        return self.limits
 
 
 def build_pass(name: str, config: Any, backend: Any = None, *, catalog: Any = None, proxies: Any = None,

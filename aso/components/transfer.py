@@ -49,6 +49,8 @@ SiteResolver = Callable[[str], Any]  # site name -> object with .pfn(lfn) and .f
 @dataclass
 class TransferSummary:
     acquired: int = 0
+    #: NEW rows left waiting because a site or link they need is full (throttling)
+    held: int = 0
     users: int = 0
     jobs: int = 0
     files: int = 0
@@ -78,7 +80,7 @@ class TransferSummary:
 
     def line(self) -> str:
         skipped = f", {len(self.users_skipped)} user(s) skipped (no proxy)" if self.users_skipped else ""
-        return (f"transfer: {self.acquired} acquired, {self.files} files submitted in {self.jobs} FTS jobs for "
+        return (f"transfer: {self.acquired} acquired{f' ({self.held} held back by limits)' if self.held else ''}, {self.files} files submitted in {self.jobs} FTS jobs for "
                 f"{self.users} user(s), {self.replayed} interrupted submission(s) completed, {self.retry} to retry, "
                 f"{self.failed} failed{skipped}"
                 + (f"; FTS unreachable: {', '.join(self.unreachable)}" if self.unreachable else "")
@@ -390,7 +392,8 @@ class TransferPass:
         try:
             summary.replayed = self.replay(summary)
             users = self.backend.active_users()
-            summary.acquired = self.backend.acquire_transfers(users, self.settings.acquire_limit) if users else 0
+            acquired = self.backend.acquire_transfers(users, self.settings.acquire_limit, self.settings.throttle) if users else 0
+            summary.acquired, summary.held = int(acquired), getattr(acquired, "held", 0)
             pending = self.pending_ids()
             users = sorted(set(users))
             if progress:

@@ -18,10 +18,12 @@ from aso import validate
 from aso.errors import ValidationError
 from aso.state.auth import Identity
 from aso.state.namespaces import Namespaces
-from aso.state.params import Params, blank_to_none, parse_flag
+from aso.state.operations import THROTTLE_COLUMNS
+from aso.state.params import Params, blank_to_none, parse_flag, parse_json_body
 from aso.state.records import TRANSFER_COLUMNS, PublicationUpdate, TransferUpdate
 from aso.state.schema import TASK_COLUMNS
 from aso.state.store import Store
+from aso.topology.throttle import ThrottleLimits
 
 SERVICE = frozenset({"service"})
 STAFF = frozenset({"service", "operator"})
@@ -33,6 +35,15 @@ class ServerSettings:
     max_body_bytes: int = 16 * 1024 * 1024
     max_batch: int = 10000
     namespaces: Namespaces = field(default_factory=Namespaces)
+
+
+def _limits(value: Any) -> ThrottleLimits | None:
+    """``limits`` of acquireTransfers: an object in a JSON body, or its JSON text in a form."""
+    if value in (None, ""):
+        return None
+    if isinstance(value, str):
+        value = parse_json_body(value.encode("utf-8"), "limits")
+    return ThrottleLimits.from_json(value, "limits")
 
 
 def _table(columns: list[str], rows: list[dict[str, Any]]) -> dict[str, Any]:
@@ -85,7 +96,15 @@ class Api:
         worker = self._worker(p)
         users = p.getlist("username") or p.getlist("users") or self.store.active_users(worker=worker)
         limit = p.integer("limit", 1000)
-        return {"result": [{"modified": self.store.acquire_transfers(users, limit, worker=worker)}]}
+        limits = _limits(p.get("limits"))
+        acquired = self.store.acquire_transfers(users, limit, worker=worker, limits=limits)
+        return {"result": [{"modified": int(acquired), "held": getattr(acquired, "held", 0)}]}
+
+    def throttle_counts(self, p: Params, who: Identity) -> Any:
+        counts = self.store.throttle_counts()
+        rows = [{"username": g[0], "source": g[1], "destination": g[2], "in_flight": counts.inflight.get(g, 0),
+                 "waiting": counts.waiting.get(g, 0)} for g in sorted(counts.inflight.keys() | counts.waiting.keys())]
+        return _table(THROTTLE_COLUMNS, rows)
 
     def acquired_transfers(self, p: Params, who: Identity) -> Any:
         worker = self._worker(p)
@@ -306,6 +325,7 @@ ROUTES: dict[tuple[str, str, str], tuple[str, frozenset[str]]] = {
     ("filetransfers", "GET", "acquiredPublication"): ("acquired_publication", SERVICE),
     ("filetransfers", "GET", "activeUsers"): ("active_users", SERVICE),
     ("filetransfers", "GET", "stuckTransfers"): ("stuck_transfers", SERVICE),
+    ("filetransfers", "GET", "throttleCounts"): ("throttle_counts", STAFF),
     ("filetransfers", "GET", "getTransfersToKill"): ("transfers_to_kill", SERVICE),
     ("filetransfers", "GET", "groupedTransferStatistics"): ("statistics", ANYONE),
     ("filetransfers", "GET", "groupedPublishStatistics"): ("grouped_publish_statistics", ANYONE),

@@ -30,6 +30,7 @@ from aso.state.records import (
     UpdateResult,
 )
 from aso.state.states import TransferState
+from aso.topology.throttle import ThrottleCounts, ThrottleLimits
 
 
 class StateBackend(ABC):
@@ -71,10 +72,19 @@ class StateBackend(ABC):
         """Users with NEW rows nobody owns, or ACQUIRED rows owned by this worker."""
 
     @abstractmethod
-    def acquire_transfers(self, users: list[str], limit: int) -> int:
+    def acquire_transfers(self, users: list[str], limit: int, limits: ThrottleLimits | None = None) -> int:
         """NEW rows with no worker → ACQUIRED by this worker, at most ``limit`` per user,
         oldest first. Safe against concurrent acquirers (no row is acquired twice).
-        Returns the number acquired."""
+        With ``limits``, only as many rows per (user, source, destination) as the sites and
+        links have room for, counting every worker's files in flight (ACQUIRED, SUBMITTED),
+        shared fairly between users (:func:`aso.topology.throttle.allocate`); the oldest of
+        each group first. Returns the number acquired (an :class:`~aso.state.records.Acquired`
+        whose ``held`` counts the rows left waiting on a full site or link)."""
+
+    @abstractmethod
+    def throttle_counts(self) -> ThrottleCounts:
+        """Rows in flight (ACQUIRED, SUBMITTED) and waiting (NEW) per (user, source,
+        destination), every worker's: what throttling reckons with (status)."""
 
     @abstractmethod
     def acquired_transfers(self, user: str | None = None, limit: int = 10000) -> list[dict[str, Any]]:

@@ -14,6 +14,7 @@ from aso.state.records import (
     UpdateResult,
 )
 from aso.state.store import Store
+from aso.topology.throttle import ThrottleCounts, ThrottleLimits
 
 
 class LocalBackend(StateBackend):
@@ -36,8 +37,11 @@ class LocalBackend(StateBackend):
     def active_users(self) -> list[str]:
         return self.store.active_users(worker=self.worker)
 
-    def acquire_transfers(self, users: list[str], limit: int) -> int:
-        return self.store.acquire_transfers(users, limit, worker=self.worker)
+    def acquire_transfers(self, users: list[str], limit: int, limits: ThrottleLimits | None = None) -> int:
+        return self.store.acquire_transfers(users, limit, worker=self.worker, limits=limits)
+
+    def throttle_counts(self) -> ThrottleCounts:
+        return self.store.throttle_counts()
 
     def acquired_transfers(self, user=None, limit: int = 10000) -> list[dict[str, Any]]:
         return self.store.acquired_transfers(user, limit, worker=self.worker)

@@ -107,6 +107,23 @@ METADATA_ENTRY = {
     "properties": {"lfn": LFN, "taskname": TASKNAME, "metadata": {"type": "object"}},
 }
 
+_MAX_FILES = {**INT, "description": "most files in flight (0 = no limit)"}
+_SITE_LIMIT = {"type": "object", "required": ["site", "max_files"], "additionalProperties": False,
+               "properties": {"site": SITE, "max_files": _MAX_FILES}}
+THROTTLE_LIMITS = {
+    "type": "object",
+    "description": "limits on files in flight (ACQUIRED or SUBMITTED, every worker) for this acquisition",
+    "additionalProperties": False,
+    "properties": {
+        "incoming": {"type": "array", "items": _SITE_LIMIT, "description": "per destination site"},
+        "outgoing": {"type": "array", "items": _SITE_LIMIT, "description": "per source site"},
+        "links": {"type": "array", "description": "per (source, destination) link", "items": {
+            "type": "object", "required": ["source", "destination", "max_files"], "additionalProperties": False,
+            "properties": {"source": SITE, "destination": SITE, "max_files": _MAX_FILES}}},
+        "fair_share": {"type": "boolean", "description": "share a full site or link max-min fairly between users"},
+    },
+}
+
 #: every parameter any subresource takes: name -> (schema, description). Lists are lists
 #: of the item schema; lists of objects can only be sent in a JSON body.
 PARAMETERS: dict[str, tuple[dict[str, Any], str]] = {
@@ -117,6 +134,7 @@ PARAMETERS: dict[str, tuple[dict[str, Any], str]] = {
     "taskname": (TASKNAME, "a task name"),
     "workflow": (TASKNAME, "a task name (CRAB's key)"),
     "limit": (INT, "at most this many rows (per user for acquireTransfers)"),
+    "limits": (THROTTLE_LIMITS, "throttling: take only what sites and links have room for (JSON only)"),
     "time_to": (INT, "seconds a RETRY row waits before going back to NEW"),
     "older_than": (INT, "seconds since the last update"),
     "publicationtime": (INT, "epoch seconds (default: now)"),
@@ -168,6 +186,15 @@ SKIPPED = {
     "properties": {"id": {"type": "string"}, "state": {"type": "string", "nullable": True}, "reason": {"type": "string"}},
 }
 MODIFIED = {"type": "object", "required": ["modified"], "properties": {"modified": {"type": "integer", "minimum": 0}}}
+ACQUIRED = {
+    "type": "object",
+    "required": ["modified", "held"],
+    "properties": {
+        "modified": {"type": "integer", "minimum": 0},
+        "held": {"type": "integer", "minimum": 0, "description": "NEW rows left waiting on a full site or link"},
+    },
+}
+THROTTLE_COLUMNS = ["username", "source", "destination", "in_flight", "waiting"]
 UPDATED = {
     "type": "object",
     "required": ["modified", "updated", "skipped"],
@@ -273,7 +300,8 @@ OPERATIONS: dict[tuple[str, str, str], Operation] = {
     # filetransfers: the pipeline (service)
     ("filetransfers", "POST", "acquireTransfers"): Operation(
         "NEW rows with no worker become ACQUIRED by asoworker, oldest first, limit per user",
-        {"asoworker": True, "usernames": False, "users": False, "limit": False}, write(MODIFIED)),
+        {"asoworker": True, "usernames": False, "users": False, "limit": False, "limits": False}, write(ACQUIRED),
+        notes="with limits, only what the sites and links have room for"),
     ("filetransfers", "POST", "updateTransfers"): Operation(
         "change the transfer state of rows of the worker",
         {"asoworker": True, "list_of_ids": True, "list_of_transfer_state": True, "list_of_failure_reason": False,
@@ -311,6 +339,9 @@ OPERATIONS: dict[tuple[str, str, str], Operation] = {
     ("filetransfers", "GET", "stuckTransfers"): _q(
         "rows of the worker in `state` not updated for older_than seconds",
         {"asoworker": True, "state": False, "older_than": True, "limit": False}, table(TRANSFER_COLUMNS)),
+    ("filetransfers", "GET", "throttleCounts"): _q(
+        "rows in flight (ACQUIRED, SUBMITTED) and waiting (NEW) per user, source and destination", {},
+        table(THROTTLE_COLUMNS)),
     ("filetransfers", "GET", "getTransfersToKill"): _q(
         "rows in KILL, oldest first (at most 5000)", {"limit": False}, table(TRANSFER_COLUMNS)),
     ("filetransfers", "GET", "groupedTransferStatistics"): _q(

@@ -36,7 +36,7 @@ def _depth(value: Any, limit: int) -> int:
     return deepest
 
 
-def parse_json_body(data: bytes) -> Any:
+def parse_json_body(data: bytes, field: str = "body") -> Any:
     """A request body as JSON, or a ValidationError naming ``body``: never a server error.
 
     NaN and Infinity are refused, and so is nesting deeper than MAX_JSON_DEPTH (the
@@ -45,13 +45,13 @@ def parse_json_body(data: bytes) -> Any:
     try:
         value = json.loads(data.decode("utf-8"), parse_constant=_refuse_constant)
     except UnicodeDecodeError:
-        raise ValidationError("body", "not UTF-8") from None
+        raise ValidationError(field, "not UTF-8") from None
     except RecursionError:
-        raise ValidationError("body", f"JSON nested deeper than {MAX_JSON_DEPTH} levels") from None
+        raise ValidationError(field, f"JSON nested deeper than {MAX_JSON_DEPTH} levels") from None
     except ValueError as exc:
-        raise ValidationError("body", f"not valid JSON ({str(exc)[:80]})") from None
+        raise ValidationError(field, f"not valid JSON ({str(exc)[:80]})") from None
     if _depth(value, MAX_JSON_DEPTH) > MAX_JSON_DEPTH:
-        raise ValidationError("body", f"JSON nested deeper than {MAX_JSON_DEPTH} levels")
+        raise ValidationError(field, f"JSON nested deeper than {MAX_JSON_DEPTH} levels")
     return value
 
 

@@ -18,6 +18,22 @@ from aso.state.states import PublicationState, TransferState
 TRANSFER_COLUMNS = [c.name for c in transfers.columns]
 
 
+class Acquired(int):
+    """What ``acquire_transfers`` answers: the number of rows acquired (an int, as callers
+    always used it), and ``held``: how many of the users' NEW rows wait because a site or
+    link they need is full (0 without limits)."""
+
+    held: int
+
+    def __new__(cls, acquired: int, held: int = 0) -> Acquired:
+        value = super().__new__(cls, acquired)
+        value.held = held
+        return value
+
+    def __getnewargs__(self) -> tuple[int, int]:  # copy and pickle keep ``held``
+        return (int(self), self.held)
+
+
 @dataclass
 class TransferUpdate:
     """One row's change in ``update_transfers``.

@@ -28,6 +28,7 @@ from aso.errors import (
 )
 from aso.state.backend import StateBackend
 from aso.state.records import (
+    Acquired,
     InjectResult,
     KillResult,
     PublicationUpdate,
@@ -36,6 +37,7 @@ from aso.state.records import (
 )
 from aso.state.requests import transfer_row
 from aso.state.states import PublicationState, TransferState
+from aso.topology.throttle import ThrottleCounts, ThrottleLimits
 
 log = logging.getLogger("aso.state.rest")
 
@@ -233,10 +235,24 @@ class RestBackend(StateBackend):
     def active_users(self) -> list[str]:
         return [r["username"] for r in self._get_rows("filetransfers", "activeUsers", asoworker=self.worker)]
 
-    def acquire_transfers(self, users: list[str], limit: int) -> int:
+    def acquire_transfers(self, users: list[str], limit: int, limits: ThrottleLimits | None = None) -> int:
         if not users:
             return 0
-        return self._post("filetransfers", "acquireTransfers", asoworker=self.worker, username=list(users), limit=limit)["modified"]
+        body: dict[str, Any] = {"asoworker": self.worker, "username": list(users), "limit": limit}
+        if limits is not None and not limits.is_empty():
+            body["limits"] = limits.to_json()
+        answer = self._post("filetransfers", "acquireTransfers", **body)
+        return Acquired(answer["modified"], answer.get("held", 0))
+
+    def throttle_counts(self) -> ThrottleCounts:
+        counts = ThrottleCounts()
+        for row in self._get_rows("filetransfers", "throttleCounts"):
+            group = (row["username"], row["source"], row["destination"])
+            if row["in_flight"]:
+                counts.inflight[group] = row["in_flight"]
+            if row["waiting"]:
+                counts.waiting[group] = row["waiting"]
+        return counts
 
     def acquired_transfers(self, user=None, limit: int = 10000) -> list[dict[str, Any]]:
         return self._get_rows("filetransfers", "acquiredTransfers", asoworker=self.worker, username=user, limit=limit)

@@ -5,11 +5,25 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import and_, bindparam, case, func, null, or_, select, text, update
+from sqlalchemy import (
+    Integer,
+    String,
+    and_,
+    bindparam,
+    case,
+    column,
+    func,
+    null,
+    or_,
+    select,
+    text,
+    update,
+    values,
+)
 
 from aso import validate
 from aso.errors import TransitionError, ValidationError
-from aso.state.records import TransferUpdate, UpdateResult
+from aso.state.records import Acquired, TransferUpdate, UpdateResult
 from aso.state.requests import MAX_RETRY_LIMIT
 from aso.state.schema import transfers
 from aso.state.states import TRANSFER_TRANSITIONS
@@ -26,8 +40,17 @@ from aso.state.store.engine import (
     _row,
     _short,
 )
+from aso.topology.throttle import Group, ThrottleCounts, ThrottleLimits, allocate, held_back
 
 ACQUIRE_USERS_PER_TRANSACTION = 100
+#: allowances per UPDATE of a throttled acquisition (4 parameters each: far under SQLite's
+#: 32766 and PostgreSQL's 65535 parameters per statement)
+ALLOWANCES_PER_STATEMENT = 2000
+#: pg_advisory_xact_lock key of throttled acquisition (7472231 is the migrations')
+THROTTLE_LOCK = 7472232
+#: the in-flight states, as the literal predicate of the partial index ix_ftdb_inflight:
+#: a bound parameter list would not let the planners prove the query implies it
+_IN_FLIGHT = text("tm_transfer_state IN (1, 5)")
 _TERMINAL_TRANSFER = (T.DONE, T.FAILED, T.KILLED)
 
 
@@ -107,12 +130,18 @@ class Transfers(StoreEngine):
         with self._read() as conn:
             return list(conn.execute(query).scalars())
 
-    def acquire_transfers(self, users: list[str], limit: int, *, worker: str) -> int:
+    def acquire_transfers(self, users: list[str], limit: int, *, worker: str,
+                          limits: ThrottleLimits | None = None) -> int:
+        """NEW rows of ``users`` → ACQUIRED by ``worker``, at most ``limit`` per user, oldest
+        first; with ``limits``, only what the sites and links have room for (see
+        :meth:`_acquire_throttled`), and the answer's ``held`` says how many rows wait on them."""
         validate.worker(worker)
         limit = validate.non_negative_int(limit, "limit")
         users = [validate.username(u, f"users[{i}]") for i, u in enumerate(users)]
         if not users or limit == 0:
             return 0
+        if limits is not None and not limits.is_empty():
+            return self._acquire_throttled(users, limit, worker, limits)
         now = _now()
         total = 0
         # One transaction per chunk of users: a row taken is this worker's whichever chunk a
@@ -160,6 +189,89 @@ class Transfers(StoreEngine):
                 )
                 total += result.rowcount
         return total
+
+    def _acquire_throttled(self, users: list[str], limit: int, worker: str, limits: ThrottleLimits) -> Acquired:
+        """Acquisition under limits, in one transaction: count the files in flight (every
+        worker) and the users' takeable NEW rows per (user, source, destination), let
+        :func:`aso.topology.throttle.allocate` say how many of each group to take, and take
+        the oldest rows of each group. On PostgreSQL an advisory lock makes acquirers on
+        other hosts wait, so two cannot both fill the same free capacity (SQLite's BEGIN
+        IMMEDIATE already serialises writers)."""
+        now = _now()
+        with self._write() as conn:
+            if not self.is_sqlite:
+                conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": THROTTLE_LOCK})
+                conn.execute(text("SET LOCAL enable_nestloop = off"))
+            inflight = _inflight_counts(conn)
+            waiting: dict[Group, int] = {}
+            oldest: dict[Group, int] = {}
+            for chunk in _chunks(users):
+                query = (
+                    select(_c.tm_username, _c.tm_source, _c.tm_destination, func.count(), func.min(_c.tm_creation_time))
+                    .where(_c.tm_username.in_(chunk), _c.tm_transfer_state == int(T.NEW), _free_or_mine(worker))
+                    .group_by(_c.tm_username, _c.tm_source, _c.tm_destination)
+                )
+                for user, src, dst, n, first in conn.execute(query):
+                    waiting[(user, src, dst)] = n
+                    oldest[(user, src, dst)] = first
+            alloc = allocate(inflight, waiting, limits, limit, oldest)
+            taken = 0
+            for chunk in _chunks(sorted(alloc.items()), ALLOWANCES_PER_STATEMENT):
+                result = conn.execute(self._take_oldest(chunk, worker, now))
+                # Python's sqlite3 answers -1 for a statement that starts with WITH: ask SQLite
+                taken += conn.execute(text("SELECT changes()")).scalar() if self.is_sqlite else result.rowcount
+        held = sum(held_back(inflight, waiting, alloc, limits).values())
+        return Acquired(taken, held)
+
+    def _take_oldest(self, allowances, worker: str, now: int):
+        """One UPDATE taking the oldest ``n`` takeable NEW rows of each (user, source,
+        destination, n) of ``allowances``: a VALUES table joined to the rows, ranked per group."""
+        allow = (
+            values(column("a_user", String), column("a_source", String), column("a_destination", String),
+                   column("a_n", Integer), name="allow")
+            .data([(u, s, d, n) for (u, s, d), n in allowances])
+            .cte("allow")
+        )
+        ranked = (
+            select(
+                _c.tm_id,
+                allow.c.a_n,
+                func.row_number()
+                .over(partition_by=(_c.tm_username, _c.tm_source, _c.tm_destination),
+                      order_by=(_c.tm_creation_time, _c.tm_id))
+                .label("rn"),
+            )
+            .select_from(transfers.join(allow, and_(_c.tm_username == allow.c.a_user,
+                                                     _c.tm_source == allow.c.a_source,
+                                                     _c.tm_destination == allow.c.a_destination)))
+            .where(_c.tm_transfer_state == int(T.NEW), _free_or_mine(worker))
+            .subquery()
+        )
+        picked = select(ranked.c.tm_id).where(ranked.c.rn <= ranked.c.a_n)
+        if not self.is_sqlite:
+            picked_rows = picked.subquery()  # a join, not IN (see acquire_transfers)
+            key = _c.tm_id == picked_rows.c.tm_id
+        else:
+            key = _c.tm_id.in_(picked)
+        return (
+            update(transfers)
+            .where(key, _c.tm_transfer_state == int(T.NEW), _free_or_mine(worker))
+            .values(tm_transfer_state=int(T.ACQUIRED), tm_aso_worker=worker, tm_last_update=now)
+            .execution_options(synchronize_session=False)
+        )
+
+    def throttle_counts(self) -> ThrottleCounts:
+        """Rows per (user, source, destination) in flight (ACQUIRED or SUBMITTED) and waiting
+        (NEW), over every worker: what throttling reckons with, for ``aso status``."""
+        with self._read() as conn:
+            inflight = _inflight_counts(conn)
+            query = (
+                select(_c.tm_username, _c.tm_source, _c.tm_destination, func.count())
+                .where(_c.tm_transfer_state == int(T.NEW))
+                .group_by(_c.tm_username, _c.tm_source, _c.tm_destination)
+            )
+            waiting = {(u, s, d): n for u, s, d, n in conn.execute(query)}
+        return ThrottleCounts(inflight, waiting)
 
     def acquired_transfers(self, user: str | None = None, limit: int = 10000, *, worker: str) -> list[dict[str, Any]]:
         validate.worker(worker)
@@ -310,6 +422,17 @@ class Transfers(StoreEngine):
                     .values(tm_transfer_state=int(T.NEW), tm_aso_worker=None, tm_last_update=now)
                 ).rowcount
         return total
+
+
+def _inflight_counts(conn) -> dict[Group, int]:
+    """Files in flight per (user, source, destination), every worker's: an index-only
+    scan of the partial index ix_ftdb_inflight, in its column order."""
+    query = (
+        select(_c.tm_source, _c.tm_destination, _c.tm_username, func.count())
+        .where(_IN_FLIGHT)
+        .group_by(_c.tm_source, _c.tm_destination, _c.tm_username)
+    )
+    return {(u, s, d): n for s, d, u, n in conn.execute(query)}
 
 
 def _free_or_mine(worker: str):
