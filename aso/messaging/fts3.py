@@ -36,6 +36,8 @@ ERROR_MESSAGE_LIMIT = 1024
 #: the file metadata key under which aso's row id travels (CRAB's name), read back from
 #: status answers and from completion messages
 ROW_ID_KEY = "oracleId"
+#: FTS3's reason for the hops of a multihop job after the one that failed (they never ran)
+UNUSED_HOP_REASON = "Unused hop in multi-hop"
 
 #: an FTS file state that ends an attempt -> t_final_transfer_state
 FINAL_TRANSFER_STATE = {"FINISHED": "Ok", "FAILED": "Error", "CANCELED": "Abort"}
@@ -338,6 +340,8 @@ class Completion:
     multihop: bool
     #: seconds since the epoch (from ``tr_timestamp_complete``)
     completed: float
+    #: ``transfer_lasthop``: the last hop of a multihop job
+    last_hop: bool = False
 
     @property
     def file_state(self) -> str:
@@ -417,4 +421,5 @@ class Completion:
             job_state=_text(doc.get("job_state"), "job_state", 40).upper(),
             multihop=_flag(doc.get("job_multihop", False)),
             completed=completed,
+            last_hop=_flag(doc.get("transfer_lasthop", False)),
         )
