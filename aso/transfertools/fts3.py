@@ -15,7 +15,7 @@ from typing import Any
 
 import requests
 
-from aso.messaging.fts3 import ROW_ID_KEY, UNUSED_HOP_REASON
+from aso.messaging.fts3 import ROW_ID_KEY, UNUSED_HOP_REASON, hop_reason
 from aso.transfertools.base import (
     HOP_KEY,
     HOPS_KEY,
@@ -265,7 +265,10 @@ def fold_hops(files: Sequence[dict[str, Any]]) -> list[FileResult]:
         real = [f for f in failed if not (f.get("reason") or "").startswith(UNUSED_HOP_REASON)] or failed
         if real:
             hop = real[0]
-            state, reason = hop["file_state"], _hop_reason(hop, hops.index(hop), count)
+            meta = _metadata(hop)
+            state = hop["file_state"]
+            reason = hop_reason(hop.get("reason"), _hop_index(hop), count, meta.get("src_site") or "",
+                                meta.get("dst_site") or "")
         elif last.get("file_state") == "FINISHED":
             hop, state, reason = last, "FINISHED", None
         else:
@@ -304,12 +307,6 @@ def _hop_index(f: dict[str, Any]) -> int:
     """The hop's place in its path (1 first), from the metadata aso submits it with, else
     its FTS file index."""
     return _int_or(_metadata(f).get(HOP_KEY), _int_or(f.get("file_index"), 0) + 1)
-
-
-def _hop_reason(hop: dict[str, Any], position: int, count: int) -> str:
-    meta = _metadata(hop)
-    where = f" ({meta['src_site']} -> {meta['dst_site']})" if meta.get("src_site") and meta.get("dst_site") else ""
-    return f"hop {position + 1}/{count}{where}: {hop.get('reason') or 'failed without a reason'}"
 
 
 def _lost(job_id: str, status: str, message: str | None = None) -> JobResult:

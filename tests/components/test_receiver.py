@@ -164,3 +164,12 @@ def test_a_retried_hop_is_not_final(tmp_path):
     receiver, settings, _ = _setup(tmp_path)
     retried = _hop("r1", "FAILED", last=False, job_state="ACTIVE", reason="TRANSFER [110] timeout")
     assert receiver.hand_over([retried]) == 0 and _reported(settings) == []
+
+
+def test_a_failed_hop_s_reason_names_the_hop_as_the_poll_does(tmp_path):
+    receiver, settings, _ = _setup(tmp_path)
+    meta = {"oracleId": "r1", "hop": 2, "hops": 3, "src_site": "SITE_B", "dst_site": "SITE_C"}
+    body = _hop("r1", "FAILED", last=False, job_state="FAILED", reason="DESTINATION [28] full")
+    body = msg.encode({**json.loads(body), "file_metadata": meta})
+    assert receiver.hand_over([body]) == 1
+    assert _reported(settings) == [(JOB, "r1", "FAILED", "hop 2/3 (SITE_B -> SITE_C): DESTINATION [28] full")]

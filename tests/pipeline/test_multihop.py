@@ -87,3 +87,26 @@ def test_a_file_with_no_path_goes_retry_with_a_no_path_reason(tmp_path, pki, fts
     inst.run_until(lambda rows: {r["tm_destination"]: r["tm_transfer_state"] for r in rows}[B] == "DONE",
                    components=("monitor", "reporter"))
     assert all_in("DONE", "RETRY")(inst.rows())
+
+
+def test_push_monitoring_reports_a_multihop_row_once_from_its_last_hop_or_its_failure(tmp_path, pki):
+    from tests.brokers import rabbitmq, require
+    from tests.pipeline.test_receiver import ReceiverProcess, _fts, _install
+
+    broker = require(rabbitmq())
+    with _fts(pki, tmp_path / "fts", broker.address, broker) as fts:
+        inst = _install(tmp_path, fts, broker, "topology.default_distance=0", "fts.retry=-1")
+        with_links(inst, [(A, B), (B, C)])
+        (user,) = users_for(pki, inst, 1)
+        receiver = ReceiverProcess(inst).start()
+        try:
+            inst.inject(inst.make_requests([user], 2, links=[(A, C)], missing=1))
+            # no monitor pass: the messages alone end the rows
+            inst.run_until(lambda rows: {r["tm_transfer_state"] for r in rows} == {"DONE", "RETRY"}, rounds=60,
+                           components=("transfer", "reporter"), pause=0.3)
+        finally:
+            summary = receiver.stop()
+    rows = {r["tm_transfer_state"]: r for r in inst.rows()}
+    assert rows["RETRY"]["tm_transfer_failure_reason"].startswith(f"hop 1/2 ({A} -> {B}): ")
+    assert summary["handed_over"] == {"FINISHED": 1, "FAILED": 1}
+    assert summary["not_final"] >= 2  # the first hop that finished, and the hop left unused
