@@ -505,7 +505,71 @@ def render_toml(overrides: dict[str, dict[str, Any]], sites: dict[str, dict[str,
         lines.append(f"prefix = {_toml_value(spec['prefix'])}")
         lines.append(f"fts = {_toml_value(spec['fts'])}")
         lines.append("")
+    lines += TOPOLOGY_EXAMPLE
     return "\n".join(lines)
+
+
+#: the end of what ``aso init`` writes: a commented multi-hop topology (Rucio's four-site
+#: example), so an operator sees the [[links]] and site keys in place
+TOPOLOGY_EXAMPLE = """\
+# Topology (docs/configuration.md, [sites.NAME] and [[links]]): every pair of sites above is one
+# direct link of [topology] default_distance. To say which links exist, set default_distance = 0
+# in [topology] and declare them as below; a file then takes the cheapest path (the links'
+# distances plus a hop penalty per intermediate site), through sites available_for_multihop,
+# as one FTS multihop job. In this example RSE1 -> RSE4 goes RSE1>RSE2>RSE3>RSE4 (cost 30).
+# --- topology example ---
+# [sites.RSE1]
+# prefix = "root://rse1.example.org//store/rse1"
+# fts = "https://fts3.example.org:8446"
+# available_for_multihop = true
+# hop_penalty = 10
+# scratch = "/store/temp/aso/multihop"
+# max_incoming = 0
+# max_outgoing = 0
+#
+# [sites.RSE2]
+# prefix = "root://rse2.example.org//store/rse2"
+# fts = "https://fts3.example.org:8446"
+# available_for_multihop = true
+#
+# [sites.RSE3]
+# prefix = "root://rse3.example.org//store/rse3"
+# fts = "https://fts3.example.org:8446"
+# available_for_multihop = true
+#
+# [sites.RSE4]
+# prefix = "root://rse4.example.org//store/rse4"
+# fts = "https://fts3.example.org:8446"
+# available_for_multihop = true
+#
+# [[links]]
+# source = "RSE1"
+# destination = "RSE2"
+# distance = 5
+# both_ways = true
+# fts = "https://fts3.example.org:8446"
+# transfertool = "fts3"
+# max_files = 0
+#
+# [[links]]
+# source = "RSE1"
+# destination = "RSE3"
+# distance = 100
+# both_ways = true
+#
+# [[links]]
+# source = "RSE2"
+# destination = "RSE3"
+# distance = 3
+# both_ways = true
+#
+# [[links]]
+# source = "RSE3"
+# destination = "RSE4"
+# distance = 2
+# both_ways = true
+#
+""".splitlines() + [""]
 
 
 def render_reference_markdown() -> str:

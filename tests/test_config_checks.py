@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import tomllib
+
 import pytest
 from click.testing import CliRunner
 
@@ -68,3 +70,66 @@ def test_the_generated_file_and_docs_state_the_constraints(tmp_path):
 
     assert "At least 1." in render_reference_markdown()
     assert "# Files per FTS job (one job per link chunk). At least 1." in render_toml({}, {})
+
+
+_SITES = {name: {"prefix": f"file:///sites/{name}", "fts": "https://fts.example:8446"} for name in ("A", "B", "C")}
+
+
+@pytest.mark.parametrize(
+    ("links", "message"),
+    [
+        ([{"source": "A", "destination": "B"}, {"source": "B", "destination": "C"}, {"source": "X", "destination": "C"}],
+         "links[2].source: 'X' is not a site of [sites]"),
+        ([{"source": "A", "destination": "Y"}], "links[0].destination: 'Y' is not a site of [sites]"),
+        ([{"source": "A", "destination": "A"}], "links[0].destination: a link joins two different sites"),
+        ([{"source": "A", "destination": "B"}, {"source": "A", "destination": "B", "distance": 3}],
+         "links[1]: the link A -> B is configured twice"),
+        ([{"source": "A", "destination": "B", "both_ways": True}, {"source": "B", "destination": "A"}],
+         "links[1]: the link B -> A is configured twice"),
+        ([{"source": "A", "destination": "B", "distance": 0}], "links[0].distance: must be at least 1, got 0"),
+        ([{"source": "A", "destination": "B", "distance": "far"}], "links[0].distance: expected an integer"),
+        ([{"source": "A", "destination": "B", "distance": True}], "links[0].distance: expected an integer"),
+        ([{"source": "A", "destination": "B", "transfertool": "globus"}], "links[0].transfertool: 'globus' is not one of fts3"),
+        ([{"source": "A", "destination": "B", "speed": 3}], "links[0].speed: unknown key"),
+        ([{"destination": "B"}], "links[0].source: missing"),
+        ([{"source": "A", "destination": "B", "max_files": -1}], "links[0].max_files: must be at least 0"),
+        ([5], "links[0]: expected a table"),
+    ],
+)
+def test_link_errors_name_the_field(links, message):
+    with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("]", r"\]")):
+        from_dict({"sites": _SITES, "links": links})
+
+
+def test_links_must_be_an_array_of_tables():
+    with pytest.raises(ConfigError, match=r"links: expected an array of tables"):
+        from_dict({"sites": _SITES, "links": {"source": "A"}})
+
+
+@pytest.mark.parametrize(
+    ("site", "message"),
+    [
+        ({"available_for_multihop": "yes"}, "sites.A.available_for_multihop: expected bool"),
+        ({"hop_penalty": -1}, "sites.A.hop_penalty: must be at least 0"),
+        ({"scratch": "relative/path"}, "sites.A.scratch"),
+        ({"colour": "red"}, "sites.A.colour: unknown key"),
+    ],
+)
+def test_site_topology_keys_are_checked(site, message):
+    with pytest.raises(ConfigError, match=message):
+        from_dict({"sites": {**_SITES, "A": {**_SITES["A"], **site}}})
+
+
+def test_init_writes_a_commented_topology_example_that_loads(tmp_path):
+    result = CliRunner().invoke(cli, ["init", str(tmp_path / "x")])
+    assert result.exit_code == 0, result.output
+    text = (tmp_path / "x" / "aso.toml").read_text()
+    assert "# [[links]]" in text and "# available_for_multihop = " in text
+    config = load_config(tmp_path / "x" / "aso.toml")
+    assert config.links == []  # the example is commented out: every pair stays one direct link
+    # uncommented, the example is a valid configuration of its own
+    example = "\n".join(line[2:] for line in text.split("# --- topology example ---", 1)[1].splitlines()
+                        if line.startswith("# "))
+    data = tomllib.loads(example)
+    topology = from_dict({**data, "topology": {"default_distance": 0}}).topology()
+    assert topology.route("RSE1", "RSE4").path.text() == "RSE1>RSE2>RSE3>RSE4"

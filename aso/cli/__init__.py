@@ -29,6 +29,7 @@ COMMANDS: dict[str, str] = {
     "retry-manager": "component_cmds:retry_manager",
     "publisher": "publisher_cmds:publisher",
     "catalog": "catalog_cmds:catalog",
+    "topology": "topology_cmds:topology",
     "demo": "demo_cmds:demo",
 }
 

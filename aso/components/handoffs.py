@@ -50,22 +50,40 @@ def _object(doc: Any) -> dict:
 @dataclass
 class Chunk:
     """Files of one link submitted as one FTS job under a submission id (``sid``): the same
-    sid always yields the same FTS job id."""
+    sid always yields the same FTS job id.
+
+    A multi-hop chunk (``path`` set, "A>B>C") is one row: its transfers are the hops in
+    order, all carrying the row id, submitted as one FTS multihop job (Rucio's one job per
+    multihop path)."""
 
     sid: str
     endpoint: str
     transfers: list[Transfer]
+    #: the sites of a multi-hop path ("A>B>C"); '' for a chunk of direct transfers
+    path: str = ""
+
+    @property
+    def multihop(self) -> bool:
+        return bool(self.path)
 
     def ids(self) -> list[str]:
-        return [t.id for t in self.transfers]
+        """The row ids, once each (a multi-hop row has a transfer per hop)."""
+        return list(dict.fromkeys(t.id for t in self.transfers))
 
     def live(self, dead: Iterable[str]) -> list[Transfer]:
         """The transfers still to submit (those not killed)."""
         dead = set(dead)
         return [t for t in self.transfers if t.id not in dead]
 
+    def live_ids(self, dead: Iterable[str]) -> list[str]:
+        """The row ids still to submit, once each."""
+        return list(dict.fromkeys(t.id for t in self.live(dead)))
+
     def to_json(self) -> dict:
-        return {"sid": self.sid, "endpoint": self.endpoint, "transfers": [asdict(t) for t in self.transfers]}
+        doc = {"sid": self.sid, "endpoint": self.endpoint, "transfers": [asdict(t) for t in self.transfers]}
+        if self.path:  # only then: a direct chunk is written as before paths existed
+            doc["path"] = self.path
+        return doc
 
     @classmethod
     def from_json(cls, doc: Any) -> Chunk:
@@ -77,8 +95,11 @@ class Chunk:
         for t in transfers:
             if not isinstance(t, dict) or not all(_is_str(t.get(k)) for k in ("id", "source", "destination")):
                 raise HandoffShapeError("every transfer must be an object with an 'id', a 'source' and a 'destination'")
+        path = doc.get("path", "")
+        if not isinstance(path, str):
+            raise HandoffShapeError("a chunk's 'path' must be a string")
         return cls(doc["sid"], doc["endpoint"],
-                   [Transfer(**{k: t[k] for k in _TRANSFER_FIELDS if k in t}) for t in transfers])
+                   [Transfer(**{k: t[k] for k in _TRANSFER_FIELDS if k in t}) for t in transfers], path)
 
 
 @dataclass
@@ -138,8 +159,12 @@ class MonitorEntry:
     @classmethod
     def new(cls, job_id: str, user: str, endpoint: str, now: int,
             transfers: Iterable[Transfer] = ()) -> MonitorEntry:
-        return cls(job_id, endpoint, now, {t.id: {"source": t.source, "destination": t.destination} for t in transfers},
-                   [], 0, now, user)
+        """The entry of a submitted job. The hops of a multi-hop row (in order, one id) make
+        one file: the first hop's source and the last hop's destination."""
+        files: dict[str, dict[str, Any]] = {}
+        for t in transfers:
+            files.setdefault(t.id, {"source": t.source})["destination"] = t.destination
+        return cls(job_id, endpoint, now, files, [], 0, now, user)
 
     def ids(self) -> list[str]:
         return list(self.files)

@@ -148,12 +148,13 @@ class RetryManagerPass:
     @staticmethod
     def _cancel(tool, status: JobResult | None, wanted: set[str], summary: RetryManagerSummary) -> bool:
         """Cancel the wanted files that FTS has not finished yet (the whole job when they are
-        all it has left to do). True when something was canceled."""
+        all it has left to do, or when it is a multihop job: one row, which FTS3 cancels
+        only whole). True when something was canceled."""
         if status is None or status.terminal:
             return False
         files = [f for f in status.files if f.transfer_id in wanted and not f.terminal]
         file_ids = [f.file_id for f in files if f.file_id is not None]
-        if files and len(files) == sum(1 for f in status.files if not f.terminal):
+        if files and (status.multihop or len(files) == sum(1 for f in status.files if not f.terminal)):
             tool.cancel(status.job_id)
             summary.canceled_jobs += 1
             return True

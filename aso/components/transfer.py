@@ -2,8 +2,8 @@
 
 A pass: finish what a killed pass left half done (write-ahead records), acquire NEW rows
 of the active users, then one thread per user: get the user's proxy, group the user's
-acquired rows by link (source site, destination site), cut each link into chunks of at
-most ``max_files_per_job`` with a fresh submission id (sid) each, then:
+acquired rows by link (source site, destination site, endpoint), cut each link into chunks
+of at most ``max_files_per_job`` with a fresh submission id (sid) each, then:
 
 1. write one write-ahead record (``submit/<user>/<batch>.json``) holding all those chunks;
 2. submit each chunk with ``id_generator: deterministic`` and its sid (a resubmission of
@@ -21,6 +21,12 @@ keeps it KILL), so the retry manager cancels it in FTS, and this pass asks FTS t
 at once too. A refused submission marks the chunk RETRY or FAILED (:mod:`aso.components.retry_policy`); an unreachable
 FTS leaves the record and the rows ACQUIRED for the next pass, which resubmits the same sid.
 A user without a usable proxy is skipped with a log line; their rows stay ACQUIRED.
+
+Routes come from the topology (:mod:`aso.topology`, chosen once per site pair per pass): a
+direct route goes to its link's endpoint; a multi-hop route makes the row a chunk of its
+own, one FTS multihop job with a transfer per hop (all carrying the row id), recorded with
+the row's path (``tm_path``). A row no path reaches goes RETRY or FAILED (the retry policy)
+with a reason starting ``NO_PATH:``.
 """
 
 from __future__ import annotations
@@ -29,21 +35,20 @@ import logging
 import time
 import uuid
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
-from typing import Any
 
 from aso.components.handoffs import Chunk, MonitorEntry, SubmitRecord
 from aso.components.pipeline import GroupCommit, PipelineSettings, ToolCache, ToolFactory
 from aso.errors import AsoError, ConfigError
 from aso.sandbox import SandboxError
 from aso.state import StateBackend, TransferUpdate
+from aso.topology import NoPathError, Route, Topology
 from aso.transfertools import Transfer, TransferToolError
+from aso.transfertools.base import HOP_KEY, HOPS_KEY
 
 log = logging.getLogger("aso.transfer")
-
-SiteResolver = Callable[[str], Any]  # site name -> object with .pfn(lfn) and .fts
 
 
 @dataclass
@@ -57,6 +62,8 @@ class TransferSummary:
     replayed: int = 0
     retry: int = 0
     failed: int = 0
+    #: rows no link or multi-hop path reaches (among retry and failed, reason NO_PATH: ...)
+    no_path: int = 0
     users_skipped: list[str] = field(default_factory=list)
     #: FTS endpoints that could not be reached (their chunks wait for the next pass)
     unreachable: list[str] = field(default_factory=list)
@@ -74,6 +81,7 @@ class TransferSummary:
         self.files += r.files
         self.retry += r.retry
         self.failed += r.failed
+        self.no_path += r.no_path
         self.errors.extend(r.errors)
         self.unreachable = sorted(set(self.unreachable) | r.unreachable)
         self.misconfigured = sorted(set(self.misconfigured) | r.misconfigured)
@@ -83,6 +91,7 @@ class TransferSummary:
         return (f"transfer: {self.acquired} acquired{f' ({self.held} held back by limits)' if self.held else ''}, {self.files} files submitted in {self.jobs} FTS jobs for "
                 f"{self.users} user(s), {self.replayed} interrupted submission(s) completed, {self.retry} to retry, "
                 f"{self.failed} failed{skipped}"
+                + (f"; {self.no_path} with no path between their sites (NO_PATH)" if self.no_path else "")
                 + (f"; FTS unreachable: {', '.join(self.unreachable)}" if self.unreachable else "")
                 + (f"; not configured: {'; '.join(self.misconfigured)}" if self.misconfigured else ""))
 
@@ -93,24 +102,77 @@ class _UserResult:
     files: int = 0
     retry: int = 0
     failed: int = 0
+    no_path: int = 0
     skipped: bool = False
     unreachable: set[str] = field(default_factory=set)
     misconfigured: set[str] = field(default_factory=set)
     errors: list[str] = field(default_factory=list)
 
 
-def _transfer_of(row: dict, sites: SiteResolver) -> tuple[Transfer, str]:
-    source, destination = sites(row["tm_source"]), sites(row["tm_destination"])
-    transfer = Transfer(
-        id=row["tm_id"],
-        source=source.pfn(row["tm_source_lfn"]),
-        destination=destination.pfn(row["tm_destination_lfn"]),
-        filesize=row.get("tm_filesize"),
-        checksum=row.get("tm_checksum") or None,
-        metadata={"taskname": row["tm_taskname"], "src_site": row["tm_source"], "dst_site": row["tm_destination"]},
-    )
-    # FTS3 is chosen by the destination, as Rucio does (the destination storage runs the copy)
-    return transfer, destination.fts
+def transfers_of(row: dict, route: Route, topology: Topology) -> list[Transfer]:
+    """The transfers that move one row along ``route``: one for a direct link, one per hop
+    for a multi-hop path (in order, each carrying the row id, its hop's sites, the hop's
+    place and the hop count, so the tool folds the hops' results back into one per row)."""
+    common = {"id": row["tm_id"], "filesize": row.get("tm_filesize"), "checksum": row.get("tm_checksum") or None}
+    task = row["tm_taskname"]
+    if not route.is_multihop:
+        source, destination = topology.site(row["tm_source"]), topology.site(row["tm_destination"])
+        return [Transfer(source=source.pfn(row["tm_source_lfn"]), destination=destination.pfn(row["tm_destination_lfn"]),
+                         metadata={"taskname": task, "src_site": row["tm_source"], "dst_site": row["tm_destination"]},
+                         **common)]
+    urls = topology.hop_urls(route, row["tm_id"], row["tm_source_lfn"], row["tm_destination_lfn"])
+    pairs = route.path.pairs()
+    return [Transfer(source=src, destination=dst,
+                     metadata={"taskname": task, "src_site": a, "dst_site": b, HOP_KEY: k, HOPS_KEY: len(pairs)},
+                     **common)
+            for k, ((src, dst), (a, b)) in enumerate(zip(urls, pairs, strict=True), 1)]
+
+
+@dataclass
+class Plan:
+    """What a user's acquired rows become: chunks to submit, and the rows that cannot go."""
+
+    chunks: list[Chunk] = field(default_factory=list)
+    #: rows no link or multi-hop path reaches: (row, the NO_PATH reason)
+    no_path: list[tuple[dict, str]] = field(default_factory=list)
+    #: rows naming a site this configuration lacks: (row id, what to fix)
+    unconfigured: list[tuple[str, str]] = field(default_factory=list)
+    #: rows whose LFN cannot become a URL at its site: (row, reason)
+    bad: list[tuple[dict, str]] = field(default_factory=list)
+
+
+def plan_chunks(rows: Iterable[dict], topology: Topology, max_files_per_job: int,
+                new_sid: Callable[[], str] = lambda: uuid.uuid4().hex) -> Plan:
+    """Cut rows into chunks, one FTS job each: direct rows grouped per link (source site,
+    destination site, endpoint) in chunks of at most ``max_files_per_job``; every multi-hop
+    row a chunk of its own (one FTS multihop job per path, as Rucio submits them). The
+    route of a site pair is chosen once (the topology caches it for the pass)."""
+    plan = Plan()
+    by_link: dict[tuple[str, str, str], list[Transfer]] = defaultdict(list)
+    multihop: list[Chunk] = []
+    for row in rows:
+        try:
+            route = topology.route(row["tm_source"], row["tm_destination"])
+            transfers = transfers_of(row, route, topology)
+        except NoPathError as exc:
+            plan.no_path.append((row, str(exc)))
+            continue
+        except ConfigError as exc:
+            plan.unconfigured.append((row["tm_id"], str(exc)))
+            continue
+        except AsoError as exc:  # an LFN that cannot become a URL at its site
+            plan.bad.append((row, str(exc)))
+            continue
+        if route.is_multihop:
+            multihop.append(Chunk(new_sid(), route.endpoint, transfers, route.path.text()))
+        else:
+            by_link[(row["tm_source"], row["tm_destination"], route.endpoint)].extend(transfers)
+    plan.chunks = [
+        Chunk(new_sid(), endpoint, transfers[i:i + max_files_per_job])
+        for (_, _, endpoint), transfers in sorted(by_link.items())
+        for i in range(0, len(transfers), max_files_per_job)
+    ] + multihop
+    return plan
 
 
 @dataclass
@@ -139,15 +201,15 @@ _KILLED_STATES = ("KILL", "KILLED")
 
 
 def _rows(item: _Pending) -> int:
-    return sum(len(c.transfers) for c, _ in item.batch.submitted) + sum(len(c.transfers) for c, _ in item.batch.refused)
+    return sum(len(c.ids()) for c, _ in item.batch.submitted) + sum(len(c.ids()) for c, _ in item.batch.refused)
 
 
 class TransferPass:
-    def __init__(self, backend: StateBackend, proxies, tools: ToolFactory, sites: SiteResolver, settings: PipelineSettings):
+    def __init__(self, backend: StateBackend, proxies, tools: ToolFactory, topology: Topology, settings: PipelineSettings):
         self.backend = backend
         self.proxies = proxies
         self.tools = ToolCache(tools)
-        self.sites = sites
+        self.topology = topology
         self.settings = settings
         self.submit_box = settings.sandbox("submit")
         self.monitor_box = settings.sandbox("monitor")
@@ -174,7 +236,7 @@ class TransferPass:
                 tool = self.tools.delegated(chunk.endpoint, user, proxy, self.settings)
                 live = chunk.live(dead)
                 if live:
-                    job_id = tool.submit(live, self.settings.options_for(user), chunk.sid)
+                    job_id = tool.submit(live, self.settings.options_for(user), chunk.sid, multihop=chunk.multihop)
                 else:  # every file of it was killed: submit nothing, but know where it went if it did
                     job_id = tool.expected_job_id(chunk.sid)
                 batch.submitted.append((chunk, job_id))
@@ -203,16 +265,16 @@ class TransferPass:
         for item in items:
             batch, result = item.batch, item.result
             for chunk, job_id in batch.submitted:
-                updates.extend(TransferUpdate(id=t.id, state="SUBMITTED", fts_id=job_id,
-                                              fts_instance=chunk.endpoint, expect_state="ACQUIRED")
-                               for t in chunk.live(item.dead))
+                updates.extend(TransferUpdate(id=i, state="SUBMITTED", fts_id=job_id, fts_instance=chunk.endpoint,
+                                              expect_state="ACQUIRED", path=chunk.path or None)
+                               for i in chunk.live_ids(item.dead))
             for chunk, reason in batch.refused:
-                for t in chunk.transfers:
-                    row = item.rows_by_id.get(t.id, {})
+                for row_id in chunk.ids():
+                    row = item.rows_by_id.get(row_id, {})
                     decision = self.settings.retry.decide(row.get("tm_transfer_retry_count"),
                                                           row.get("tm_transfer_max_retry_count"),
                                                           f"submission refused: {reason}")
-                    updates.append(TransferUpdate(id=t.id, state=decision.state, reason=decision.reason,
+                    updates.append(TransferUpdate(id=row_id, state=decision.state, reason=decision.reason,
                                                   expect_state="ACQUIRED"))
                     result.failed += decision.gives_up
                     result.retry += not decision.gives_up
@@ -237,7 +299,7 @@ class TransferPass:
                 if not self.monitor_box.exists(user, job_id):
                     self.monitor_box.write_record(user, job_id, MonitorEntry.new(job_id, user, chunk.endpoint, now, live))
                 result.jobs += 1
-                result.files += len(live)
+                result.files += len(chunk.live_ids(item.dead))
             if batch.kept:
                 self.submit_box.write_record(user, item.name, SubmitRecord(user, now, batch.kept))
             else:
@@ -249,7 +311,7 @@ class TransferPass:
         and ask FTS to cancel their files now (best effort: a row the retry manager already
         marked KILLED has nobody else to cancel it)."""
         updates: list[TransferUpdate] = []
-        cancels: list[tuple[_Pending, str, str, set[str]]] = []
+        cancels: list[tuple[_Pending, str, str, set[str]]] = []  # (item, endpoint, job id, rows)
         for item in items:
             for chunk, job_id in item.batch.submitted:
                 ids = set(chunk.ids())
@@ -257,7 +319,7 @@ class TransferPass:
                 if not late:
                     continue
                 updates.extend(TransferUpdate(id=i, state="SUBMITTED", fts_id=job_id, fts_instance=chunk.endpoint,
-                                              expect_state="KILL") for i in sorted(late))
+                                              expect_state="KILL", path=chunk.path or None) for i in sorted(late))
                 cancels.append((item, chunk.endpoint, job_id, late))
         if not updates:
             return
@@ -269,6 +331,9 @@ class TransferPass:
                 tool = self.tools.delegated(endpoint, item.user, item.proxy, self.settings)
                 status = tool.bulk_query([job_id]).get(job_id)
                 if status is None or status.terminal:
+                    continue
+                if status.multihop:  # one row, and FTS3 cancels a multihop job only whole
+                    tool.cancel(job_id)
                     continue
                 file_ids = [f.file_id for f in status.files
                             if f.transfer_id in late and not f.terminal and f.file_id is not None]
@@ -347,37 +412,35 @@ class TransferPass:
         if proxy is None:
             result.skipped = True
             return result
-        by_link: dict[tuple[str, str, str], list[Transfer]] = defaultdict(list)
-        rows_by_id = {}
-        bad: list[TransferUpdate] = []
-        unconfigured: list[str] = []
-        for row in rows:
-            rows_by_id[row["tm_id"]] = row
-            try:
-                transfer, endpoint = _transfer_of(row, self.sites)
-            except ConfigError as exc:
-                # This host's configuration lacks a site the row names: not the row's fault,
-                # so it goes back to NEW untouched and the pass says what to fix (exit 2).
-                unconfigured.append(row["tm_id"])
-                result.misconfigured.add(str(exc))
-                continue
-            except AsoError as exc:  # an LFN that cannot become a URL at its site
-                decision = self.settings.retry.decide(0, None, str(exc), final=True)
-                bad.append(TransferUpdate(id=row["tm_id"], state=decision.state, reason=decision.reason,
+        rows_by_id = {row["tm_id"]: row for row in rows}
+        plan = plan_chunks(rows, self.topology, self.settings.max_files_per_job)
+        if plan.unconfigured:
+            # This host's configuration lacks a site the rows name: not the rows' fault, so
+            # they go back to NEW untouched and the pass says what to fix (exit 2).
+            self.backend.release_transfers([row_id for row_id, _ in plan.unconfigured])
+            result.misconfigured.update(reason for _, reason in plan.unconfigured)
+        refused: list[TransferUpdate] = []
+        for row, reason in plan.bad:
+            decision = self.settings.retry.decide(0, None, reason, final=True)
+            refused.append(TransferUpdate(id=row["tm_id"], state=decision.state, reason=decision.reason,
                                           expect_state="ACQUIRED"))
-                continue
-            by_link[(row["tm_source"], row["tm_destination"], endpoint)].append(transfer)
-        if unconfigured:
-            self.backend.release_transfers(unconfigured)
-        if bad:
-            self.backend.update_transfers(bad)
-            result.failed += len(bad)
-        size = self.settings.max_files_per_job
-        chunks = [
-            Chunk(uuid.uuid4().hex, endpoint, transfers[i:i + size])
-            for (_, _, endpoint), transfers in sorted(by_link.items())
-            for i in range(0, len(transfers), size)
-        ]
+            result.failed += 1
+        for row, reason in plan.no_path:
+            # No link reaches the destination (today): the row's retries decide, as for a
+            # refused submission; the reason says NO_PATH so an operator sees what to fix.
+            decision = self.settings.retry.decide(row.get("tm_transfer_retry_count"),
+                                                  row.get("tm_transfer_max_retry_count"), reason)
+            refused.append(TransferUpdate(id=row["tm_id"], state=decision.state, reason=decision.reason,
+                                          expect_state="ACQUIRED"))
+            result.failed += decision.gives_up
+            result.retry += not decision.gives_up
+            result.no_path += 1
+        if plan.no_path:
+            log.warning("user %s: %d row(s) have no path between their sites: %s", user, len(plan.no_path),
+                        "; ".join(sorted({reason for _, reason in plan.no_path})[:3]))
+        if refused:
+            self.backend.update_transfers(refused)
+        chunks = plan.chunks
         if not chunks:
             return result
         # One write-ahead record for all of this user's chunks: written before any submission,
@@ -424,7 +487,8 @@ class TransferPass:
         return summary
 
 
-def run_transfer(backend: StateBackend, proxies, tools: ToolFactory, sites: SiteResolver, settings: PipelineSettings,
+def run_transfer(backend: StateBackend, proxies, tools: ToolFactory, topology: Topology, settings: PipelineSettings,
                  progress: Callable[[int, int], None] | None = None) -> TransferSummary:
-    """One ``aso transfer`` pass."""
-    return TransferPass(backend, proxies, tools, sites, settings).run(progress)
+    """One ``aso transfer`` pass over ``topology`` (the configuration's sites, links and
+    routes: :meth:`aso.config.Config.topology`)."""
+    return TransferPass(backend, proxies, tools, topology, settings).run(progress)

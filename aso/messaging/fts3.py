@@ -27,6 +27,8 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
+from aso.transfertools.base import HOP_KEY, HOPS_KEY
+
 #: FTS3's default topic names (fts-activemq.conf)
 COMPLETE_TOPIC = "transfer.fts_monitoring_complete"
 STATE_TOPIC = "transfer.fts_monitoring_state"
@@ -36,6 +38,8 @@ ERROR_MESSAGE_LIMIT = 1024
 #: the file metadata key under which aso's row id travels (CRAB's name), read back from
 #: status answers and from completion messages
 ROW_ID_KEY = "oracleId"
+#: FTS3's reason for the hops of a multihop job after the one that failed (they never ran)
+UNUSED_HOP_REASON = "Unused hop in multi-hop"
 
 #: an FTS file state that ends an attempt -> t_final_transfer_state
 FINAL_TRANSFER_STATE = {"FINISHED": "Ok", "FAILED": "Error", "CANCELED": "Abort"}
@@ -81,6 +85,13 @@ def join_reason(scope: str, code: int, text: str) -> str:
     if scope:
         return f"{scope} [{code}] {text}"
     return text
+
+
+def hop_reason(reason: str | None, hop: int, hops: int, source_site: str = "", destination_site: str = "") -> str:
+    """A multihop job's failure as aso records it for the row: which hop failed, then FTS's
+    reason (``hop 2/3 (B -> C): ...``); the poll path and the receiver say it alike."""
+    where = f" ({source_site} -> {destination_site})" if source_site and destination_site else ""
+    return f"hop {hop}/{hops}{where}: {reason or 'failed without a reason'}"
 
 
 def error_category(code: int) -> str:
@@ -320,6 +331,17 @@ def _text(value: Any, field: str, limit: int = 4096) -> str:
     return str(value)[:limit]
 
 
+def _reason(final: str, text: str, file_meta: dict) -> str:
+    """The reason a completion gives its row: none for a success; for a hop of a multihop job
+    that aso submitted (hop metadata on every hop), which hop failed."""
+    if final.upper() == "OK":
+        return ""
+    hop, hops = file_meta.get(HOP_KEY), file_meta.get(HOPS_KEY)
+    if isinstance(hop, int) and isinstance(hops, int) and not isinstance(hop, bool) and hops > 1:
+        return hop_reason(text, hop, hops, str(file_meta.get("src_site") or ""), str(file_meta.get("dst_site") or ""))
+    return text
+
+
 @dataclass(frozen=True)
 class Completion:
     """One FTS3 completion message, as much of it as aso uses."""
@@ -427,7 +449,7 @@ class Completion:
             vo=_text(doc.get("vo"), "vo", 200),
             endpoint=_text(doc.get("endpnt"), "endpnt", 1000),
             final_state=final,
-            reason="" if final.upper() == "OK" else join_reason(scope, code, text) if scope else text,
+            reason=_reason(final, join_reason(scope, code, text) if scope else text, file_meta),
             recoverable=_flag(doc.get("is_recoverable", False)),
             retry=_int(doc.get("retry"), "retry"),
             retry_max=_int(doc.get("retry_max"), "retry_max"),

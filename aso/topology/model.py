@@ -102,6 +102,17 @@ class Topology:
                         links[(a, b)] = Link(a, b, default, site.fts, configured=False)
         return cls(dict(config.sites), links, t["hop_penalty"], t["max_hops"], scratch, t["fair_share"])
 
+    def as_dict(self) -> dict:
+        """Sites (with their multi-hop flag, hop penalty and limits), links and the path
+        rule's settings: what ``aso topology`` shows."""
+        sites = [{"name": name, "prefix": site.prefix, "fts": site.fts,
+                  "available_for_multihop": site.available_for_multihop, "hop_penalty": self.penalty(name),
+                  "scratch": site.scratch or self.scratch, "max_incoming": site.max_incoming,
+                  "max_outgoing": site.max_outgoing}
+                 for name, site in sorted(self.sites.items())]
+        return {"hop_penalty": self.hop_penalty, "max_hops": self.max_hops, "scratch": self.scratch,
+                "sites": sites, "links": [self.links[pair].as_dict() for pair in sorted(self.links)]}
+
     def site(self, name: str) -> Site:
         try:
             return self.sites[name]

@@ -2,8 +2,9 @@
 
 A tool is bound to one endpoint and one user's credential: ``delegate`` it, ``submit``
 chunks of transfers (idempotently, keyed by a submission id), ``bulk_query`` many jobs in a
-few requests, ``cancel`` jobs or some of their files. Jobs a tool no longer knows come back
-as ``LOST`` results, never as exceptions, so one unknown job cannot hide the others.
+few requests, ``cancel`` jobs or some of their files (a multihop job only whole). Jobs a
+tool no longer knows come back as ``LOST`` results, never as exceptions, so one unknown job
+cannot hide the others.
 """
 
 from __future__ import annotations
@@ -18,6 +19,10 @@ from aso.errors import AsoError
 
 JOB_TERMINAL = ("FINISHED", "FINISHEDDIRTY", "FAILED", "CANCELED", "LOST")
 FILE_TERMINAL = ("FINISHED", "FAILED", "CANCELED")
+#: the metadata keys of a multi-hop row's transfers: the hop's place in the path (1 first)
+#: and the number of hops; a tool folds the hops back into one result per row with them
+HOP_KEY = "hop"
+HOPS_KEY = "hops"
 
 
 class TransferToolError(AsoError):
@@ -75,7 +80,10 @@ class JobResult:
     #: the tool's job state, or LOST when the tool does not know the job
     state: str
     reason: str | None
+    #: one result per row: a multihop job's hops are folded into one
     files: tuple[FileResult, ...] = ()
+    #: a multihop job: it is canceled whole, never file by file
+    multihop: bool = False
 
     @property
     def terminal(self) -> bool:
@@ -97,13 +105,15 @@ class TransferTool(ABC):
         """The job id a submission with ``sid`` gets (known before submitting)."""
 
     @abstractmethod
-    def submit(self, transfers: Sequence[Transfer], options: JobOptions, sid: str) -> str:
+    def submit(self, transfers: Sequence[Transfer], options: JobOptions, sid: str, *, multihop: bool = False) -> str:
         """Submit one job; submitting the same ``sid`` again returns the same job id and
-        creates nothing."""
+        creates nothing. ``multihop``: the transfers are the hops of one file's path, in
+        order (each hop's destination is the next one's source), run one after the other."""
 
     @abstractmethod
     def bulk_query(self, job_ids: Sequence[str]) -> dict[str, JobResult]:
-        """Status of every job asked for, with its files; unknown jobs are LOST."""
+        """Status of every job asked for, with one result per row id; unknown jobs are
+        LOST."""
 
     @abstractmethod
     def cancel(self, job_id: str, file_ids: Sequence[int] | None = None) -> None:

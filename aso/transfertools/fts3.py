@@ -15,8 +15,10 @@ from typing import Any
 
 import requests
 
-from aso.messaging.fts3 import ROW_ID_KEY
+from aso.messaging.fts3 import ROW_ID_KEY, UNUSED_HOP_REASON, hop_reason
 from aso.transfertools.base import (
+    HOP_KEY,
+    HOPS_KEY,
     FileResult,
     JobOptions,
     JobResult,
@@ -26,7 +28,7 @@ from aso.transfertools.base import (
 )
 
 #: the file attributes a bulk status asks for
-STATUS_FILE_FIELDS = ("file_id", "file_state", "source_surl", "dest_surl", "reason", "file_metadata")
+STATUS_FILE_FIELDS = ("file_id", "file_index", "file_state", "source_surl", "dest_surl", "reason", "file_metadata")
 
 
 def _session_request_class():
@@ -136,7 +138,8 @@ class Fts3Tool(TransferTool):
         base = uuid.UUID(who["base_id"])
         return str(uuid.uuid5(uuid.uuid5(base, who["vos"][0]), sid))
 
-    def submission_body(self, transfers: Sequence[Transfer], options: JobOptions, sid: str) -> dict[str, Any]:
+    def submission_body(self, transfers: Sequence[Transfer], options: JobOptions, sid: str, *,
+                        multihop: bool = False) -> dict[str, Any]:
         files = []
         for t in transfers:
             entry: dict[str, Any] = {
@@ -159,16 +162,18 @@ class Fts3Tool(TransferTool):
             "id_generator": "deterministic",
             "sid": sid,
         }
+        if multihop:  # the files are the hops, in order: FTS3 runs them one after the other
+            params["multihop"] = True
         return {"files": files, "params": params}
 
-    def submit(self, transfers: Sequence[Transfer], options: JobOptions, sid: str) -> str:
+    def submit(self, transfers: Sequence[Transfer], options: JobOptions, sid: str, *, multihop: bool = False) -> str:
         from fts3.rest.client.exceptions import ClientError
 
         if not transfers:
             raise ValueError("nothing to submit")
         expected = self.expected_job_id(sid)
         try:
-            answer = self.context.post_json("/jobs", self.submission_body(transfers, options, sid))
+            answer = self.context.post_json("/jobs", self.submission_body(transfers, options, sid, multihop=multihop))
         except ClientError as exc:
             # the client words a 409 as "Client error: 409"
             if str(exc).rsplit(":", 1)[-1].strip() == "409":
@@ -207,17 +212,7 @@ class Fts3Tool(TransferTool):
                 if not status.startswith("200"):
                     results[job_id] = _lost(job_id, status, element.get("http_message"))
                     continue
-                results[job_id] = JobResult(job_id, element["job_state"], element.get("reason"), tuple(
-                    FileResult(
-                        transfer_id=(f.get("file_metadata") or {}).get(ROW_ID_KEY),
-                        state=f.get("file_state"),
-                        reason=f.get("reason") or None,
-                        source=f.get("source_surl"),
-                        destination=f.get("dest_surl"),
-                        file_id=f.get("file_id"),
-                    )
-                    for f in element.get("files") or ()
-                ))
+                results[job_id] = job_result(element)
         return results
 
     def cancel(self, job_id: str, file_ids: Sequence[int] | None = None) -> None:
@@ -239,6 +234,79 @@ class Fts3Tool(TransferTool):
         self._http.close()
         if self._context is not None:
             self._context._requester.session.close()
+
+
+def job_result(element: dict[str, Any]) -> JobResult:
+    """One job of an FTS3 status answer (``GET /jobs/{ids}?files=...``) as a
+    :class:`JobResult`: one result per file, or, for a multihop job, one per row with its
+    hops folded (:func:`fold_hops`)."""
+    files = [f for f in element.get("files") or () if isinstance(f, dict)]
+    multihop = element.get("job_type") == "H" or any(_hops(f) > 1 for f in files)
+    results = fold_hops(files) if multihop else [_file_result(f) for f in files]
+    return JobResult(element["job_id"], element["job_state"], element.get("reason"), tuple(results), multihop)
+
+
+def fold_hops(files: Sequence[dict[str, Any]]) -> list[FileResult]:
+    """The hops of a multihop job (FTS3 file dicts) as one result per row id.
+
+    FINISHED when the last hop finished; FAILED or CANCELED with the reason of the first hop
+    that ended so (FTS3 marks the hops after it FAILED "Unused hop in multi-hop": their
+    reasons say nothing); else the state of the hop under way. The source is the first
+    hop's, the destination the last hop's, and the file id that of the hop under way."""
+    by_row: dict[str | None, list[dict[str, Any]]] = {}
+    for f in files:
+        by_row.setdefault(_metadata(f).get(ROW_ID_KEY), []).append(f)
+    out = []
+    for row_id, hops in by_row.items():
+        hops = sorted(hops, key=lambda f: (_hop_index(f), f.get("file_index") or 0, f.get("file_id") or 0))
+        first, last = hops[0], hops[-1]
+        count = max(len(hops), _hops(first))
+        failed = [f for f in hops if f.get("file_state") in ("FAILED", "CANCELED")]
+        real = [f for f in failed if not (f.get("reason") or "").startswith(UNUSED_HOP_REASON)] or failed
+        if real:
+            hop = real[0]
+            meta = _metadata(hop)
+            state = hop["file_state"]
+            reason = hop_reason(hop.get("reason"), _hop_index(hop), count, meta.get("src_site") or "",
+                                meta.get("dst_site") or "")
+        elif last.get("file_state") == "FINISHED":
+            hop, state, reason = last, "FINISHED", None
+        else:
+            hop = next((f for f in hops if f.get("file_state") != "FINISHED"), last)
+            state, reason = hop.get("file_state"), None
+        out.append(FileResult(transfer_id=row_id, state=state, reason=reason, source=first.get("source_surl"),
+                              destination=last.get("dest_surl"), file_id=hop.get("file_id")))
+    return out
+
+
+def _file_result(f: dict[str, Any]) -> FileResult:
+    return FileResult(
+        transfer_id=_metadata(f).get(ROW_ID_KEY),
+        state=f.get("file_state"),
+        reason=f.get("reason") or None,
+        source=f.get("source_surl"),
+        destination=f.get("dest_surl"),
+        file_id=f.get("file_id"),
+    )
+
+
+def _metadata(f: dict[str, Any]) -> dict[str, Any]:
+    meta = f.get("file_metadata")
+    return meta if isinstance(meta, dict) else {}
+
+
+def _int_or(value: Any, default: int) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) else default
+
+
+def _hops(f: dict[str, Any]) -> int:
+    return _int_or(_metadata(f).get(HOPS_KEY), 1)
+
+
+def _hop_index(f: dict[str, Any]) -> int:
+    """The hop's place in its path (1 first), from the metadata aso submits it with, else
+    its FTS file index."""
+    return _int_or(_metadata(f).get(HOP_KEY), _int_or(f.get("file_index"), 0) + 1)
 
 
 def _lost(job_id: str, status: str, message: str | None = None) -> JobResult:

@@ -131,3 +131,45 @@ def test_the_monitor_skips_jobs_with_recent_news(tmp_path):
     pass_ = MonitorPass(None, None, settings, now=lambda: clock.t + 10)
     summary = pass_.run()
     assert summary.quiet_skipped == 1 and summary.jobs == 0
+
+
+def _hop(row: str, state: str = "FINISHED", *, last: bool, job_state: str, reason: str = "") -> str:
+    """A completion message of one hop of a multihop job (every hop carries the row id)."""
+    change = {"job_multihop": "true", "transfer_lasthop": "true" if last else "false", "job_state": job_state}
+    if reason:
+        change.update(tr_error_scope="", t_error_code=0, t__error_message=reason)
+    return _body(row, state=state, **change)
+
+
+def test_a_finished_intermediate_hop_does_not_end_the_row(tmp_path):
+    receiver, settings, _ = _setup(tmp_path)
+    assert receiver.hand_over([_hop("r1", last=False, job_state="ACTIVE")]) == 0
+    assert receiver.summary.not_final == 1 and _reported(settings) == []
+    assert receiver.hand_over([_hop("r1", last=True, job_state="FINISHED")]) == 1
+    assert _reported(settings) == [(JOB, "r1", "FINISHED", None)]
+
+
+def test_a_failed_hop_ends_the_row_once_with_its_own_reason(tmp_path):
+    receiver, settings, _ = _setup(tmp_path)
+    unused = _hop("r1", "FAILED", last=True, job_state="FAILED", reason="Unused hop in multi-hop")
+    failed = _hop("r1", "FAILED", last=False, job_state="FAILED", reason="DESTINATION [5] broken")
+    # the unused hops' messages first (brokers may reorder): they are never the outcome
+    assert receiver.hand_over([unused, failed, unused]) == 1
+    assert receiver.hand_over([unused]) == 0
+    assert _reported(settings) == [(JOB, "r1", "FAILED", "DESTINATION [5] broken")]
+    assert receiver.summary.not_final == 3
+
+
+def test_a_retried_hop_is_not_final(tmp_path):
+    receiver, settings, _ = _setup(tmp_path)
+    retried = _hop("r1", "FAILED", last=False, job_state="ACTIVE", reason="TRANSFER [110] timeout")
+    assert receiver.hand_over([retried]) == 0 and _reported(settings) == []
+
+
+def test_a_failed_hop_s_reason_names_the_hop_as_the_poll_does(tmp_path):
+    receiver, settings, _ = _setup(tmp_path)
+    meta = {"oracleId": "r1", "hop": 2, "hops": 3, "src_site": "SITE_B", "dst_site": "SITE_C"}
+    body = _hop("r1", "FAILED", last=False, job_state="FAILED", reason="DESTINATION [28] full")
+    body = msg.encode({**json.loads(body), "file_metadata": meta})
+    assert receiver.hand_over([body]) == 1
+    assert _reported(settings) == [(JOB, "r1", "FAILED", "hop 2/3 (SITE_B -> SITE_C): DESTINATION [28] full")]
