@@ -68,6 +68,8 @@ NO_STATE_BACKEND = {
     ("monitor",): "talks to FTS and its sandbox only, never to the state backend",
     ("receiver",): "turns broker messages into sandbox hand-offs, never talks to the state backend",
     ("catalog", "list"): "reads the catalog, not the state backend",
+    ("topology",): "reads the configuration's sites and links, never the state backend",
+    ("topology", "path"): "reads the configuration's sites and links, never the state backend",
 }
 
 
@@ -132,6 +134,7 @@ def valid_args(path: tuple[str, ...], files: dict[str, Path], task: str = "task_
         ("fts-server",): ["--host", "127.0.0.1", "--port", str(free_port()), "--db", str(root / "fts.db")],
         ("init",): [str(root / f"init-{time.monotonic_ns()}")],
         ("demo",): ["--files", "1", "--users", "1", "--timeout", "60"],
+        ("topology", "path"): ["T2_XX_Source", "T2_YY_Dest"],
     }
     return table.get(path, [])
 

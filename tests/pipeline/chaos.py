@@ -50,6 +50,8 @@ class ChaosSettings:
     drain_rounds: int = 60
     #: push monitoring: completion messages over STOMP and aso receiver among the components
     push: bool = False
+    #: only the links XX -> YY and YY -> ZZ: a third of the files go XX -> YY -> ZZ as multihop jobs
+    multihop: bool = False
 
 
 @dataclass
@@ -143,6 +145,8 @@ def run_chaos(pki: TestPki, root: Path, settings: ChaosSettings) -> ChaosReport:
                 "state.retries=2", "state.backoff=0.2", "retry_manager.cooloff=1", "retry_manager.stuck_after=20",
                 "publisher.max_files_per_block=7", "publisher.block_closure_timeout=1", *push,
             )
+            if settings.multihop:
+                inst.use_multihop("T2_YY_Dest", [("T2_XX_Source", "T2_YY_Dest"), ("T2_YY_Dest", "T2_ZZ_Dest")])
             users = []
             for i in range(settings.users):
                 name = f"chaos{settings.seed % 1000}u{i}"
@@ -207,7 +211,7 @@ def run_chaos(pki: TestPki, root: Path, settings: ChaosSettings) -> ChaosReport:
             report.drain_rounds = _drain(inst, service, settings)
             if settings.push:
                 report.received = _received(inst.root / "receiver.log")
-            _check(inst, service, fts.db, requests, report)
+            _check(inst, service, fts.db, requests, report, settings)
             service.close()
     finally:
         state_service.stop()
@@ -268,7 +272,8 @@ def _drain(inst: Installation, service, settings: ChaosSettings) -> int:
     return settings.drain_rounds + 1
 
 
-def _check(inst: Installation, service, fts_db: Path, requests: list[dict], report: ChaosReport) -> None:
+def _check(inst: Installation, service, fts_db: Path, requests: list[dict], report: ChaosReport,
+           settings: ChaosSettings) -> None:
     problems = report.problems
     rows = {r["tm_id"]: r for r in service.list_transfers(limit=100000)}
     report.states = Counter(r["tm_transfer_state"] for r in rows.values())
@@ -306,6 +311,12 @@ def _check(inst: Installation, service, fts_db: Path, requests: list[dict], repo
                 problems.append(f"{lfn}: DONE but the destination is missing or differs")
             if row["tm_publication_state"] != "DONE":
                 problems.append(f"{lfn}: publication {row['tm_publication_state']}")
+            if settings.multihop and (req["source"], req["destination"]) == ("T2_XX_Source", "T2_ZZ_Dest"):
+                if row["tm_path"] != "T2_XX_Source>T2_YY_Dest>T2_ZZ_Dest":
+                    problems.append(f"{lfn}: DONE over path {row['tm_path']!r}, not XX>YY>ZZ")
+                scratch = inst.config.topology().scratch_lfn("T2_YY_Dest", row["tm_id"], lfn)
+                if inst.local_path("T2_YY_Dest", scratch).exists():
+                    problems.append(f"{lfn}: its intermediate copy at T2_YY_Dest was left behind")
         expected = 1 if state == "DONE" else 0
         if in_catalog.get(lfn, 0) != expected:
             problems.append(f"{lfn}: in the catalog {in_catalog.get(lfn, 0)} time(s), expected {expected}")

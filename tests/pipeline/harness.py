@@ -77,6 +77,16 @@ class Installation:
                 })
         return requests
 
+    def use_multihop(self, hop_site: str, links: list[tuple[str, str]]) -> None:
+        """Only ``links`` exist (no implied ones), and ``hop_site`` may be passed through:
+        a pair without a link of its own goes over a multi-hop path."""
+        text = self.config_path.read_text()
+        text = text.replace(f"[sites.{hop_site}]\n", f"[sites.{hop_site}]\navailable_for_multihop = true\n")
+        text = text.replace("[topology]\n", "[topology]\ndefault_distance = 0\n")
+        text += "".join(f'\n[[links]]\nsource = "{a}"\ndestination = "{b}"\n' for a, b in links)
+        self.config_path.write_text(text)
+        self.config = load_config(str(self.config_path))
+
     def local_path(self, site: str, lfn: str) -> Path:
         prefix = self.config.site(site).prefix
         assert prefix.startswith("file://"), prefix
@@ -117,13 +127,16 @@ def all_in(*states: str):
 
 
 def fts_jobs_by_row(fts_db: Path) -> dict[str, list[str]]:
-    """Row id → FTS jobs whose files carry it (read from the service's database)."""
+    """Row id → FTS jobs whose files carry it (read from the service's database); a
+    multihop job, whose every hop carries the row id, counts once."""
     conn = sqlite3.connect(fts_db)
     try:
         out: dict[str, list[str]] = {}
-        for job_id, metadata in conn.execute("SELECT job_id, file_metadata FROM t_file"):
+        for job_id, metadata in conn.execute("SELECT DISTINCT job_id, file_metadata FROM t_file ORDER BY job_id"):
             row_id = json.loads(metadata).get("oracleId")
-            out.setdefault(row_id, []).append(job_id)
+            jobs = out.setdefault(row_id, [])
+            if job_id not in jobs:
+                jobs.append(job_id)
         return out
     finally:
         conn.close()

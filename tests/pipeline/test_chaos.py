@@ -28,3 +28,13 @@ def test_chaos_with_push_monitoring(tmp_path, pki):
     assert report.passes["receiver"] >= 5 and report.sigkills >= 10
     assert report.received > 0, "no receiver handed anything over: the run did not test push monitoring"
     assert not report.problems, "\n".join(report.problems[:40])
+
+
+def test_chaos_with_multihop_paths(tmp_path, pki):
+    """The same chaos when a third of the files can only go over a two-hop path (no direct
+    link): every one DONE once, over its path, and no intermediate copy left behind."""
+    report = run_chaos(pki, tmp_path, ChaosSettings(seed=20261202, users=3, files_per_user=30, seconds=35, multihop=True))
+    print(f"chaos with multihop: {report.files} files, passes {dict(report.passes)}, {report.sigkills} SIGKILLs, "
+          f"drained in {report.drain_rounds} rounds, states {dict(report.states)}")
+    assert report.sigkills >= 10
+    assert not report.problems, "\n".join(report.problems[:40])

@@ -49,7 +49,7 @@ def test_a_file_goes_a_b_c_as_one_multihop_job(tmp_path, pki, fts):
     assert good["tm_path"] == f"{A}>{B}>{C}" and missing["tm_path"] == f"{A}>{B}>{C}"
     assert direct["tm_path"] is None
     jobs = fts_jobs_by_row(fts.db)
-    assert len(jobs[good["tm_id"]]) == 2 and len(set(jobs[good["tm_id"]])) == 1  # two hops, one job
+    assert len(jobs[good["tm_id"]]) == 1  # its two hops are one job
 
     inst.run_until(lambda rows: all(r["tm_transfer_state"] in ("DONE", "RETRY", "FAILED") for r in rows),
                    components=("monitor", "reporter"))
@@ -110,3 +110,39 @@ def test_push_monitoring_reports_a_multihop_row_once_from_its_last_hop_or_its_fa
     assert rows["RETRY"]["tm_transfer_failure_reason"].startswith(f"hop 1/2 ({A} -> {B}): ")
     assert summary["handed_over"] == {"FINISHED": 1, "FAILED": 1}
     assert summary["not_final"] >= 2  # the first hop that finished, and the hop left unused
+
+
+def test_a_failed_second_hop_is_retried_whole_and_reuses_the_copy_at_the_intermediate_site(tmp_path, pki, fts):
+    """The second hop (B -> C) cannot write its destination; the row goes RETRY with that
+    hop's reason. Once C is fixed, the retry submits the whole path again, and its first hop
+    finds the verified copy at B: the source at A is gone by then, so the file can only
+    arrive through that reuse."""
+    inst, user = multihop_installation(tmp_path, fts, pki)
+    inst.config_path.write_text(inst.config_path.read_text().replace("[retry_manager]\n", "[retry_manager]\ncooloff = 0\n"))
+    (request,) = inst.make_requests([user], 1, links=[(A, C)])
+    destination = inst.local_path(C, request["destination_lfn"])
+    blocker = destination.parent  # a file where the destination's folder must be: the copy cannot create it
+    blocker.parent.mkdir(parents=True, exist_ok=True)
+    blocker.write_text("not a folder")
+    inst.inject([request])
+    inst.run_until(all_in("RETRY", "FAILED"))
+    (row,) = inst.rows()
+    assert row["tm_transfer_state"] == "RETRY", row
+    assert row["tm_transfer_failure_reason"].startswith(f"hop 2/2 ({B} -> {C}): "), row
+    scratch = inst.local_path(B, f"/store/temp/aso/multihop/{row['tm_id']}/{destination.name}")
+    source = inst.local_path(A, request["source_lfn"])
+    assert scratch.read_bytes() == source.read_bytes()  # kept for a retry (cleanup waits 2 h)
+
+    data = source.read_bytes()
+    source.unlink()
+    blocker.unlink()
+    time.sleep(1.1)  # whole-second times: the cool-off of 0 s must have passed
+    inst.run_until(all_in("DONE", "FAILED"), components=("retry-manager", "transfer", "monitor", "reporter"))
+    (row,) = inst.rows()
+    assert row["tm_transfer_state"] == "DONE", row
+    assert destination.read_bytes() == data and row["tm_path"] == f"{A}>{B}>{C}"
+    assert len(fts_jobs_by_row(fts.db)[row["tm_id"]]) == 2  # the first attempt and the retry, each one job
+    deadline = time.monotonic() + 15
+    while scratch.exists() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not scratch.exists(), "the copy at B outlived the last hop"
