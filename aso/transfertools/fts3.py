@@ -164,6 +164,10 @@ class Fts3Tool(TransferTool):
         }
         if multihop:  # the files are the hops, in order: FTS3 runs them one after the other
             params["multihop"] = True
+            # The intermediate copies are aso's own (a scratch name per row): one an earlier
+            # attempt left that no longer matches (a job retry rewrote the file) must be
+            # replaced, not fail every attempt until it is cleaned up. A matching one is reused.
+            params["overwrite_hop"] = True
         return {"files": files, "params": params}
 
     def submit(self, transfers: Sequence[Transfer], options: JobOptions, sid: str, *, multihop: bool = False) -> str:

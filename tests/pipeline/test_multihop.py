@@ -146,3 +146,22 @@ def test_a_failed_second_hop_is_retried_whole_and_reuses_the_copy_at_the_interme
     while scratch.exists() and time.monotonic() < deadline:
         time.sleep(0.2)
     assert not scratch.exists(), "the copy at B outlived the last hop"
+
+
+def test_a_stale_copy_at_the_intermediate_site_is_replaced_not_a_dead_end(tmp_path, pki, fts):
+    """A copy an earlier attempt left at B that no longer matches the file (a job retry
+    rewrote it) is replaced by the next attempt's first hop, and the file arrives."""
+    inst, user = multihop_installation(tmp_path, fts, pki)
+    (request,) = inst.make_requests([user], 1, links=[(A, C)])
+    from aso.validate import lfn_id
+
+    name = request["destination_lfn"].rsplit("/", 1)[1]
+    stale = inst.local_path(B, f"/store/temp/aso/multihop/{lfn_id(request['source_lfn'])}/{name}")
+    stale.parent.mkdir(parents=True)
+    stale.write_bytes(b"an older version of the file")
+    inst.inject([request])
+    inst.run_until(all_in("DONE", "RETRY", "FAILED"))
+    (row,) = inst.rows()
+    assert row["tm_transfer_state"] == "DONE", row
+    source = inst.local_path(A, request["source_lfn"]).read_bytes()
+    assert inst.local_path(C, request["destination_lfn"]).read_bytes() == source

@@ -81,8 +81,9 @@ def test_the_submission_asks_for_a_multihop_job():
     hops = [Transfer(ROW, "file:///a/x", "file:///b/x", 5, "0000000a", {HOP_KEY: 1, HOPS_KEY: 2}),
             Transfer(ROW, "file:///b/x", "file:///c/x", 5, "0000000a", {HOP_KEY: 2, HOPS_KEY: 2})]
     body = tool.submission_body(hops, JobOptions(), "sid", multihop=True)
-    assert body["params"]["multihop"] is True
+    assert body["params"]["multihop"] is True and body["params"]["overwrite_hop"] is True
     assert [f["metadata"]["oracleId"] for f in body["files"]] == [ROW, ROW]
     assert all(f["filesize"] == 5 and f["checksum"] == "ADLER32:0000000a" for f in body["files"])
-    assert "multihop" not in tool.submission_body(hops[:1], JobOptions(), "sid")["params"]
+    direct = tool.submission_body(hops[:1], JobOptions(), "sid")["params"]
+    assert "multihop" not in direct and "overwrite_hop" not in direct
     tool.close()
