@@ -7,6 +7,7 @@ from __future__ import annotations
 import re
 import sys
 from collections.abc import Callable
+from typing import Any
 
 import click
 
@@ -14,6 +15,7 @@ from aso.cli.common import (
     EXIT_BAD_INPUT,
     EXIT_FAILED,
     EXIT_UNAVAILABLE,
+    as_cli_error,
     echo_json,
     err_console,
     fail,
@@ -59,28 +61,53 @@ def run_component(app, name: str, label: str, loop: bool, interval: float, as_js
         elif show is not None:
             show(summary)
 
-    with build_pass(name, config) as one_pass:
-        outcome = run_passes(config.aso.lock_dir, name, lambda: _with_progress(label, as_json, one_pass),
-                             loop=loop, interval=interval, on_summary=on_summary)
+    from aso.components.passes import reporter_for
+
+    recorder = reporter_for(config, name)
+
+    def on_summary_and_record(summary) -> None:
+        recorder.ended(summary, pass_exit(name, summary, what)[0])
+        on_summary(summary)
+
+    try:
+        with build_pass(name, config) as one_pass:
+            outcome = run_passes(config.aso.lock_dir, name, lambda: _with_progress(label, as_json, one_pass),
+                                 loop=loop, interval=interval, on_summary=on_summary_and_record,
+                                 on_start=recorder.started)
+    except BaseException as exc:
+        if not isinstance(exc, (KeyboardInterrupt, SystemExit)):
+            recorder.ended(None, as_cli_error(exc).exit_code)  # a pass that raised ended too
+        raise
+    finally:
+        recorder.close()
     if outcome.lock_held:
         click.echo(outcome.message if name == "publisher" else
                    f"another 'aso {name}' pass is running; this one did nothing", err=True)
         return
-    summary = outcome.summary
+    code, message = pass_exit(name, outcome.summary, what)
+    if code:
+        fail(message, code)
+
+
+def pass_exit(name: str, summary: Any, what: str = "the work") -> tuple[int, str]:
+    """The exit code of a pass from its summary, and the line that explains it: 2 a
+    configuration to fix, 3 something unreachable, 1 other errors, 0 done. The one rule for
+    the command's exit code and for the pass's record."""
     if summary is None:
-        return
+        return 0, ""
     errors = list(getattr(summary, "errors", ()))
     verb = "wait" if what.endswith("s") else "waits"
     misconfigured = list(getattr(summary, "misconfigured", ()))
     if misconfigured:
-        fail(f"{name}: {'; '.join(misconfigured)} (the rows that name it went back to NEW)", EXIT_BAD_INPUT)
+        return EXIT_BAD_INPUT, f"{name}: {'; '.join(misconfigured)} (the rows that name it went back to NEW)"
     unreachable = _unreachable(summary)
     if unreachable:
-        fail(f"{name}: unreachable: {', '.join(unreachable)}; {len(errors)} error(s) in this pass, "
-             f"{what} {verb} for the next pass (see the log)", EXIT_UNAVAILABLE)
+        return EXIT_UNAVAILABLE, (f"{name}: unreachable: {', '.join(unreachable)}; {len(errors)} error(s) in this "
+                                  f"pass, {what} {verb} for the next pass (see the log)")
     if errors:
-        fail(f"{name}: {len(errors)} error(s) in this pass, {what} {verb} for the next pass "
-             f"(see the log); first: {errors[0]}", EXIT_FAILED)
+        return EXIT_FAILED, (f"{name}: {len(errors)} error(s) in this pass, {what} {verb} for the next pass "
+                             f"(see the log); first: {errors[0]}")
+    return 0, ""
 
 
 #: How a pass's errors say a backend could not be reached, where the summary has no

@@ -53,11 +53,24 @@ def receiver(app, seconds: float | None, as_json: bool) -> None:
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
+    import uuid
+
+    from aso.components.passes import reporter_for
+
+    recorder = reporter_for(config, "receiver")
     try:
         with component_lock(config.aso.lock_dir, "receiver"):
-            summary = Receiver(settings, PipelineSettings.from_config(config)).run(stop, seconds)
+            # a receiver runs until stopped: its run is its one pass
+            recorder.started(uuid.uuid4().hex)
+            summary = None
+            try:
+                summary = Receiver(settings, PipelineSettings.from_config(config)).run(stop, seconds)
+            finally:
+                recorder.ended(summary, 1 if summary is None or summary.errors else 0)
     except LockHeld as exc:
         click.echo(f"{exc}", err=True)
         return
+    finally:
+        recorder.close()
     if as_json:
         echo_json(summary.as_dict())

@@ -50,6 +50,9 @@ class MonitorSummary:
     unreachable: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
 
+    def files_handled(self) -> int:
+        return sum(self.handed_over.values())
+
     def as_dict(self) -> dict:
         data = asdict(self)
         data["handed_over"] = dict(self.handed_over)

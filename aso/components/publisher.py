@@ -81,6 +81,9 @@ class PublishSummary:
             setattr(self, name, getattr(self, name) + getattr(other, name))
         self.errors.extend(other.errors)
 
+    def files_handled(self) -> int:
+        return self.published + self.already_in_catalog + self.failed + self.retry
+
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 

@@ -94,6 +94,9 @@ class ReceiverSummary:
     batches: int = 0
     errors: list[str] = field(default_factory=list)
 
+    def files_handled(self) -> int:
+        return sum(self.handed_over.values())
+
     def as_dict(self) -> dict:
         data = asdict(self)
         data["handed_over"] = dict(self.handed_over)

@@ -35,6 +35,9 @@ class ReporterSummary:
     unreachable: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
 
+    def files_handled(self) -> int:
+        return sum(self.states.values())
+
     def as_dict(self) -> dict:
         data = asdict(self)
         data["states"] = dict(self.states)

@@ -46,6 +46,9 @@ class RetryManagerSummary:
     unreachable: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
 
+    def files_handled(self) -> int:
+        return self.retried + self.killed + self.done + self.released + self.repolled
+
     def as_dict(self) -> dict:
         return asdict(self)
 

@@ -11,6 +11,7 @@ import logging
 import signal
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -28,6 +29,8 @@ class PassOutcome:
     passes: int = 0
     #: why nothing ran (the lock's holder), when the lock was held
     message: str = ""
+    #: the id of the last pass started (its records and log lines carry it)
+    pass_id: str = ""
 
 
 def run_passes(
@@ -38,6 +41,7 @@ def run_passes(
     loop: bool = False,
     interval: float = 60.0,
     on_summary: Callable[[Any], None] | None = None,
+    on_start: Callable[[str], None] | None = None,
 ) -> PassOutcome:
     """Run ``one_pass`` under the ``name`` lock (once, or until SIGTERM/SIGINT with ``loop``).
     Returns the last pass's summary."""
@@ -50,6 +54,9 @@ def run_passes(
         with component_lock(lock_dir, name):
             while True:
                 started = time.monotonic()
+                outcome.pass_id = uuid.uuid4().hex
+                if on_start:
+                    on_start(outcome.pass_id)
                 summary = one_pass()
                 outcome.summary = summary
                 outcome.passes += 1

@@ -72,6 +72,9 @@ class TransferSummary:
     misconfigured: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
 
+    def files_handled(self) -> int:
+        return self.files + self.retry + self.failed
+
     def as_dict(self) -> dict:
         return asdict(self)
 

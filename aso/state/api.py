@@ -18,9 +18,9 @@ from aso import validate
 from aso.errors import ValidationError
 from aso.state.auth import Identity
 from aso.state.namespaces import Namespaces
-from aso.state.operations import THROTTLE_COLUMNS
+from aso.state.operations import PASS_COLUMNS, THROTTLE_COLUMNS
 from aso.state.params import Params, blank_to_none, parse_flag, parse_json_body
-from aso.state.records import TRANSFER_COLUMNS, PublicationUpdate, TransferUpdate
+from aso.state.records import TRANSFER_COLUMNS, PassRecord, PublicationUpdate, TransferUpdate
 from aso.state.schema import TASK_COLUMNS
 from aso.state.store import Store
 from aso.topology.throttle import ThrottleLimits
@@ -105,6 +105,18 @@ class Api:
         rows = [{"username": g[0], "source": g[1], "destination": g[2], "in_flight": counts.inflight.get(g, 0),
                  "waiting": counts.waiting.get(g, 0)} for g in sorted(counts.inflight.keys() | counts.waiting.keys())]
         return _table(THROTTLE_COLUMNS, rows)
+
+    def record_pass(self, p: Params, who: Identity) -> Any:
+        self.store.record_pass(PassRecord.from_params(p.get))
+        return {"result": [{"recorded": 1}]}
+
+    def component_passes(self, p: Params, who: Identity) -> Any:
+        rows = []
+        for r in self.store.component_passes():
+            row = r.to_params()
+            row["last_success_ms"] = None if r.last_success is None else int(r.last_success * 1000)
+            rows.append(row)
+        return _table(PASS_COLUMNS, rows)
 
     def acquired_transfers(self, p: Params, who: Identity) -> Any:
         worker = self._worker(p)
@@ -326,6 +338,8 @@ ROUTES: dict[tuple[str, str, str], tuple[str, frozenset[str]]] = {
     ("filetransfers", "GET", "activeUsers"): ("active_users", SERVICE),
     ("filetransfers", "GET", "stuckTransfers"): ("stuck_transfers", SERVICE),
     ("filetransfers", "GET", "throttleCounts"): ("throttle_counts", STAFF),
+    ("filetransfers", "POST", "recordPass"): ("record_pass", SERVICE),
+    ("filetransfers", "GET", "componentPasses"): ("component_passes", STAFF),
     ("filetransfers", "GET", "getTransfersToKill"): ("transfers_to_kill", SERVICE),
     ("filetransfers", "GET", "groupedTransferStatistics"): ("statistics", ANYONE),
     ("filetransfers", "GET", "groupedPublishStatistics"): ("grouped_publish_statistics", ANYONE),

@@ -25,6 +25,7 @@ from typing import Any
 from aso.state.records import (
     InjectResult,
     KillResult,
+    PassRecord,
     PublicationUpdate,
     TransferUpdate,
     UpdateResult,
@@ -168,6 +169,15 @@ class StateBackend(ABC):
     @abstractmethod
     def get_file_metadata(self, lfns: list[str]) -> dict[str, dict[str, Any]]:
         """LFN → metadata document, for the LFNs that have one."""
+
+    # -- component passes ----------------------------------------------------------------
+    @abstractmethod
+    def record_pass(self, record: PassRecord) -> None:
+        """A component instance's pass starting or ending (service role over REST)."""
+
+    @abstractmethod
+    def component_passes(self) -> list[PassRecord]:
+        """Every component instance's latest pass (service and operator roles)."""
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections."""

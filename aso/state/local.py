@@ -9,6 +9,7 @@ from aso.state.backend import StateBackend
 from aso.state.records import (
     InjectResult,
     KillResult,
+    PassRecord,
     PublicationUpdate,
     TransferUpdate,
     UpdateResult,
@@ -96,6 +97,13 @@ class LocalBackend(StateBackend):
 
     def get_file_metadata(self, lfns: list[str]) -> dict[str, dict[str, Any]]:
         return self.store.get_file_metadata(lfns)
+
+    def record_pass(self, record: PassRecord) -> None:
+        # the same checks as over REST: what one backend refuses, the other does too
+        self.store.record_pass(PassRecord.from_params(record.to_params().get))
+
+    def component_passes(self) -> list[PassRecord]:
+        return self.store.component_passes()
 
     def close(self) -> None:
         self.store.close()

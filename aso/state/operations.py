@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aso import validate
-from aso.state.records import TRANSFER_COLUMNS
+from aso.state.records import COMPONENTS, HOST_RE, TRANSFER_COLUMNS
 from aso.state.schema import TASK_COLUMNS
 from aso.state.states import PublicationState, TransferState
 
@@ -134,6 +134,19 @@ PARAMETERS: dict[str, tuple[dict[str, Any], str]] = {
     "taskname": (TASKNAME, "a task name"),
     "workflow": (TASKNAME, "a task name (CRAB's key)"),
     "limit": (INT, "at most this many rows (per user for acquireTransfers)"),
+    "host": ({"type": "string", "pattern": HOST_RE.pattern, "minLength": 1, "maxLength": 255},
+             "the host a component instance runs on"),
+    "component": ({"type": "string", "enum": list(COMPONENTS)}, "a component (its command's name)"),
+    "pid": (INT, "the component instance's process id"),
+    "pass_id": ({"type": "string", "pattern": validate.PATH_PART_RE.pattern, "minLength": 1, "maxLength": 200},
+                "the pass's id (the same in its start and end records, and in its log lines)"),
+    "started_ms": (INT, "when the pass started (epoch milliseconds)"),
+    "finished_ms": ({**INT, "nullable": True}, "when the pass ended (epoch milliseconds; absent while it runs)"),
+    "exit_code": ({"type": "integer", "minimum": 0, "maximum": 255, "nullable": True},
+                  "the pass's exit code (absent while it runs)"),
+    "files": (INT, "files the pass handled"),
+    "failures": (INT, "errors the pass met"),
+    "summary": (TEXT, "the pass's summary line"),
     "limits": (THROTTLE_LIMITS, "throttling: take only what sites and links have room for (JSON only)"),
     "time_to": (INT, "seconds a RETRY row waits before going back to NEW"),
     "older_than": (INT, "seconds since the last update"),
@@ -185,6 +198,7 @@ SKIPPED = {
     "required": ["id", "state", "reason"],
     "properties": {"id": {"type": "string"}, "state": {"type": "string", "nullable": True}, "reason": {"type": "string"}},
 }
+RECORDED = {"type": "object", "required": ["recorded"], "properties": {"recorded": {"type": "integer", "minimum": 0}}}
 MODIFIED = {"type": "object", "required": ["modified"], "properties": {"modified": {"type": "integer", "minimum": 0}}}
 ACQUIRED = {
     "type": "object",
@@ -195,6 +209,8 @@ ACQUIRED = {
     },
 }
 THROTTLE_COLUMNS = ["username", "source", "destination", "in_flight", "waiting"]
+PASS_COLUMNS = ["host", "component", "pid", "pass_id", "started_ms", "finished_ms", "exit_code", "files", "failures",
+                "summary", "last_success_ms"]
 UPDATED = {
     "type": "object",
     "required": ["modified", "updated", "skipped"],
@@ -339,6 +355,13 @@ OPERATIONS: dict[tuple[str, str, str], Operation] = {
     ("filetransfers", "GET", "stuckTransfers"): _q(
         "rows of the worker in `state` not updated for older_than seconds",
         {"asoworker": True, "state": False, "older_than": True, "limit": False}, table(TRANSFER_COLUMNS)),
+    ("filetransfers", "POST", "recordPass"): Operation(
+        "a component instance's pass starting (no finished_ms) or ending: its latest pass, one per host and component",
+        {"host": True, "component": True, "pid": True, "pass_id": True, "started_ms": True, "finished_ms": False,
+         "exit_code": False, "files": True, "failures": True, "summary": False}, write(RECORDED)),
+    ("filetransfers", "GET", "componentPasses"): _q(
+        "every component instance's latest pass (last_success_ms: its last pass that ended with exit code 0)", {},
+        table(PASS_COLUMNS)),
     ("filetransfers", "GET", "throttleCounts"): _q(
         "rows in flight (ACQUIRED, SUBMITTED) and waiting (NEW) per user, source and destination", {},
         table(THROTTLE_COLUMNS)),

@@ -7,6 +7,7 @@ they live apart from all of them.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -87,3 +88,81 @@ class KillResult:
     killed: list[str] = field(default_factory=list)
     #: {"id", "state", "reason"}: already terminal, unknown, or not the caller's
     failed_kill: list[dict[str, Any]] = field(default_factory=list)
+
+
+#: the components whose passes are recorded (the names of their commands)
+COMPONENTS = ("transfer", "monitor", "reporter", "retry-manager", "publisher", "receiver")
+HOST_RE = re.compile(r"^[A-Za-z0-9_.-]{1,255}$")
+
+
+@dataclass
+class PassRecord:
+    """One component instance's latest pass, as the state backend keeps it: one record per
+    (host, component), written when a pass starts (``finished`` None: running) and again
+    when it ends. ``last_success`` is the store's: when a pass of this instance last ended
+    with exit code 0."""
+
+    host: str
+    component: str
+    pid: int
+    pass_id: str
+    started: float
+    finished: float | None = None
+    exit_code: int | None = None
+    files: int = 0
+    failures: int = 0
+    summary: str = ""
+    last_success: float | None = None
+
+    @property
+    def running(self) -> bool:
+        return self.finished is None
+
+    @property
+    def duration(self) -> float | None:
+        return None if self.finished is None else max(0.0, self.finished - self.started)
+
+    def to_params(self) -> dict[str, Any]:
+        """The REST parameters of recordPass (times in milliseconds: integers both ways)."""
+        return {"host": self.host, "component": self.component, "pid": self.pid, "pass_id": self.pass_id,
+                "started_ms": int(self.started * 1000),
+                "finished_ms": None if self.finished is None else int(self.finished * 1000),
+                "exit_code": self.exit_code, "files": self.files, "failures": self.failures, "summary": self.summary}
+
+    @classmethod
+    def from_params(cls, get: Any) -> PassRecord:
+        """From request parameters (``get(name)`` gives each one); ValidationError naming the
+        first bad one."""
+        from aso import validate
+        from aso.errors import ValidationError
+
+        host = get("host")
+        if not isinstance(host, str) or not HOST_RE.match(host):
+            raise ValidationError("host", f"{str(host)[:100]!r} is not a host name ([A-Za-z0-9_.-], 1 to 255 characters)")
+        component = get("component")
+        if component not in COMPONENTS:
+            raise ValidationError("component", f"{str(component)[:100]!r} is not one of {', '.join(COMPONENTS)}")
+        pass_id = validate.path_part(get("pass_id"), "pass_id")
+
+        def number(name: str, nullable: bool = False, maximum: int = validate.MAX_INT) -> int | None:
+            value = get(name)
+            if value in (None, "") and nullable:
+                return None
+            return validate.non_negative_int(value, name, maximum)
+
+        started = number("started_ms")
+        finished = number("finished_ms", nullable=True)
+        if finished is not None and finished < started:
+            raise ValidationError("finished_ms", "is before started_ms")
+        summary = get("summary") or ""
+        if not isinstance(summary, str) or len(summary) > 1000:
+            raise ValidationError("summary", "must be text of at most 1000 characters")
+        return cls(host, component, number("pid"), pass_id, started / 1000,
+                   None if finished is None else finished / 1000, number("exit_code", nullable=True, maximum=255),
+                   number("files"), number("failures"), summary)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"host": self.host, "component": self.component, "pid": self.pid, "pass_id": self.pass_id,
+                "started": self.started, "finished": self.finished, "duration": self.duration,
+                "exit_code": self.exit_code, "files": self.files, "failures": self.failures, "summary": self.summary,
+                "last_success": self.last_success, "running": self.running}

@@ -31,6 +31,7 @@ from aso.state.records import (
     Acquired,
     InjectResult,
     KillResult,
+    PassRecord,
     PublicationUpdate,
     TransferUpdate,
     UpdateResult,
@@ -358,6 +359,17 @@ class RestBackend(StateBackend):
             self._call("PUT", "filemetadata", body={"entries": b})["result"][0]["modified"]
             for b in self._batches(list(entries)) if b
         )
+
+    def record_pass(self, record: PassRecord) -> None:
+        self._post("filetransfers", "recordPass", **record.to_params())
+
+    def component_passes(self) -> list[PassRecord]:
+        out = []
+        for row in self._get_rows("filetransfers", "componentPasses"):
+            record = PassRecord.from_params(row.get)
+            record.last_success = None if row.get("last_success_ms") is None else row["last_success_ms"] / 1000
+            out.append(record)
+        return out
 
     def get_file_metadata(self, lfns: list[str]) -> dict[str, dict[str, Any]]:
         out: dict[str, dict[str, Any]] = {}

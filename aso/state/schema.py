@@ -96,6 +96,23 @@ file_metadata = Table(
     Index("ix_fmd_taskname", "fmd_taskname"),
 )
 
+#: each component instance's latest pass (one row per host and component)
+component_passes = Table(
+    "component_passes",
+    metadata,
+    Column("cp_host", String(255), primary_key=True),
+    Column("cp_component", String(32), primary_key=True),
+    Column("cp_pid", Integer, nullable=False),
+    Column("cp_pass_id", String(200), nullable=False),
+    Column("cp_started_ms", BigInteger, nullable=False),
+    Column("cp_finished_ms", BigInteger),
+    Column("cp_exit_code", SmallInteger),
+    Column("cp_files", BigInteger, nullable=False, default=0),
+    Column("cp_failures", BigInteger, nullable=False, default=0),
+    Column("cp_summary", String(1000), nullable=False, default=""),
+    Column("cp_last_success_ms", BigInteger),
+)
+
 schema_version = Table(
     "schema_version",
     metadata,
@@ -119,10 +136,15 @@ def _v2_paths_and_inflight(conn: Connection) -> None:
             index.create(conn, checkfirst=True)
 
 
+def _v3_component_passes(conn: Connection) -> None:
+    component_passes.create(conn, checkfirst=True)
+
+
 #: Ordered migrations: (version, function). Append; never edit a released one.
 MIGRATIONS: list[tuple[int, Callable[[Connection], None]]] = [
     (1, _create_v1),
     (2, _v2_paths_and_inflight),
+    (3, _v3_component_passes),
 ]
 
 LATEST_VERSION = MIGRATIONS[-1][0]

@@ -346,7 +346,7 @@ def test_a_v1_database_gains_the_path_column(tmp_path):
     with sqlite3.connect(tmp_path / "old.db") as db:  # back to what version 1 made
         db.execute("DROP INDEX ix_ftdb_inflight")
         db.execute("ALTER TABLE filetransfersdb DROP COLUMN tm_path")
-        db.execute("DELETE FROM schema_version WHERE version = 2")
+        db.execute("DELETE FROM schema_version WHERE version >= 2")
     store = Store(url)
     try:
         with sqlite3.connect(tmp_path / "old.db") as db:

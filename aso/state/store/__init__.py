@@ -14,12 +14,13 @@ one module per resource: ``injection``, ``transfers`` (reads and the pipeline), 
 from aso.state.store.engine import StoreEngine
 from aso.state.store.injection import Injection
 from aso.state.store.kills import Kills
+from aso.state.store.passes import Passes
 from aso.state.store.publication import Publication
 from aso.state.store.tasks import Tasks
 from aso.state.store.transfers import Transfers
 
 
-class Store(Injection, Transfers, Kills, Publication, Tasks):
+class Store(Injection, Transfers, Kills, Publication, Tasks, Passes):
     """The store behind both backends; ``worker``/``owner`` are explicit arguments.
 
     ``Store(url, max_retry=..., publication_max_retry=...)`` opens (and migrates) the
