@@ -27,8 +27,14 @@ def _pass_options(default_interval: float):
         fn = click.option("--interval", type=float, default=default_interval, show_default=True,
                           help="Seconds between passes with --loop.")(fn)
         fn = click.option("--loop", is_flag=True, help="Run passes until SIGTERM or Ctrl-C instead of one.")(fn)
-        return fn
+        return metrics_port_option(fn)
     return wrap
+
+
+def metrics_port_option(fn):
+    return click.option("--metrics-port", type=click.IntRange(0, 65535), default=None,
+                        help="With --loop: serve the pass metrics on http://127.0.0.1:PORT/metrics "
+                             "[metrics.port; 0 = not served].")(fn)
 
 
 def _with_progress(label: str, as_json: bool, body: Callable):
@@ -43,14 +49,19 @@ def _with_progress(label: str, as_json: bool, body: Callable):
 
 
 def run_component(app, name: str, label: str, loop: bool, interval: float, as_json: bool, *,
-                  show: Callable | None = None, what: str = "the work") -> None:
+                  show: Callable | None = None, what: str = "the work", metrics_port: int | None = None) -> None:
     """Build component ``name``'s pass from the configuration and run it under its lock
     (once or in a loop); the exit code says how the last pass went. ``show(summary)``
-    renders a pass (default: the line goes to the log only, ``--json`` prints it)."""
+    renders a pass (default: the line goes to the log only, ``--json`` prints it).
+    Each pass's metrics go to ``[metrics] textfile_dir``, and with ``loop`` are served on
+    ``metrics_port`` (else ``[metrics] port``)."""
     from aso.components.build import build_pass
     from aso.components.runner import run_passes
 
     config = app.config
+    # served only by a loop: a single pass ends before anything could scrape it
+    port = (metrics_port if metrics_port is not None else int(config.metrics.port)) if loop else 0
+    on_pass_end = _pass_metrics(config, name, what, port)
 
     def on_summary(summary) -> None:
         # the summary line itself goes to the log (run_passes); --json adds it for scripts
@@ -61,7 +72,7 @@ def run_component(app, name: str, label: str, loop: bool, interval: float, as_js
 
     with build_pass(name, config) as one_pass:
         outcome = run_passes(config.aso.lock_dir, name, lambda: _with_progress(label, as_json, one_pass),
-                             loop=loop, interval=interval, on_summary=on_summary)
+                             loop=loop, interval=interval, on_summary=on_summary, on_pass_end=on_pass_end)
     if outcome.lock_held:
         click.echo(outcome.message if name == "publisher" else
                    f"another 'aso {name}' pass is running; this one did nothing", err=True)
@@ -69,18 +80,56 @@ def run_component(app, name: str, label: str, loop: bool, interval: float, as_js
     summary = outcome.summary
     if summary is None:
         return
+    verdict = _verdict(name, summary, what)
+    if verdict is not None:
+        fail(verdict[1], verdict[0])
+
+
+def _verdict(name: str, summary, what: str) -> tuple[int, str] | None:
+    """(exit code, message) of a pass that did not go well, None for one that did."""
     errors = list(getattr(summary, "errors", ()))
     verb = "wait" if what.endswith("s") else "waits"
     misconfigured = list(getattr(summary, "misconfigured", ()))
     if misconfigured:
-        fail(f"{name}: {'; '.join(misconfigured)} (the rows that name it went back to NEW)", EXIT_BAD_INPUT)
+        return EXIT_BAD_INPUT, f"{name}: {'; '.join(misconfigured)} (the rows that name it went back to NEW)"
     unreachable = _unreachable(summary)
     if unreachable:
-        fail(f"{name}: unreachable: {', '.join(unreachable)}; {len(errors)} error(s) in this pass, "
-             f"{what} {verb} for the next pass (see the log)", EXIT_UNAVAILABLE)
+        return EXIT_UNAVAILABLE, (f"{name}: unreachable: {', '.join(unreachable)}; {len(errors)} error(s) in this pass, "
+                                  f"{what} {verb} for the next pass (see the log)")
     if errors:
-        fail(f"{name}: {len(errors)} error(s) in this pass, {what} {verb} for the next pass "
-             f"(see the log); first: {errors[0]}", EXIT_FAILED)
+        return EXIT_FAILED, (f"{name}: {len(errors)} error(s) in this pass, {what} {verb} for the next pass "
+                             f"(see the log); first: {errors[0]}")
+    return None
+
+
+def _pass_metrics(config, name: str, what: str, port: int) -> Callable | None:
+    """The ``on_pass_end`` hook that records each pass's metrics (None when neither a
+    textfile folder nor a port is configured)."""
+    folder = config.metrics.textfile_dir
+    if not folder and not port:
+        return None
+    from aso.cli.common import as_cli_error
+    from aso.metrics.passes import PassMetrics, files_handled
+
+    metrics = PassMetrics(name, folder)
+    if port:
+        try:
+            metrics.serve(port)
+        except OSError as exc:
+            fail(f"{name}: cannot serve metrics on 127.0.0.1:{port}: {exc}", EXIT_BAD_INPUT)
+
+    def on_pass_end(summary, seconds: float, exc: BaseException | None) -> None:
+        if summary is None and exc is None:
+            return  # interrupted (Ctrl-C): no pass to speak of
+        if summary is None:
+            code, files, failures = as_cli_error(exc).exit_code, 0, 1
+        else:
+            verdict = _verdict(name, summary, what)
+            code = verdict[0] if verdict else 0
+            files, failures = files_handled(summary), len(getattr(summary, "errors", ()))
+        metrics.record(seconds, files, failures, code)
+
+    return on_pass_end
 
 
 #: How a pass's errors say a backend could not be reached, where the summary has no
@@ -105,7 +154,7 @@ def _unreachable(summary) -> list[str]:
 @click.command()
 @_pass_options(60.0)
 @pass_app
-def transfer(app, loop: bool, interval: float, as_json: bool) -> None:
+def transfer(app, loop: bool, interval: float, as_json: bool, metrics_port: int | None) -> None:
     """Acquire new transfers and submit them to FTS: per user, per link, in jobs of at most
     [transfer] max_files_per_job files.
 
@@ -115,13 +164,13 @@ def transfer(app, loop: bool, interval: float, as_json: bool) -> None:
     Exit codes: 0 done (also when another pass holds the lock), 1 some of the work failed
     and waits for the next pass, 2 bad configuration, 3 the state backend or FTS unreachable.
     """
-    run_component(app, "transfer", "submitting per user", loop, interval, as_json)
+    run_component(app, "transfer", "submitting per user", loop, interval, as_json, metrics_port=metrics_port)
 
 
 @click.command()
 @_pass_options(60.0)
 @pass_app
-def monitor(app, loop: bool, interval: float, as_json: bool) -> None:
+def monitor(app, loop: bool, interval: float, as_json: bool, metrics_port: int | None) -> None:
     """Poll FTS in bulk for every submitted job and hand finished files to the reporter.
 
     Prints what it polled and what changed. Jobs FTS no longer knows and jobs past
@@ -130,30 +179,30 @@ def monitor(app, loop: bool, interval: float, as_json: bool) -> None:
     Exit codes: 0 done (also when another pass holds the lock), 1 some of the work failed
     and waits for the next pass, 2 bad configuration, 3 the state backend or FTS unreachable.
     """
-    run_component(app, "monitor", "polling FTS", loop, interval, as_json)
+    run_component(app, "monitor", "polling FTS", loop, interval, as_json, metrics_port=metrics_port)
 
 
 @click.command()
 @_pass_options(60.0)
 @pass_app
-def reporter(app, loop: bool, interval: float, as_json: bool) -> None:
+def reporter(app, loop: bool, interval: float, as_json: bool, metrics_port: int | None) -> None:
     """Record FTS results: FINISHED → DONE; failures → RETRY or FAILED (retry count,
     [reporter] permanent_errors). Late results for rows no longer in flight are ignored.
 
     Exit codes: 0 done (also when another pass holds the lock), 1 some of the work failed
     and waits for the next pass, 2 bad configuration, 3 the state backend or FTS unreachable.
     """
-    run_component(app, "reporter", "reporting per user", loop, interval, as_json)
+    run_component(app, "reporter", "reporting per user", loop, interval, as_json, metrics_port=metrics_port)
 
 
 @click.command("retry-manager")
 @_pass_options(300.0)
 @pass_app
-def retry_manager(app, loop: bool, interval: float, as_json: bool) -> None:
+def retry_manager(app, loop: bool, interval: float, as_json: bool, metrics_port: int | None) -> None:
     """RETRY rows back to NEW after [retry_manager] cooloff; kill requests canceled in FTS
     and marked KILLED; rows stuck in ACQUIRED or SUBMITTED recovered.
 
     Exit codes: 0 done (also when another pass holds the lock), 1 some of the work failed
     and waits for the next pass, 2 bad configuration, 3 the state backend or FTS unreachable.
     """
-    run_component(app, "retry-manager", "retry manager", loop, interval, as_json)
+    run_component(app, "retry-manager", "retry manager", loop, interval, as_json, metrics_port=metrics_port)

@@ -55,6 +55,10 @@ class MonitorSummary:
         data["handed_over"] = dict(self.handed_over)
         return data
 
+    def files_handled(self) -> int:
+        """Files this pass handled (aso_pass_files): finished files handed to the reporter."""
+        return sum(self.handed_over.values())
+
     def merge(self, part: MonitorSummary) -> None:
         """Add what one (user, endpoint) group found: each pool thread counts into its own
         summary, and only the main thread adds them up (``+=`` from threads loses counts)."""

@@ -84,6 +84,10 @@ class PublishSummary:
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    def files_handled(self) -> int:
+        """Files this pass handled (aso_pass_files): published, found in the catalog already, failed or to retry."""
+        return self.published + self.already_in_catalog + self.failed + self.retry
+
     def line(self) -> str:
         return (
             f"publisher: {self.acquired} acquired, {self.rows} rows in {self.tasks} tasks, {self.blocks} blocks, "

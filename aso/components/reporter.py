@@ -40,6 +40,10 @@ class ReporterSummary:
         data["states"] = dict(self.states)
         return data
 
+    def files_handled(self) -> int:
+        """Files this pass handled (aso_pass_files): results recorded as a state."""
+        return sum(self.states.values())
+
     def line(self) -> str:
         states = ", ".join(f"{n} {s}" for s, n in sorted(self.states.items())) or "nothing"
         return (f"reporter: {self.entries} result file(s) of {self.users} user(s): {states} recorded; "

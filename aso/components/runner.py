@@ -38,9 +38,11 @@ def run_passes(
     loop: bool = False,
     interval: float = 60.0,
     on_summary: Callable[[Any], None] | None = None,
+    on_pass_end: Callable[[Any | None, float, BaseException | None], None] | None = None,
 ) -> PassOutcome:
     """Run ``one_pass`` under the ``name`` lock (once, or until SIGTERM/SIGINT with ``loop``).
-    Returns the last pass's summary."""
+    Returns the last pass's summary. ``on_pass_end(summary, seconds, exception)`` hears of
+    every pass that ran, also one that raised (summary None; metrics, records)."""
     stop = threading.Event()
     previous = None
     if loop and threading.current_thread() is threading.main_thread():
@@ -50,7 +52,15 @@ def run_passes(
         with component_lock(lock_dir, name):
             while True:
                 started = time.monotonic()
-                summary = one_pass()
+                summary, failure = None, None
+                try:
+                    summary = one_pass()
+                except Exception as exc:
+                    failure = exc
+                    raise
+                finally:
+                    if on_pass_end is not None:
+                        on_pass_end(summary, time.monotonic() - started, failure)
                 outcome.summary = summary
                 outcome.passes += 1
                 line = summary.line() if hasattr(summary, "line") else str(summary)

@@ -75,6 +75,10 @@ class TransferSummary:
     def as_dict(self) -> dict:
         return asdict(self)
 
+    def files_handled(self) -> int:
+        """Files this pass handled (aso_pass_files): submitted to FTS, or sent to RETRY or FAILED."""
+        return self.files + self.retry + self.failed
+
     def add(self, r: _UserResult) -> None:
         """Count what one user's submissions did."""
         self.jobs += r.jobs
