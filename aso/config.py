@@ -107,6 +107,7 @@ OPTIONS: list[Option] = [
     _o("server", "destination_areas", ["/store/user/{username}/", "/store/group/{group}/"], "LFN prefixes a user token may inject destinations under ({username} is the caller; {group} each of the caller's groups)."),
     _o("server", "groups", {}, "Map of user name to the list of groups that user belongs to (for {group} in destination_areas)."),
     _o("server", "operator_inject", False, "Let operator tokens inject transfers on behalf of users (the service role always may)."),
+    _o("server", "metrics_token", "", "Bearer token /metrics requires ('' = /metrics is open, as Prometheus scrapes by default; the API's tokens do not open it)."),
     # sandboxes
     _o("sandbox", "root", "sandboxes", "Root of the on-disk hand-offs (monitor/, reporter/, submit/).", "path"),
     # FTS client side
@@ -183,7 +184,12 @@ OPTIONS: list[Option] = [
     _o("fts_server", "stomp_use_topics", True, "Publish to topics (/topic/NAME), as FTS3 does by default, or else to queues (/queue/NAME)."),
     _o("fts_server", "vo", "", "The VO the messages name ('' = each job's VO, which without VOMS attributes is the user's delegation id)."),
     _o("fts_server", "alias", "", "The service URL the messages name (endpnt; '' = http(s)://host:port as served)."),
+    _o("fts_server", "metrics_token", "", "Bearer token /metrics requires ('' = /metrics is open, with or without a client certificate)."),
     _o("fts_server", "multihop_cleanup_delay", 7200, "Seconds the intermediate copies of a failed or canceled multihop job are kept (a resubmitted job may reuse them) before they are deleted; after a job's last hop they go at once (Rucio's multihop tombstone is 2 h).", **_NON_NEGATIVE),
+    # Prometheus metrics (docs/operations.md, "Metrics")
+    _o("metrics", "textfile_dir", "", "Folder where each component pass writes aso_<component>.prom for node-exporter's textfile collector ('' = none written).", "path"),
+    _o("metrics", "port", 0, "Port on 127.0.0.1 where a component run with --loop serves its pass metrics (0 = none; --metrics-port wins).", minimum=0, maximum=65535),
+    _o("metrics", "cache_seconds", 10.0, "Seconds aso server and aso fts-server reuse the row counts behind their /metrics gauges before counting again.", minimum=0),
     # topology: links, paths and throttling
     _o("topology", "default_distance", 1, "Distance of a site pair that no [[links]] entry names (0 = no such link: only the configured links exist). With the default every pair of sites is one direct link of distance 1, as before links existed.", **_NON_NEGATIVE),
     _o("topology", "hop_penalty", 10, "Cost added for every intermediate site of a multi-hop path (Rucio's default; a site's own hop_penalty wins).", **_NON_NEGATIVE),

@@ -29,8 +29,14 @@ def _pass_options(default_interval: float):
         fn = click.option("--interval", type=float, default=default_interval, show_default=True,
                           help="Seconds between passes with --loop.")(fn)
         fn = click.option("--loop", is_flag=True, help="Run passes until SIGTERM or Ctrl-C instead of one.")(fn)
-        return fn
+        return metrics_port_option(fn)
     return wrap
+
+
+def metrics_port_option(fn):
+    return click.option("--metrics-port", type=click.IntRange(0, 65535), default=None,
+                        help="With --loop: serve the pass metrics on http://127.0.0.1:PORT/metrics "
+                             "[metrics.port; 0 = not served].")(fn)
 
 
 def _with_progress(label: str, as_json: bool, body: Callable):
@@ -45,14 +51,20 @@ def _with_progress(label: str, as_json: bool, body: Callable):
 
 
 def run_component(app, name: str, label: str, loop: bool, interval: float, as_json: bool, *,
-                  show: Callable | None = None, what: str = "the work") -> None:
+                  show: Callable | None = None, what: str = "the work", metrics_port: int | None = None) -> None:
     """Build component ``name``'s pass from the configuration and run it under its lock
     (once or in a loop); the exit code says how the last pass went. ``show(summary)``
-    renders a pass (default: the line goes to the log only, ``--json`` prints it)."""
+    renders a pass (default: the line goes to the log only, ``--json`` prints it).
+    Each pass's metrics go to ``[metrics] textfile_dir``, and with ``loop`` are served on
+    ``metrics_port`` (else ``[metrics] port``)."""
     from aso.components.build import build_pass
+    from aso.components.passes import reporter_for
     from aso.components.runner import run_passes
 
     config = app.config
+    # served only by a loop: a single pass ends before anything could scrape it
+    port = (metrics_port if metrics_port is not None else int(config.metrics.port)) if loop else 0
+    on_pass_end = _pass_metrics(config, name, port)
 
     def on_summary(summary) -> None:
         # the summary line itself goes to the log (run_passes); --json adds it for scripts
@@ -61,23 +73,21 @@ def run_component(app, name: str, label: str, loop: bool, interval: float, as_js
         elif show is not None:
             show(summary)
 
-    from aso.components.passes import reporter_for
-
     recorder = reporter_for(config, name)
 
-    def on_summary_and_record(summary) -> None:
-        recorder.ended(summary, pass_exit(name, summary, what)[0])
-        on_summary(summary)
+    def on_end(summary, seconds: float, exc: BaseException | None) -> None:
+        if summary is None and exc is None:
+            return  # interrupted (Ctrl-C): no pass to speak of
+        code = as_cli_error(exc).exit_code if summary is None else pass_exit(name, summary, what)[0]
+        recorder.ended(summary, code)
+        if on_pass_end is not None:
+            on_pass_end(summary, seconds, code)
 
     try:
         with build_pass(name, config) as one_pass:
             outcome = run_passes(config.aso.lock_dir, name, lambda: _with_progress(label, as_json, one_pass),
-                                 loop=loop, interval=interval, on_summary=on_summary_and_record,
-                                 on_start=recorder.started)
-    except BaseException as exc:
-        if not isinstance(exc, (KeyboardInterrupt, SystemExit)):
-            recorder.ended(None, as_cli_error(exc).exit_code)  # a pass that raised ended too
-        raise
+                                 loop=loop, interval=interval, on_summary=on_summary, on_start=recorder.started,
+                                 on_pass_end=on_end)
     finally:
         recorder.close()
     if outcome.lock_held:
@@ -110,6 +120,29 @@ def pass_exit(name: str, summary: Any, what: str = "the work") -> tuple[int, str
     return 0, ""
 
 
+def _pass_metrics(config, name: str, port: int) -> Callable | None:
+    """A hook ``(summary, seconds, exit code)`` that records each pass's metrics (None
+    when neither a textfile folder nor a port is configured)."""
+    folder = config.metrics.textfile_dir
+    if not folder and not port:
+        return None
+    from aso.components.passes import pass_counts
+    from aso.metrics.passes import PassMetrics
+
+    metrics = PassMetrics(name, folder)
+    if port:
+        try:
+            metrics.serve(port)
+        except OSError as exc:
+            fail(f"{name}: cannot serve metrics on 127.0.0.1:{port}: {exc}", EXIT_BAD_INPUT)
+
+    def on_pass_end(summary, seconds: float, code: int) -> None:
+        files, failures = pass_counts(summary) if summary is not None else (0, 1)
+        metrics.record(seconds, files, failures, code)
+
+    return on_pass_end
+
+
 #: How a pass's errors say a backend could not be reached, where the summary has no
 #: structured list: the retry manager's FTS cancels, and any component that met the state
 #: backend's BackendUnavailable for one user and went on with the others.
@@ -132,7 +165,7 @@ def _unreachable(summary) -> list[str]:
 @click.command()
 @_pass_options(60.0)
 @pass_app
-def transfer(app, loop: bool, interval: float, as_json: bool) -> None:
+def transfer(app, loop: bool, interval: float, as_json: bool, metrics_port: int | None) -> None:
     """Acquire new transfers and submit them to FTS: per user, per link, in jobs of at most
     [transfer] max_files_per_job files.
 
@@ -142,13 +175,13 @@ def transfer(app, loop: bool, interval: float, as_json: bool) -> None:
     Exit codes: 0 done (also when another pass holds the lock), 1 some of the work failed
     and waits for the next pass, 2 bad configuration, 3 the state backend or FTS unreachable.
     """
-    run_component(app, "transfer", "submitting per user", loop, interval, as_json)
+    run_component(app, "transfer", "submitting per user", loop, interval, as_json, metrics_port=metrics_port)
 
 
 @click.command()
 @_pass_options(60.0)
 @pass_app
-def monitor(app, loop: bool, interval: float, as_json: bool) -> None:
+def monitor(app, loop: bool, interval: float, as_json: bool, metrics_port: int | None) -> None:
     """Poll FTS in bulk for every submitted job and hand finished files to the reporter.
 
     Prints what it polled and what changed. Jobs FTS no longer knows and jobs past
@@ -157,30 +190,30 @@ def monitor(app, loop: bool, interval: float, as_json: bool) -> None:
     Exit codes: 0 done (also when another pass holds the lock), 1 some of the work failed
     and waits for the next pass, 2 bad configuration, 3 the state backend or FTS unreachable.
     """
-    run_component(app, "monitor", "polling FTS", loop, interval, as_json)
+    run_component(app, "monitor", "polling FTS", loop, interval, as_json, metrics_port=metrics_port)
 
 
 @click.command()
 @_pass_options(60.0)
 @pass_app
-def reporter(app, loop: bool, interval: float, as_json: bool) -> None:
+def reporter(app, loop: bool, interval: float, as_json: bool, metrics_port: int | None) -> None:
     """Record FTS results: FINISHED → DONE; failures → RETRY or FAILED (retry count,
     [reporter] permanent_errors). Late results for rows no longer in flight are ignored.
 
     Exit codes: 0 done (also when another pass holds the lock), 1 some of the work failed
     and waits for the next pass, 2 bad configuration, 3 the state backend or FTS unreachable.
     """
-    run_component(app, "reporter", "reporting per user", loop, interval, as_json)
+    run_component(app, "reporter", "reporting per user", loop, interval, as_json, metrics_port=metrics_port)
 
 
 @click.command("retry-manager")
 @_pass_options(300.0)
 @pass_app
-def retry_manager(app, loop: bool, interval: float, as_json: bool) -> None:
+def retry_manager(app, loop: bool, interval: float, as_json: bool, metrics_port: int | None) -> None:
     """RETRY rows back to NEW after [retry_manager] cooloff; kill requests canceled in FTS
     and marked KILLED; rows stuck in ACQUIRED or SUBMITTED recovered.
 
     Exit codes: 0 done (also when another pass holds the lock), 1 some of the work failed
     and waits for the next pass, 2 bad configuration, 3 the state backend or FTS unreachable.
     """
-    run_component(app, "retry-manager", "retry manager", loop, interval, as_json)
+    run_component(app, "retry-manager", "retry manager", loop, interval, as_json, metrics_port=metrics_port)

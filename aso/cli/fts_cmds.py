@@ -165,6 +165,8 @@ def fts_server(app, host, port, db_path, cert, key, ca_dir, workers, per_link, l
         messages=messages,
         multihop_cleanup_delay=float(multihop_cleanup_delay if multihop_cleanup_delay is not None
                                      else _default(app, "multihop_cleanup_delay")),
+        metrics_token=_default(app, "metrics_token"),
+        metrics_cache_seconds=float(app.config.metrics.cache_seconds),
     )
     if https:
         try:

@@ -9,7 +9,7 @@ import logging
 import click
 
 from aso.cli.common import console, pass_app
-from aso.cli.component_cmds import run_component
+from aso.cli.component_cmds import metrics_port_option, run_component
 
 log = logging.getLogger("aso.publisher")
 
@@ -18,8 +18,9 @@ log = logging.getLogger("aso.publisher")
 @click.option("--loop", is_flag=True, help="Run passes until interrupted instead of one.")
 @click.option("--interval", type=float, default=600.0, show_default=True, help="Seconds between passes with --loop.")
 @click.option("--json", "as_json", is_flag=True, help="Print the pass summary as JSON.")
+@metrics_port_option
 @pass_app
-def publisher(app, loop: bool, interval: float, as_json: bool) -> None:
+def publisher(app, loop: bool, interval: float, as_json: bool, metrics_port: int | None) -> None:
     """Publish transferred files into the catalog ([publisher] section), in blocks.
 
     Exit codes: 0 done (or another pass holds the lock), 1 some publication failed,
@@ -31,4 +32,5 @@ def publisher(app, loop: bool, interval: float, as_json: bool) -> None:
         for error in summary.errors:
             log.warning("%s", error)
 
-    run_component(app, "publisher", "publishing users", loop, interval, as_json, show=show, what="the files")
+    run_component(app, "publisher", "publishing users", loop, interval, as_json, show=show, what="the files",
+                  metrics_port=metrics_port)

@@ -50,13 +50,14 @@ class MonitorSummary:
     unreachable: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
 
-    def files_handled(self) -> int:
-        return sum(self.handed_over.values())
-
     def as_dict(self) -> dict:
         data = asdict(self)
         data["handed_over"] = dict(self.handed_over)
         return data
+
+    def files_handled(self) -> int:
+        """Files this pass handled (aso_pass_files): finished files handed to the reporter."""
+        return sum(self.handed_over.values())
 
     def merge(self, part: MonitorSummary) -> None:
         """Add what one (user, endpoint) group found: each pool thread counts into its own

@@ -22,10 +22,11 @@ log = logging.getLogger("aso.passes")
 
 def pass_counts(summary: Any) -> tuple[int, int]:
     """(files handled, errors met) of any component's pass summary."""
+    from aso.metrics.passes import files_handled
+
     if summary is None:
         return 0, 0
-    files = summary.files_handled() if hasattr(summary, "files_handled") else 0
-    return files, len(getattr(summary, "errors", ()) or ())
+    return files_handled(summary), len(getattr(summary, "errors", ()) or ())
 
 
 class PassReporter:

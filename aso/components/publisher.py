@@ -81,11 +81,12 @@ class PublishSummary:
             setattr(self, name, getattr(self, name) + getattr(other, name))
         self.errors.extend(other.errors)
 
-    def files_handled(self) -> int:
-        return self.published + self.already_in_catalog + self.failed + self.retry
-
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    def files_handled(self) -> int:
+        """Files this pass handled (aso_pass_files): published, found in the catalog already, failed or to retry."""
+        return self.published + self.already_in_catalog + self.failed + self.retry
 
     def line(self) -> str:
         return (

@@ -35,13 +35,14 @@ class ReporterSummary:
     unreachable: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
 
-    def files_handled(self) -> int:
-        return sum(self.states.values())
-
     def as_dict(self) -> dict:
         data = asdict(self)
         data["states"] = dict(self.states)
         return data
+
+    def files_handled(self) -> int:
+        """Files this pass handled (aso_pass_files): results recorded as a state."""
+        return sum(self.states.values())
 
     def line(self) -> str:
         states = ", ".join(f"{n} {s}" for s, n in sorted(self.states.items())) or "nothing"

@@ -46,11 +46,12 @@ class RetryManagerSummary:
     unreachable: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
 
-    def files_handled(self) -> int:
-        return self.retried + self.killed + self.done + self.released + self.repolled
-
     def as_dict(self) -> dict:
         return asdict(self)
+
+    def files_handled(self) -> int:
+        """Files this pass handled (aso_pass_files): rows retried, killed, found done, released or re-polled."""
+        return self.retried + self.killed + self.done + self.released + self.repolled
 
     def line(self) -> str:
         return (f"retry-manager: {self.retried} back to NEW after the cool-off, {self.killed} killed "

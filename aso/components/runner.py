@@ -42,9 +42,11 @@ def run_passes(
     interval: float = 60.0,
     on_summary: Callable[[Any], None] | None = None,
     on_start: Callable[[str], None] | None = None,
+    on_pass_end: Callable[[Any | None, float, BaseException | None], None] | None = None,
 ) -> PassOutcome:
     """Run ``one_pass`` under the ``name`` lock (once, or until SIGTERM/SIGINT with ``loop``).
-    Returns the last pass's summary."""
+    Returns the last pass's summary. ``on_pass_end(summary, seconds, exception)`` hears of
+    every pass that ran, also one that raised (summary None; metrics, records)."""
     stop = threading.Event()
     previous = None
     if loop and threading.current_thread() is threading.main_thread():
@@ -57,7 +59,15 @@ def run_passes(
                 outcome.pass_id = uuid.uuid4().hex
                 if on_start:
                     on_start(outcome.pass_id)
-                summary = one_pass()
+                summary, failure = None, None
+                try:
+                    summary = one_pass()
+                except Exception as exc:
+                    failure = exc
+                    raise
+                finally:
+                    if on_pass_end is not None:
+                        on_pass_end(summary, time.monotonic() - started, failure)
                 outcome.summary = summary
                 outcome.passes += 1
                 line = summary.line() if hasattr(summary, "line") else str(summary)

@@ -72,11 +72,12 @@ class TransferSummary:
     misconfigured: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
 
-    def files_handled(self) -> int:
-        return self.files + self.retry + self.failed
-
     def as_dict(self) -> dict:
         return asdict(self)
+
+    def files_handled(self) -> int:
+        """Files this pass handled (aso_pass_files): submitted to FTS, or sent to RETRY or FAILED."""
+        return self.files + self.retry + self.failed
 
     def add(self, r: _UserResult) -> None:
         """Count what one user's submissions did."""

@@ -24,6 +24,9 @@ from aso.ftsd.errors import FtsHttpError, reason_phrase
 from aso.ftsd.identity import Identity, identity_from_environ
 from aso.ftsd.jobs import MAX_INT
 from aso.ftsd.jsonbody import MAX_BODY_BYTES, parse_json
+from aso.metrics import names
+from aso.metrics.collectors import CachedCollector, ExecutorCollector, fts_store_gauges
+from aso.metrics.server import instrument
 
 if TYPE_CHECKING:
     from aso.ftsd.service import FtsService
@@ -325,4 +328,14 @@ def create_app(service: FtsService) -> Flask:
             executor.wake()
         return _answer(ids, found, errors)
 
+    # /metrics needs no certificate (Prometheus scrapes without one; the TLS layer asks for a
+    # client certificate but does not require it, and _identify leaves g.identity None)
+    instrument(
+        app,
+        requests_metric=names.FTS_REQUESTS,
+        latency_metric=names.FTS_LATENCY,
+        collectors=[CachedCollector(fts_store_gauges(store), service.settings.metrics_cache_seconds),
+                    ExecutorCollector(executor)],
+        token=service.settings.metrics_token,
+    )
     return app

@@ -234,6 +234,12 @@ class JobStore(ExecutorQueries):
         """Files per state (for the log and the benchmarks)."""
         return {r[0]: r[1] for r in self._read("SELECT file_state, COUNT(*) FROM t_file GROUP BY file_state")}
 
+    def queue_depth(self) -> dict[tuple[str, str], int]:
+        """Files queued (SUBMITTED) per (source_se, dest_se), for /metrics: the queued files
+        found through ix_file_queue, not a scan of the table."""
+        return {(r[0], r[1]): r[2] for r in self._read(
+            "SELECT source_se, dest_se, COUNT(*) FROM t_file WHERE file_state = 'SUBMITTED' GROUP BY source_se, dest_se")}
+
     # -- user actions -------------------------------------------------------------------
 
     def cancel_jobs(self, job_ids: Sequence[str], now: float | None = None, reason: str = USER_CANCEL_REASON) -> tuple[dict[str, dict], list[int]]:

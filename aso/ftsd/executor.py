@@ -58,6 +58,37 @@ class ExecutorSettings:
     reread_destination: bool = False
 
 
+class CopyTotals:
+    """What the copies did since the service started, for ``/metrics``: counted in memory
+    where copies end, so a finished file costs no database work for its metrics."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.bytes_copied = 0
+        self.finished = 0
+        self.failed = 0
+
+    def copied(self, nbytes: int) -> None:
+        with self._lock:
+            self.bytes_copied += max(0, nbytes)
+
+    def ended(self, state: str, result) -> None:
+        """A recorded finish (``result`` None: the file had been canceled or expired
+        meanwhile, so this copy ended nothing)."""
+        if result is None:
+            return
+        with self._lock:
+            if state == "FINISHED":
+                self.finished += 1
+            else:
+                self.failed += 1
+
+    def snapshot(self) -> tuple[int, int, int]:
+        """(bytes copied, files finished, attempts failed)."""
+        with self._lock:
+            return self.bytes_copied, self.finished, self.failed
+
+
 class _Call:
     __slots__ = ("op", "args", "kwargs", "sync", "done", "result", "error")
 
@@ -75,9 +106,10 @@ class GroupRecorder:
     Durability is grouped the same way: a copy made with ``sync_later`` (no fsync of its own)
     is recorded FINISHED only after its file system was synced, once for the whole batch."""
 
-    def __init__(self, store: JobStore, batch: int = 256, on_promoted=None):
+    def __init__(self, store: JobStore, batch: int = 256, on_promoted=None, totals: CopyTotals | None = None):
         self.store = store
         self.batch = batch
+        self.totals = totals or CopyTotals()
         #: called when a recorded finish let a multihop job's next hop go (a round is due)
         self.on_promoted = on_promoted
         self._calls: queue.Queue[_Call | None] = queue.Queue()
@@ -146,6 +178,8 @@ class GroupRecorder:
                 return
             for c, r in zip(calls, results, strict=True):
                 c.result = r
+                if c.op == "finish":  # (the state after _sync, which may have failed it)
+                    self.totals.ended(c.args[1], r)
             if self.on_promoted is not None and any(getattr(r, "promoted", False) for r in results):
                 self.on_promoted()
             return
@@ -185,11 +219,12 @@ class Executor:
         self._dispatching = threading.Lock()
         #: set by the periodic expiry work: the cleanup thread sweeps the scratch copies due
         self._sweep = threading.Event()
+        self.totals = CopyTotals()
 
     # -- life cycle ---------------------------------------------------------------------
 
     def start(self) -> None:
-        self._recorder = GroupRecorder(self.store, on_promoted=self.wake)
+        self._recorder = GroupRecorder(self.store, on_promoted=self.wake, totals=self.totals)
         for i in range(self.settings.workers):
             t = threading.Thread(target=self._worker, name=f"fts-worker-{i}", daemon=True)
             t.start()
@@ -370,7 +405,10 @@ class Executor:
 
     def _record(self, op: str, *args, **kwargs):
         if self._recorder is None:  # not started (tests driving a worker directly)
-            return getattr(self.store, op)(*args, **kwargs)
+            result = getattr(self.store, op)(*args, **kwargs)
+            if op == "finish":
+                self.totals.ended(args[1], result)
+            return result
         return self._recorder.call(op, *args, **kwargs)
 
     def _run(self, task: CopyTask) -> None:
@@ -395,10 +433,11 @@ class Executor:
         except Exception as exc:
             self._failed(task, exc)
             return
+        self.totals.copied(0 if result.reused else result.filesize - result.resumed_from)
         if self._recorder is None:
             if result.needs_sync:
                 sync_file_systems([result.needs_sync])
-            done = self.store.finish(task.file_id, "FINISHED", filesize=result.filesize, checksum=result.checksum)
+            done = self._record("finish", task.file_id, "FINISHED", filesize=result.filesize, checksum=result.checksum)
             if done is not None and done.promoted:
                 self._wake.set()  # a multihop job's next hop is queued now
         else:

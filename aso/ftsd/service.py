@@ -43,6 +43,10 @@ class ServiceSettings:
     #: seconds a failed or canceled multihop job's scratch copies are kept before they are
     #: deleted (a resubmission may reuse them; Rucio's multihop tombstone is 2 h)
     multihop_cleanup_delay: float = 7200.0
+    #: bearer token /metrics requires ('' = open, no client certificate needed either)
+    metrics_token: str = ""
+    #: seconds the store gauges of /metrics are reused before the files are counted again
+    metrics_cache_seconds: float = 10.0
 
 
 def copy_slots(workers: int = 0, per_link: int = 0, cores: int | None = None) -> tuple[int, int]:

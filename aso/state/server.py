@@ -6,7 +6,8 @@ post-processing step), ``task`` and ``filemetadata``. Bodies may be form-encoded
 repeated keys, as CRAB clients send) or JSON. Reads answer
 ``{"desc": {"columns": [...]}, "result": [[...], ...]}``.
 
-Every request but ``/healthz`` is authenticated; each subresource names the roles allowed
+Every request but ``/healthz`` and ``/metrics`` (open, or behind its own
+``[server] metrics_token``: Prometheus scrapes without the API's tokens) is authenticated; each subresource names the roles allowed
 to call it, and user-role calls only ever see or change the caller's own rows.
 
 This module is the Flask app: authentication, dispatch by :data:`aso.state.api.ROUTES`,
@@ -33,6 +34,9 @@ from aso.errors import (
     TransitionError,
     ValidationError,
 )
+from aso.metrics import names
+from aso.metrics.collectors import DEFAULT_CACHE_SECONDS, CachedCollector, state_store_gauges
+from aso.metrics.server import instrument, is_metrics_request
 from aso.state.api import ROUTES, Api, ServerSettings
 from aso.state.auth import Authenticator, BearerTokenAuthenticator, Identity
 from aso.state.namespaces import Namespaces
@@ -52,8 +56,12 @@ def create_app(
     authenticator: Authenticator,
     settings: ServerSettings | None = None,
     instance: str | None = None,
+    *,
+    metrics_token: str = "",
+    metrics_cache_seconds: float = DEFAULT_CACHE_SECONDS,
 ) -> Flask:
-    """The WSGI app serving ``store``; ``instance`` pins the <instance> path part if given."""
+    """The WSGI app serving ``store``; ``instance`` pins the <instance> path part if given.
+    ``/metrics`` needs ``metrics_token`` as a bearer token when it is set."""
     settings = settings or ServerSettings()
     api = Api(store, settings)
     app = Flask("aso.state.server")
@@ -63,7 +71,7 @@ def create_app(
     def authenticate():
         # Before routing: a caller without a valid token learns nothing, not even which
         # paths or instances exist.
-        if request.path == "/healthz":
+        if request.path == "/healthz" or is_metrics_request():
             return
         who = authenticator.authenticate(request.headers)
         if who is None:
@@ -96,6 +104,7 @@ def create_app(
                 raise NotFoundError(f"no resource {resource!r} for {request.method}")
             raise ValidationError("subresource", f"{sub!r} is not one of {', '.join(known) or '(none)'}")
         handler_name, roles = route
+        g.metrics_route = f"{request.method} {resource}/{sub}" if sub else f"{request.method} {resource}"
         if who.role not in roles:
             raise ForbiddenError(f"{who.name} ({who.role}) may not call {resource} {sub or request.method}; allowed: {', '.join(sorted(roles))}")
         handler: Callable[[Params, Identity], Any] = getattr(api, handler_name)
@@ -125,6 +134,13 @@ def create_app(
         log.exception("%s %s failed", request.method, request.path)
         return _error_response(500, "internal error; see the server log")
 
+    instrument(
+        app,
+        requests_metric=names.SERVER_REQUESTS,
+        latency_metric=names.SERVER_LATENCY,
+        collectors=[CachedCollector(state_store_gauges(store), metrics_cache_seconds)],
+        token=metrics_token,
+    )
     return app
 
 
@@ -146,6 +162,8 @@ def app_from_config(config) -> Flask:
             namespaces=Namespaces.from_config(config.server),
         ),
         instance=config.aso.instance,
+        metrics_token=config.server.metrics_token,
+        metrics_cache_seconds=config.metrics.cache_seconds,
     )
 
 

@@ -113,6 +113,25 @@ class Transfers(StoreEngine):
                 for r in conn.execute(query.order_by(_c.tm_username, _c.tm_taskname))
             ]
 
+    def state_counts(self) -> dict[tuple[str, str], int]:
+        """Rows per (transfer state, publication state) over the whole table, for /metrics:
+        one grouped count, an index-only scan of ix_ftdb_publish (it holds both columns)."""
+        query = select(_c.tm_transfer_state, _c.tm_publication_state, func.count()).group_by(
+            _c.tm_transfer_state, _c.tm_publication_state)
+        with self._read() as conn:
+            return {(T(t).name, P(p).name): n for t, p, n in conn.execute(query)}
+
+    def queue_depth(self) -> dict[tuple[str, str], int]:
+        """Rows waiting or in flight (NEW, ACQUIRED, SUBMITTED) per (source, destination) site,
+        over every worker, for /metrics."""
+        query = (
+            select(_c.tm_source, _c.tm_destination, func.count())
+            .where(_c.tm_transfer_state.in_([int(T.NEW), int(T.ACQUIRED), int(T.SUBMITTED)]))
+            .group_by(_c.tm_source, _c.tm_destination)
+        )
+        with self._read() as conn:
+            return {(s, d): n for s, d, n in conn.execute(query)}
+
     # -- transfer pipeline ---------------------------------------------------------------
     def active_users(self, *, worker: str) -> list[str]:
         validate.worker(worker)
