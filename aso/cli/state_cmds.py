@@ -39,8 +39,10 @@ def server(app, host, port, db_url, threads) -> None:
     from cheroot import wsgi
 
     from aso.config import check_option
+    from aso.logs import set_component
     from aso.state.server import app_from_config
 
+    set_component("server")
     config = app.config
     if db_url:
         config.values["server"]["db_url"] = check_option("server.db_url", db_url)

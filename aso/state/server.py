@@ -33,6 +33,7 @@ from aso.errors import (
     TransitionError,
     ValidationError,
 )
+from aso.logs import log_requests, set_component
 from aso.state.api import ROUTES, Api, ServerSettings
 from aso.state.auth import Authenticator, BearerTokenAuthenticator, Identity
 from aso.state.namespaces import Namespaces
@@ -58,6 +59,7 @@ def create_app(
     api = Api(store, settings)
     app = Flask("aso.state.server")
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
+    log_requests(app, logging.getLogger("aso.server.requests"), lambda: getattr(g.get("identity"), "name", None))
 
     @app.before_request
     def authenticate():
@@ -152,5 +154,11 @@ def app_from_config(config) -> Flask:
 def app_from_env() -> Flask:
     """Entry point for gunicorn: ``gunicorn -w 4 'aso.state.server:app_from_env()'``."""
     from aso.config import load_config
+    from aso.logs import configure
 
-    return app_from_config(load_config(os.environ.get("ASO_CONFIG")))
+    config = load_config(os.environ.get("ASO_CONFIG"))
+    # gunicorn configures only its own loggers: aso's lines (the request lines too) go to
+    # stderr as `aso server` writes them, in [aso] log_format
+    configure(config.aso.log_level, config.aso.log_format)
+    set_component("server")
+    return app_from_config(config)
