@@ -10,10 +10,12 @@ Every error is one line on stderr, ``error: ...``, printed by :class:`CliError`;
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import re
 import sys
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import IO, Any, NoReturn
 from urllib.parse import parse_qsl
@@ -73,6 +75,20 @@ def setup_logging(level: str = "INFO", log_format: str = "text") -> None:
 
     configure(level, log_format,
               rich_console=err_console if log_format == "text" and sys.stderr.isatty() else None)
+
+
+@contextlib.contextmanager
+def progress_bar(label: str, total: int, *, show: bool = True) -> Iterator[Callable[[int], None]]:
+    """``advance(n)`` for a long command: a rich progress bar on a terminal (stderr), nothing
+    at all otherwise (cron's mail holds only the summary)."""
+    if not show or not sys.stderr.isatty():
+        yield lambda n: None
+        return
+    from rich.progress import Progress
+
+    with Progress(console=err_console, transient=True) as bar:
+        task = bar.add_task(label, total=total)
+        yield lambda n: bar.advance(task, n)
 
 
 def echo_json(data: Any) -> None:
