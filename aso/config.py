@@ -87,6 +87,7 @@ OPTIONS: list[Option] = [
     _o("aso", "worker", "asoworker", "This installation's worker name (CRAB's asoworker): rows it acquires carry it."),
     _o("aso", "instance", "prod", "CRAB REST instance name, the <instance> in /crabserver/<instance>/filetransfers."),
     _o("aso", "log_level", "INFO", "Log level of every component.", choices=("DEBUG", "INFO", "WARNING", "ERROR"), any_case=True),
+    _o("aso", "log_format", "text", "Log lines: 'text' (one readable line per event) or 'json' (one object per line with ts, level, logger, message, component, pass_id, user, task, fts_job).", choices=("text", "json")),
     _o("aso", "lock_dir", "locks", "Folder of the per-component lock files.", "path"),
     # state backend
     _o("state", "url", "sqlite:///state.db", "State backend: a database URL (sqlite:///PATH, postgresql+psycopg://...) for the local backend, or http(s)://host:port for an aso server.", "url", schemes=("sqlite", "postgresql", "http", "https")),

@@ -97,12 +97,15 @@ class LazyGroup(click.Group):
 )
 @click.option("--log-level", default=None, type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
               help="Override aso.log_level.")
+@click.option("--log-format", default=None, type=click.Choice(["text", "json"], case_sensitive=False),
+              help="Override aso.log_format: text lines, or one JSON object per line.")
 @click.pass_context
-def cli(ctx: click.Context, config_path: str | None, log_level: str | None) -> None:
+def cli(ctx: click.Context, config_path: str | None, log_level: str | None, log_format: str | None) -> None:
     """Asynchronous stage-out: move grid job outputs with FTS3 and publish them."""
     from aso.cli.common import AppContext
 
-    ctx.obj = AppContext(config_path=config_path, log_level=log_level)
+    ctx.obj = AppContext(config_path=config_path, log_level=log_level,
+                         log_format=log_format.lower() if log_format else None)
 
 
 def _limit_malloc_arenas(arenas: int = 1) -> None:

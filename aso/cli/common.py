@@ -10,10 +10,12 @@ Every error is one line on stderr, ``error: ...``, printed by :class:`CliError`;
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import re
 import sys
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import IO, Any, NoReturn
 from urllib.parse import parse_qsl
@@ -46,13 +48,15 @@ log = logging.getLogger("aso.cli")
 class AppContext:
     config_path: str | None = None
     log_level: str | None = None
+    log_format: str | None = None
     _config: Config | None = field(default=None, repr=False)
 
     @property
     def config(self) -> Config:
         if self._config is None:
             self._config = load_config(self.config_path)
-            setup_logging(self.log_level or self._config.aso.log_level)
+            setup_logging(self.log_level or self._config.aso.log_level,
+                          self.log_format or self._config.aso.log_format)
         return self._config
 
     def backend(self):
@@ -64,23 +68,27 @@ class AppContext:
 pass_app = click.make_pass_decorator(AppContext)
 
 
-def setup_logging(level: str = "INFO") -> None:
-    """Rich log lines on a terminal, plain timestamped lines under cron."""
-    root = logging.getLogger()
-    if getattr(root, "_aso_configured", False):
-        root.setLevel(level.upper())
-        return
-    if sys.stderr.isatty():
-        from rich.logging import RichHandler
+def setup_logging(level: str = "INFO", log_format: str = "text") -> None:
+    """One line per event on stderr, stamped with the log context (:mod:`aso.logs`): rich
+    text on a terminal, plain timestamped text under cron, or one JSON object per line."""
+    from aso.logs import configure
 
-        handler: logging.Handler = RichHandler(console=err_console, show_path=False)
-        handler.setFormatter(logging.Formatter("%(name)s: %(message)s"))
-    else:
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    root.addHandler(handler)
-    root.setLevel(level.upper())
-    root._aso_configured = True  # type: ignore[attr-defined]
+    configure(level, log_format,
+              rich_console=err_console if log_format == "text" and sys.stderr.isatty() else None)
+
+
+@contextlib.contextmanager
+def progress_bar(label: str, total: int, *, show: bool = True) -> Iterator[Callable[[int], None]]:
+    """``advance(n)`` for a long command: a rich progress bar on a terminal (stderr), nothing
+    at all otherwise (cron's mail holds only the summary)."""
+    if not show or not sys.stderr.isatty():
+        yield lambda n: None
+        return
+    from rich.progress import Progress
+
+    with Progress(console=err_console, transient=True) as bar:
+        task = bar.add_task(label, total=total)
+        yield lambda n: bar.advance(task, n)
 
 
 def echo_json(data: Any) -> None:
@@ -181,6 +189,6 @@ def ensure_logging() -> None:
     if getattr(logging.getLogger(), "_aso_configured", False):
         return
     ctx = click.get_current_context(silent=True)
-    level = ctx.find_root().params.get("log_level") if ctx else None  # parsed even before aso's callback ran
-    if level:
-        setup_logging(level)
+    params = ctx.find_root().params if ctx else {}  # parsed even before aso's callback ran
+    if params.get("log_level"):
+        setup_logging(params["log_level"], params.get("log_format") or "text")

@@ -134,7 +134,9 @@ def fts_server(app, host, port, db_path, cert, key, ca_dir, workers, per_link, l
     from aso.ftsd.executor import ExecutorSettings
     from aso.ftsd.service import DEFAULT_LOCAL_USER, FtsService, ServiceSettings
     from aso.ftsd.tls import accept_double_slashes, make_https_server
+    from aso.logs import set_component
 
+    set_component("fts-server")
     log = logging.getLogger("aso.fts")
     host = host or _default(app, "host")
     port = port if port is not None else int(_default(app, "port"))

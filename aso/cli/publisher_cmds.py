@@ -8,7 +8,7 @@ import logging
 
 import click
 
-from aso.cli.common import console, pass_app
+from aso.cli.common import pass_app
 from aso.cli.component_cmds import metrics_port_option, run_component
 
 log = logging.getLogger("aso.publisher")
@@ -28,7 +28,7 @@ def publisher(app, loop: bool, interval: float, as_json: bool, metrics_port: int
     """
 
     def show(summary) -> None:
-        console.print(summary.line(), highlight=False)
+        click.echo(summary.line())  # one line, never wrapped (rich wraps at 80 columns off a terminal)
         for error in summary.errors:
             log.warning("%s", error)
 

@@ -16,8 +16,9 @@ from aso.cli.common import (
     echo_json,
     fail,
     pass_app,
+    progress_bar,
 )
-from aso.errors import ValidationError
+from aso.errors import BackendUnavailable, ValidationError
 from aso.state.states import PublicationState, TransferState
 
 
@@ -39,8 +40,10 @@ def server(app, host, port, db_url, threads) -> None:
     from cheroot import wsgi
 
     from aso.config import check_option
+    from aso.logs import set_component
     from aso.state.server import app_from_config
 
+    set_component("server")
     config = app.config
     if db_url:
         config.values["server"]["db_url"] = check_option("server.db_url", db_url)
@@ -122,7 +125,7 @@ def inject(app, source, as_json: bool) -> None:
     start_time. The whole list is validated first; one bad request writes nothing.
     """
     requests = read_requests(source)
-    result = app.backend().inject(requests)
+    result = _inject_in_batches(app.backend(), requests, show_progress=not as_json)
     if as_json:
         echo_json({"inserted": result.inserted, "reinitialised": result.reinitialised, "skipped": result.skipped})
         return
@@ -131,6 +134,57 @@ def inject(app, source, as_json: bool) -> None:
     )
     for skip in result.skipped[:20]:
         console.print(f"  skipped {skip['id'][:12]}… ({skip['state']}): {skip['reason']}")
+
+
+#: requests per inject call when a list is too big for one: a batch is one transaction (or
+#: one request to the server), and the progress bar moves once per batch
+INJECT_BATCH = 5000
+
+
+def _inject_in_batches(backend, requests: Any, *, show_progress: bool):
+    """Inject ``requests``: a list that fits one batch in one call (all or nothing, as
+    before), a bigger one in batches of :data:`INJECT_BATCH` with a progress bar on a
+    terminal. Every request is checked before the first batch goes, so bad input still
+    writes nothing; a backend failure part-way leaves the earlier batches written, and
+    injecting the same list again is safe (rows already recorded are skipped)."""
+    from aso.state.records import InjectResult
+    from aso.state.requests import transfer_row
+
+    if not isinstance(requests, list) or len(requests) <= INJECT_BATCH:
+        return backend.inject(requests)
+    seen: dict[str, int] = {}
+    for i, req in enumerate(requests):  # the checks the store makes, over the whole list
+        row_id = transfer_row(i, req, 0)["tm_id"]
+        if row_id in seen:
+            raise ValidationError(f"[{i}].source_lfn", f"same file as request [{seen[row_id]}]")
+        seen[row_id] = i
+    result = InjectResult()
+    with progress_bar("injecting", len(requests), show=show_progress) as advance:
+        for start in range(0, len(requests), INJECT_BATCH):
+            batch = requests[start:start + INJECT_BATCH]
+            try:
+                part = backend.inject(batch)
+            except (ValidationError, BackendUnavailable) as exc:
+                if not start:
+                    raise
+                # name the request as the whole list numbers it, and say what is written
+                written = (f" (this batch's numbering; requests [0] to [{start - 1}] of the list were "
+                           "written by earlier batches: injecting the same list again is safe)")
+                if isinstance(exc, ValidationError):
+                    raise ValidationError(_shift(exc.field, start), exc.problem + written) from None
+                raise BackendUnavailable(str(exc) + written) from None
+            result.inserted += part.inserted
+            result.reinitialised += part.reinitialised
+            result.skipped += part.skipped
+            advance(len(batch))
+    return result
+
+
+def _shift(field: str, offset: int) -> str:
+    """``[3].source_lfn`` of a batch starting at ``offset`` as the whole list numbers it."""
+    import re
+
+    return re.sub(r"^\[(\d+)\]", lambda m: f"[{int(m.group(1)) + offset}]", field or "")
 
 
 @click.command()

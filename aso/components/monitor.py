@@ -29,6 +29,7 @@ from dataclasses import asdict, dataclass, field
 from aso.components.handoffs import MonitorEntry, ReportedFile, ReporterEntry
 from aso.components.pipeline import PipelineSettings, ToolCache, ToolFactory
 from aso.errors import AsoError
+from aso.logs import log_context
 from aso.sandbox import Entry
 from aso.transfertools import JobResult, TransferToolError
 
@@ -151,7 +152,8 @@ class MonitorPass:
         """Poll one user's jobs at one endpoint; returns what this group found."""
         summary = MonitorSummary()
         try:
-            self._run_group(user, endpoint, entries, summary)
+            with log_context(user=user):  # a pool thread: it does not inherit the caller's context
+                self._run_group(user, endpoint, entries, summary)
             return summary
         finally:
             self.tools.release(user, endpoint)  # a pass over 1000 users must not hold 1000 clients
@@ -175,7 +177,8 @@ class MonitorPass:
                 job = self.monitor_box.load_record(entry)
                 result = results.get(job.job_id) if job is not None else None
                 if result is not None:
-                    self._apply(entry, job, result, summary)
+                    with log_context(fts_job=job.job_id):
+                        self._apply(entry, job, result, summary)
 
     def run(self, progress: Callable[[int, int], None] | None = None) -> MonitorSummary:
         summary = MonitorSummary()

@@ -32,6 +32,7 @@ from aso import validate
 from aso.catalogs.base import Block, Catalog, CatalogFile
 from aso.components.retry_policy import RetryPolicy
 from aso.errors import ValidationError
+from aso.logs import log_context
 from aso.state import PublicationUpdate, StateBackend
 
 log = logging.getLogger("aso.publisher")
@@ -264,14 +265,16 @@ def publish_user(
     for row in rows:
         by_task[row["tm_taskname"]].append(row)
     for taskname, task_rows in sorted(by_task.items()):
-        try:
-            plan = plan_task(backend, catalog, settings, taskname, task_rows, now)
-            summary.add(execute_plan(backend, catalog, settings, plan))
-        except Exception as exc:  # noqa: BLE001 - one task's trouble must not stop the others
-            log.exception("task %s: publication pass failed", taskname)
-            summary.errors.append(f"{taskname}: {exc}")
-            summary.rows += len(task_rows)
-            summary.waiting += len(task_rows)
+        # a pool thread: it does not inherit the caller's context
+        with log_context(user=task_rows[0]["tm_username"], task=taskname):
+            try:
+                plan = plan_task(backend, catalog, settings, taskname, task_rows, now)
+                summary.add(execute_plan(backend, catalog, settings, plan))
+            except Exception as exc:  # noqa: BLE001 - one task's trouble must not stop the others
+                log.exception("task %s: publication pass failed", taskname)
+                summary.errors.append(f"{taskname}: {exc}")
+                summary.rows += len(task_rows)
+                summary.waiting += len(task_rows)
     return summary
 
 

@@ -36,6 +36,7 @@ from dataclasses import asdict, dataclass, field
 from aso.components.handoffs import MonitorEntry, ReportedFile, ReporterEntry
 from aso.components.pipeline import PipelineSettings
 from aso.errors import ValidationError
+from aso.logs import log_context
 from aso.messaging import fts3 as msg
 from aso.messaging.durable import broker_kind, subscription_headers
 from aso.messaging.stomp_link import BrokerAddress, LinkError, StompLink, resolve
@@ -181,7 +182,8 @@ class Receiver:
             if not c.row_id or not c.user:
                 s.malformed += 1
                 log.warning("message for FTS job %s file %s dropped: it names no %s", c.job_id, c.file_id,
-                            "row id (file_metadata.oracleId)" if not c.row_id else "user (job_metadata.user)")
+                            "row id (file_metadata.oracleId)" if not c.row_id else "user (job_metadata.user)",
+                            extra={"fts_job": c.job_id, "user": c.user or None})
                 continue
             fresh.append(c)
         now = self.now()
@@ -200,19 +202,20 @@ class Receiver:
         handed = 0
         for user, completions in sorted(by_user.items()):
             try:
-                handed += self._hand_over_user(user, completions, now)
+                with log_context(user=user):
+                    handed += self._hand_over_user(user, completions, now)
             except ValidationError as exc:
                 s.malformed += len(completions)
                 for c in completions:
                     self._early.pop((c.user, c.job_id, c.row_id), None)
-                log.warning("messages for user %r dropped: %s", user[:100], exc)
+                log.warning("messages for user %r dropped: %s", user[:100], exc, extra={"user": user[:100]})
         for key, waiting in list(self._early.items()):
             if now - waiting.since > self.settings.early_seconds:
                 del self._early[key]
                 s.unknown_job += 1
                 log.info("FTS job %s of user %s: no monitor entry after %.0f s; the message is dropped (the job "
                          "was handed over by the monitor already, or was not submitted from here)",
-                         key[1], key[0], self.settings.early_seconds)
+                         key[1], key[0], self.settings.early_seconds, extra={"user": key[0], "fts_job": key[1]})
         if handed:
             log.debug("receiver: handed %d file(s) of %d user(s) to the reporter (%d message(s) in this batch)",
                       handed, len(by_user), len(bodies))
@@ -255,6 +258,9 @@ class Receiver:
             handed = {(f.job_id, f.id) for f in files}
             for job_id, (entry, job) in jobs.items():
                 mine = [row for j, row in handed if j == job_id]
+                if mine:  # per job, at DEBUG: the receiver's part of a file's trail
+                    log.debug("user %s: FTS job %s: %d file(s) handed to the reporter", user, job_id, len(mine),
+                              extra={"fts_job": job_id})
                 job.last_news = now
                 if mine:
                     job.hand_over(mine, now)

@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass, field
 
 from aso.components.pipeline import GroupCommit, PipelineSettings
 from aso.errors import AsoError, BackendUnavailable
+from aso.logs import log_context
 from aso.sandbox import SandboxError
 from aso.state import StateBackend, TransferUpdate
 
@@ -74,7 +75,8 @@ class ReporterPass:
         if self._down is not None:
             raise self._down  # do not wait out the client's retries once per user
         try:
-            return self._run_user(user)
+            with log_context(user=user):  # a pool thread: it does not inherit the caller's context
+                return self._run_user(user)
         except BackendUnavailable as exc:
             self._down = exc
             raise
@@ -96,7 +98,8 @@ class ReporterPass:
         for (row_id, job_id), f in latest.items():
             row = rows.get(row_id)
             if row is None:
-                log.warning("user %s: result for unknown row %s (FTS job %s) ignored", user, row_id, job_id)
+                log.warning("user %s: result for unknown row %s (FTS job %s) ignored", user, row_id, job_id,
+                            extra={"fts_job": job_id, "rows": row_id})
                 continue
             state, reason = self.decide(row, f.state, f.reason)
             updates.append(TransferUpdate(id=row_id, state=state, reason=reason, expect_state="SUBMITTED",
@@ -110,17 +113,33 @@ class ReporterPass:
         # is skipped by the store)
         applied = set(result.updated)
         states = Counter(u.state for u in updates if u.id in applied)
+        self._log_jobs(user, updates, applied)
         ignored = 0
+        job_of = {u.id: u.expect_fts_id for u in updates}
         for skip in result.skipped:
             if skip.get("id") not in mine:
                 continue  # another user's, in the same group commit
             if skip.get("state") in ("DONE", "FAILED", "RETRY") and skip.get("reason", "").startswith("already"):
                 continue
             ignored += 1
-            log.info("user %s: late result for row %s ignored (%s)", user, skip.get("id"), skip.get("reason"))
+            log.info("user %s: late result for row %s of FTS job %s ignored (%s)", user, skip.get("id"),
+                     job_of.get(skip.get("id")), skip.get("reason"),
+                     extra={"fts_job": job_of.get(skip.get("id")), "rows": skip.get("id")})
         for entry in entries:
             self.box.remove(entry.user, entry.name)
         return len(entries), states, ignored
+
+    @staticmethod
+    def _log_jobs(user: str, updates: list[TransferUpdate], applied: set[str]) -> None:
+        """One line per FTS job (not per file) with the states its files were given: the
+        end of a file's trail through the logs."""
+        per_job: dict[str, Counter] = {}
+        for u in updates:
+            if u.id in applied:
+                per_job.setdefault(u.expect_fts_id or "", Counter())[u.state] += 1
+        for job_id, states in sorted(per_job.items()):
+            log.info("user %s: FTS job %s: %s recorded", user, job_id,
+                     ", ".join(f"{n} {s}" for s, n in sorted(states.items())), extra={"fts_job": job_id or None})
 
     def run(self, progress: Callable[[int, int], None] | None = None) -> ReporterSummary:
         summary = ReporterSummary()
@@ -151,7 +170,7 @@ class ReporterPass:
                     continue
                 except AsoError as exc:
                     summary.errors.append(f"{user}: {exc}; their results stay for the next pass")
-                    log.error("%s", summary.errors[-1])
+                    log.error("%s", summary.errors[-1], extra={"user": user})
                     continue
                 summary.entries += n
                 summary.users += 1 if n else 0

@@ -111,6 +111,8 @@ class RetryManagerPass:
                 for job_id, job_rows in jobs.items():
                     if self._cancel(tool, statuses.get(job_id), {r["tm_id"] for r in job_rows}, summary):
                         canceled.append(job_id)
+                        log.info("user %s: FTS job %s: %d killed file(s) canceled in FTS", user, job_id, len(job_rows),
+                                 extra={"user": user, "fts_job": job_id})
                 if canceled:  # what FTS says now: a file may have finished before the cancel landed
                     statuses.update(tool.bulk_query(canceled))
             except TransferToolError as exc:
@@ -147,7 +149,7 @@ class RetryManagerPass:
         if transient and endpoint not in summary.unreachable:
             summary.unreachable.append(endpoint)
         summary.errors.append(f"{user}: cannot cancel {len(jobs)} FTS job(s) at {endpoint} yet: {exc}")
-        log.warning("%s", summary.errors[-1])
+        log.warning("%s", summary.errors[-1], extra={"user": user})
 
     @staticmethod
     def _cancel(tool, status: JobResult | None, wanted: set[str], summary: RetryManagerSummary) -> bool:
@@ -188,6 +190,8 @@ class RetryManagerPass:
                 job.watch(r["tm_id"] for r in rows)
                 box.write_record(user, job_id, job)
             summary.repolled += len(rows)
+            log.info("user %s: FTS job %s: %d SUBMITTED row(s) nobody was watching handed to the monitor", user, job_id,
+                     len(rows), extra={"user": user, "fts_job": job_id})
         if summary.repolled:
             log.warning("%d SUBMITTED row(s) nobody was watching are polled again", summary.repolled)
 

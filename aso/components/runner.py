@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from aso.locking import LockHeld, component_lock
+from aso.logs import set_pass
 
 log = logging.getLogger("aso.runner")
 
@@ -52,6 +53,7 @@ def run_passes(
     if loop and threading.current_thread() is threading.main_thread():
         previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
     outcome = PassOutcome(None)
+    set_pass(name)  # every line of a pass carries the component and the pass id
     try:
         with component_lock(lock_dir, name):
             while True:
@@ -76,6 +78,7 @@ def run_passes(
                     on_summary(summary)
                 if not loop or stop.wait(interval):
                     break
+                set_pass(name)  # a new pass id for the next pass
     except LockHeld as exc:
         log.info("%s", exc)
         outcome.lock_held = True
@@ -83,6 +86,7 @@ def run_passes(
     except KeyboardInterrupt:
         pass
     finally:
+        set_pass(None)
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
     return outcome

@@ -42,6 +42,7 @@ from dataclasses import asdict, dataclass, field
 from aso.components.handoffs import Chunk, MonitorEntry, SubmitRecord
 from aso.components.pipeline import GroupCommit, PipelineSettings, ToolCache, ToolFactory
 from aso.errors import AsoError, ConfigError
+from aso.logs import log_context
 from aso.sandbox import SandboxError
 from aso.state import StateBackend, TransferUpdate
 from aso.topology import NoPathError, Route, Topology
@@ -241,6 +242,9 @@ class TransferPass:
                 live = chunk.live(dead)
                 if live:
                     job_id = tool.submit(live, self.settings.options_for(user), chunk.sid, multihop=chunk.multihop)
+                    # one line per FTS job (not per file): where a file's trail through the logs starts
+                    log.info("user %s: FTS job %s: %d file(s) submitted to %s", user, job_id, len(live), chunk.endpoint,
+                             extra={"fts_job": job_id, "task": _task_of(live)})
                 else:  # every file of it was killed: submit nothing, but know where it went if it did
                     job_id = tool.expected_job_id(chunk.sid)
                 batch.submitted.append((chunk, job_id))
@@ -248,7 +252,7 @@ class TransferPass:
                 if not exc.transient:
                     batch.refused.append((chunk, str(exc)))
                     log.warning("user %s: FTS refused chunk %s (%d files): %s", user, chunk.sid,
-                                len(chunk.transfers), exc)
+                                len(chunk.transfers), exc, extra={"task": _task_of(chunk.transfers)})
                     continue
                 # Maybe it landed, maybe not: the chunk stays recorded and the next pass
                 # resubmits the same sid (409 then means it had landed). The endpoint is
@@ -290,7 +294,7 @@ class TransferPass:
                     killed_now.add(skip.get("id"))
                 elif skip.get("state") != "SUBMITTED":
                     log.info("row %s was %s when its FTS job was recorded; the monitor will ignore its result",
-                             skip.get("id"), skip.get("state"))
+                             skip.get("id"), skip.get("state"), extra={"rows": skip.get("id")})
         self._record_killed(items, killed_now)
         now = int(time.time())
         for item in items:
@@ -329,22 +333,27 @@ class TransferPass:
             return
         self.backend.update_transfers(updates)
         for item, endpoint, job_id, late in cancels:
-            log.info("user %s: %d file(s) of FTS job %s were killed while being submitted; canceling them",
-                     item.user, len(late), job_id)
-            try:
-                tool = self.tools.delegated(endpoint, item.user, item.proxy, self.settings)
-                status = tool.bulk_query([job_id]).get(job_id)
-                if status is None or status.terminal:
-                    continue
-                if status.multihop:  # one row, and FTS3 cancels a multihop job only whole
-                    tool.cancel(job_id)
-                    continue
-                file_ids = [f.file_id for f in status.files
-                            if f.transfer_id in late and not f.terminal and f.file_id is not None]
-                if file_ids:
-                    tool.cancel(job_id, file_ids)
-            except AsoError as exc:  # the retry manager cancels the rows still in KILL
-                log.warning("user %s: cannot cancel killed files of FTS job %s yet: %s", item.user, job_id, exc)
+            # this runs in the group-commit thread, for several users: name each one
+            with log_context(user=item.user, fts_job=job_id):
+                self._cancel_killed(item, endpoint, job_id, late)
+
+    def _cancel_killed(self, item: _Pending, endpoint: str, job_id: str, late: set[str]) -> None:
+        log.info("user %s: %d file(s) of FTS job %s were killed while being submitted; canceling them",
+                 item.user, len(late), job_id)
+        try:
+            tool = self.tools.delegated(endpoint, item.user, item.proxy, self.settings)
+            status = tool.bulk_query([job_id]).get(job_id)
+            if status is None or status.terminal:
+                return
+            if status.multihop:  # one row, and FTS3 cancels a multihop job only whole
+                tool.cancel(job_id)
+                return
+            file_ids = [f.file_id for f in status.files
+                        if f.transfer_id in late and not f.terminal and f.file_id is not None]
+            if file_ids:
+                tool.cancel(job_id, file_ids)
+        except AsoError as exc:  # the retry manager cancels the rows still in KILL
+            log.warning("user %s: cannot cancel killed files of FTS job %s yet: %s", item.user, job_id, exc)
 
     def _run_record(self, user: str, name: str, chunks: list[Chunk], proxy: str, rows_by_id: dict[str, dict],
                     result: _UserResult, group: GroupCommit | None = None, dead: frozenset[str] = frozenset()) -> None:
@@ -373,23 +382,30 @@ class TransferPass:
             if record is not None:
                 records[entry.user].append((entry.name, record))
         for user, user_records in records.items():
-            proxy = self._proxy(user)
-            if proxy is None:
-                continue
-            ids = [i for _, r in user_records for i in r.ids()]
-            rows_by_id = {r["tm_id"]: r for r in self.backend.get_transfers(ids)}
-            # killed since the record was written: not submitted (their FTS job is recorded
-            # if an earlier attempt submitted them, so the retry manager cancels them there)
-            dead = frozenset(i for i, r in rows_by_id.items() if r["tm_transfer_state"] in _KILLED_STATES)
-            try:
-                for name, record in user_records:
-                    result = _UserResult()
-                    self._run_record(user, name, record.chunks, proxy, rows_by_id, result, dead=dead)
-                    done += result.jobs
-                    if summary is not None:  # replayed jobs count among the pass's jobs too
-                        summary.add(result)
-            finally:
-                self.tools.release(user)
+            with log_context(user=user):
+                done += self._replay_user(user, user_records, summary)
+        return done
+
+    def _replay_user(self, user: str, user_records: list[tuple[str, SubmitRecord]],
+                     summary: TransferSummary | None) -> int:
+        proxy = self._proxy(user)
+        if proxy is None:
+            return 0
+        done = 0
+        ids = [i for _, r in user_records for i in r.ids()]
+        rows_by_id = {r["tm_id"]: r for r in self.backend.get_transfers(ids)}
+        # killed since the record was written: not submitted (their FTS job is recorded
+        # if an earlier attempt submitted them, so the retry manager cancels them there)
+        dead = frozenset(i for i, r in rows_by_id.items() if r["tm_transfer_state"] in _KILLED_STATES)
+        try:
+            for name, record in user_records:
+                result = _UserResult()
+                self._run_record(user, name, record.chunks, proxy, rows_by_id, result, dead=dead)
+                done += result.jobs
+                if summary is not None:  # replayed jobs count among the pass's jobs too
+                    summary.add(result)
+        finally:
+            self.tools.release(user)
         return done
 
     def pending_ids(self) -> set[str]:
@@ -403,7 +419,8 @@ class TransferPass:
 
     def run_user(self, user: str, pending: set[str]) -> _UserResult:
         try:
-            return self._run_user(user, pending)
+            with log_context(user=user):  # a pool thread: it does not inherit the caller's context
+                return self._run_user(user, pending)
         finally:
             self.tools.release(user)  # a pass over 1000 users must not hold 1000 clients
 
@@ -475,7 +492,7 @@ class TransferPass:
                         raise  # the sandbox itself is broken: one clear error, not one per user
                     except AsoError as exc:
                         summary.errors.append(f"{user}: {exc}")
-                        log.error("user %s: %s", user, exc)
+                        log.error("user %s: %s", user, exc, extra={"user": user})
                         continue
                     summary.add(r)
                     summary.users += 1 if (r.jobs or r.retry or r.failed) else 0
@@ -489,6 +506,13 @@ class TransferPass:
                 self._group = None
             self.tools.close()
         return summary
+
+
+def _task_of(transfers: Iterable[Transfer]) -> str | None:
+    """The task of a chunk's files when they are all of one task (the usual case), for the
+    log context; None when they mix tasks."""
+    tasks = {(t.metadata or {}).get("taskname") for t in transfers}
+    return tasks.pop() if len(tasks) == 1 else None
 
 
 def run_transfer(backend: StateBackend, proxies, tools: ToolFactory, topology: Topology, settings: PipelineSettings,

@@ -24,6 +24,7 @@ from aso.ftsd.errors import FtsHttpError, reason_phrase
 from aso.ftsd.identity import Identity, identity_from_environ
 from aso.ftsd.jobs import MAX_INT
 from aso.ftsd.jsonbody import MAX_BODY_BYTES, parse_json
+from aso.logs import log_requests
 from aso.metrics import names
 from aso.metrics.collectors import CachedCollector, ExecutorCollector, fts_store_gauges
 from aso.metrics.server import instrument
@@ -126,6 +127,7 @@ def _json_response(data, status: int = 200) -> Response:
 
 def create_app(service: FtsService) -> Flask:
     app = Flask("aso.ftsd")
+    log_requests(app, logging.getLogger("aso.fts.requests"), lambda: getattr(g.get("identity"), "user_dn", None))
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
     app.extensions["aso_credentials"] = service.credentials
     app.register_blueprint(delegation_bp)
@@ -167,7 +169,8 @@ def create_app(service: FtsService) -> Flask:
         require_usable_delegation(service.credentials, identity)
         spec = fj.parse_submission(parse_json(request.get_data()), roots=service.settings.roots)
         job_id = store.submit(spec, identity)
-        log.info("job %s submitted by %s: %d file(s)", job_id, identity.user_dn, len(spec.files))
+        log.info("job %s submitted by %s: %d file(s)", job_id, identity.user_dn, len(spec.files),
+                 extra={"fts_job": job_id})
         executor.wake()
         return jsonify({"job_id": job_id})
 

@@ -22,6 +22,7 @@ from aso.ftsd.protocols import CopyError, Destination, delete
 from aso.ftsd.protocols.file import sync_file_systems
 from aso.ftsd.scheduler import Running, Scheduler
 from aso.ftsd.transfer import discard_partial, run_copy
+from aso.logs import log_context
 
 log = logging.getLogger("aso.fts.executor")
 
@@ -368,9 +369,11 @@ class Executor:
             if task is None:
                 return
             try:
-                self._run(task)
+                with log_context(fts_job=task.job_id):  # every line about this copy names its job
+                    self._run(task)
             except Exception:
-                log.exception("file %d: unexpected failure while recording its result", task.file_id)
+                log.exception("file %d: unexpected failure while recording its result", task.file_id,
+                              extra={"fts_job": task.job_id})
             finally:
                 with self._lock:
                     self._running.pop(task.file_id, None)

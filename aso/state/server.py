@@ -34,6 +34,7 @@ from aso.errors import (
     TransitionError,
     ValidationError,
 )
+from aso.logs import log_requests, set_component
 from aso.metrics import names
 from aso.metrics.collectors import DEFAULT_CACHE_SECONDS, CachedCollector, state_store_gauges
 from aso.metrics.server import instrument, is_metrics_request
@@ -66,6 +67,7 @@ def create_app(
     api = Api(store, settings)
     app = Flask("aso.state.server")
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
+    log_requests(app, logging.getLogger("aso.server.requests"), lambda: getattr(g.get("identity"), "name", None))
 
     @app.before_request
     def authenticate():
@@ -170,5 +172,11 @@ def app_from_config(config) -> Flask:
 def app_from_env() -> Flask:
     """Entry point for gunicorn: ``gunicorn -w 4 'aso.state.server:app_from_env()'``."""
     from aso.config import load_config
+    from aso.logs import configure
 
-    return app_from_config(load_config(os.environ.get("ASO_CONFIG")))
+    config = load_config(os.environ.get("ASO_CONFIG"))
+    # gunicorn configures only its own loggers: aso's lines (the request lines too) go to
+    # stderr as `aso server` writes them, in [aso] log_format
+    configure(config.aso.log_level, config.aso.log_format)
+    set_component("server")
+    return app_from_config(config)
