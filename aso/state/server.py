@@ -6,7 +6,8 @@ post-processing step), ``task`` and ``filemetadata``. Bodies may be form-encoded
 repeated keys, as CRAB clients send) or JSON. Reads answer
 ``{"desc": {"columns": [...]}, "result": [[...], ...]}``.
 
-Every request but ``/healthz`` is authenticated; each subresource names the roles allowed
+Every request but ``/healthz`` and the status page (:mod:`aso.web`, at ``/``: a login form
+and a session cookie instead of bearer tokens) is authenticated; each subresource names the roles allowed
 to call it, and user-role calls only ever see or change the caller's own rows.
 
 This module is the Flask app: authentication, dispatch by :data:`aso.state.api.ROUTES`,
@@ -52,19 +53,24 @@ def create_app(
     authenticator: Authenticator,
     settings: ServerSettings | None = None,
     instance: str | None = None,
+    web: dict[str, Any] | None = None,
 ) -> Flask:
-    """The WSGI app serving ``store``; ``instance`` pins the <instance> path part if given."""
+    """The WSGI app serving ``store``; ``instance`` pins the <instance> path part if given.
+    ``web``: options of the status page (:func:`aso.web.install`)."""
+    from aso.web import install, is_page_request
+
     settings = settings or ServerSettings()
     api = Api(store, settings)
     app = Flask("aso.state.server")
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
+    install(app, store, authenticator, **(web or {}))
 
     @app.before_request
     def authenticate():
         # Before routing: a caller without a valid token learns nothing, not even which
         # paths or instances exist.
-        if request.path == "/healthz":
-            return
+        if request.path == "/healthz" or is_page_request():
+            return  # the status page logs in with a form and its own session
         who = authenticator.authenticate(request.headers)
         if who is None:
             raise AuthenticationError("a valid bearer token is required (Authorization: Bearer <token>)")
@@ -137,7 +143,7 @@ def app_from_config(config) -> Flask:
         raise ConfigError("server.db_url: the server needs a database URL (state.url points at a REST server)")
     if not config.server.tokens:
         raise ConfigError("server.tokens: no tokens configured; every request would be refused")
-    return create_app(
+    app = create_app(
         Store(db_url, max_retry=config.transfer.max_retry, publication_max_retry=config.publisher.max_retry),
         BearerTokenAuthenticator(config.server.tokens),
         ServerSettings(
@@ -146,7 +152,13 @@ def app_from_config(config) -> Flask:
             namespaces=Namespaces.from_config(config.server),
         ),
         instance=config.aso.instance,
+        web={"secret": config.server.web_secret, "session_hours": config.web.session_hours},
     )
+    if config.web.behind_proxy:
+        from aso.web import trust_proxy
+
+        trust_proxy(app)
+    return app
 
 
 def app_from_env() -> Flask:
