@@ -46,7 +46,9 @@ SECURITY_HEADERS = {
                                "frame-ancestors 'none'; base-uri 'none'",
     "X-Content-Type-Options": "nosniff",
     "X-Frame-Options": "DENY",
-    "Referrer-Policy": "no-referrer",
+    # same-origin, not no-referrer: under no-referrer browsers post forms with "Origin: null",
+    # which the origin check must refuse; other sites (FTS links) still learn nothing
+    "Referrer-Policy": "same-origin",
 }
 #: longer than any token a configuration holds; a longer one is not even compared
 MAX_TOKEN = 4096

@@ -188,7 +188,7 @@ def test_users_text_is_escaped_and_headers_forbid_scripts_and_frames(app):
         assert "script-src" not in csp and "default-src 'none'" in csp and "unsafe-inline" not in csp
         assert answer.headers["X-Frame-Options"] == "DENY"
         assert answer.headers["X-Content-Type-Options"] == "nosniff"
-        assert answer.headers["Referrer-Policy"] == "no-referrer"
+        assert answer.headers["Referrer-Policy"] == "same-origin"
         assert answer.headers["Cache-Control"] == "no-store"
     assert XSS not in client.get("/").text
 
