@@ -12,6 +12,8 @@ import pytest
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service as ChromeService
 from selenium.webdriver.common.by import By
+from selenium.webdriver.support import expected_conditions as arrived
+from selenium.webdriver.support.ui import WebDriverWait
 
 from aso.state import open_backend
 from tests.state.servers import start_state_server
@@ -53,12 +55,20 @@ def log_in(driver, url: str, token: str) -> None:
     assert driver.current_url == f"{url}/login" and "Log in" in driver.title
     driver.find_element(By.ID, "token").send_keys(token)
     driver.find_element(By.CSS_SELECTOR, "form button[type=submit]").click()
-    assert driver.current_url == f"{url}/", driver.page_source[:2000]
+    wait_for(driver, f"{url}/")
 
 
 def log_out(driver, url: str) -> None:
     driver.find_element(By.CSS_SELECTOR, "form.logout button").click()
-    assert driver.current_url == f"{url}/login"
+    wait_for(driver, f"{url}/login")
+
+
+def wait_for(driver, url: str) -> None:
+    """A click returns before the next page has loaded: wait for its URL."""
+    try:
+        WebDriverWait(driver, 10).until(arrived.url_to_be(url))
+    except Exception:
+        raise AssertionError(f"expected {url}, at {driver.current_url}:\n{driver.page_source[:2000]}") from None
 
 
 def state_counts(driver, table: str) -> dict[str, int]:
@@ -79,14 +89,14 @@ def test_operator_and_user_in_a_real_browser(server, browser, tmp_path):
     browser.save_screenshot(str(overview_png))
 
     browser.find_element(By.LINK_TEXT, "alice_task_1").click()
-    assert browser.current_url == f"{url}/task/alice_task_1"
+    wait_for(browser, f"{url}/task/alice_task_1")
     rows = browser.find_elements(By.CSS_SELECTOR, "#files tbody tr")
     assert len(rows) == sum(PLAN["alice"][1].values())
     assert "<script>" in browser.find_element(By.ID, "files").text  # shown as text, never run
     task_png = tmp_path / "task.png"
     browser.save_screenshot(str(task_png))
     browser.find_element(By.PARTIAL_LINK_TEXT, "FAILED").click()
-    assert "state=FAILED" in browser.current_url
+    wait_for(browser, f"{url}/task/alice_task_1?state=FAILED")
     assert len(browser.find_elements(By.CSS_SELECTOR, "#files tbody tr")) == 1
     log_out(browser, url)
     browser.get(f"{url}/")
