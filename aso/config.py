@@ -109,6 +109,12 @@ OPTIONS: list[Option] = [
     _o("server", "groups", {}, "Map of user name to the list of groups that user belongs to (for {group} in destination_areas)."),
     _o("server", "operator_inject", False, "Let operator tokens inject transfers on behalf of users (the service role always may)."),
     _o("server", "metrics_token", "", "Bearer token /metrics requires ('' = /metrics is open, as Prometheus scrapes by default; the API's tokens do not open it)."),
+    _o("server", "web_secret", "", "Key that signs the status page's session cookies ('' = a random one at each start: sessions end with a restart, and several gunicorn workers, which must share it, need it set). Keep it secret; at least 32 characters."),
+    # status page (aso web; aso server serves the same page at its root)
+    _o("web", "host", "127.0.0.1", "Address aso web listens on (without [server] tokens it only serves loopback addresses)."),
+    _o("web", "port", 8090, "Port aso web listens on.", **_PORT),
+    _o("web", "behind_proxy", False, "The status page is behind one reverse proxy (TLS front end) whose X-Forwarded-Proto/-For/-Host headers are trusted: session cookies are then Secure when the proxy was reached over HTTPS. Applies to aso server and aso web."),
+    _o("web", "session_hours", 12, "Hours a status-page login lasts.", minimum=1, maximum=24 * 30),
     # sandboxes
     _o("sandbox", "root", "sandboxes", "Root of the on-disk hand-offs (monitor/, reporter/, submit/).", "path"),
     # FTS client side

@@ -52,7 +52,7 @@ COMMAND_PATHS = _leaves(cli)
 IDS = [" ".join(p) for p in COMMAND_PATHS]
 
 #: commands that serve until stopped: always child processes, with a timeout
-SERVERS = {("server",), ("fts-server",)}
+SERVERS = {("server",), ("fts-server",), ("web",)}
 #: the components that talk to FTS
 FTS_CLIENTS = {("transfer",), ("monitor",), ("retry-manager",)}
 
@@ -65,6 +65,8 @@ NO_STATE_BACKEND = {
     **NO_CONFIG,
     ("server",): "is the state backend (it serves a database; its failures are bad config and port in use)",
     ("fts-server",): "is the FTS service and talks to no state backend",
+    ("web",): "reads a database, never an aso server: an http(s) state.url is bad configuration "
+              "(exit 2, tests/web/test_cli_web.py)",
     ("monitor",): "talks to FTS and its sandbox only, never to the state backend",
     ("receiver",): "turns broker messages into sandbox hand-offs, never talks to the state backend",
     ("catalog", "list"): "reads the catalog, not the state backend",
@@ -131,6 +133,7 @@ def valid_args(path: tuple[str, ...], files: dict[str, Path], task: str = "task_
         ("kill",): ["--task", task],
         ("retry",): ["--task", task],
         ("server",): ["--host", "127.0.0.1", "--port", str(free_port())],
+        ("web",): ["--host", "127.0.0.1", "--port", str(free_port())],
         ("fts-server",): ["--host", "127.0.0.1", "--port", str(free_port()), "--db", str(root / "fts.db")],
         ("init",): [str(root / f"init-{time.monotonic_ns()}")],
         ("demo",): ["--files", "1", "--users", "1", "--timeout", "60"],

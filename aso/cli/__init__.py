@@ -31,6 +31,7 @@ COMMANDS: dict[str, str] = {
     "catalog": "catalog_cmds:catalog",
     "topology": "topology_cmds:topology",
     "demo": "demo_cmds:demo",
+    "web": "web_cmds:web",
 }
 
 

@@ -26,6 +26,11 @@ from sqlalchemy.engine import Connection
 
 metadata = MetaData()
 
+#: the literal predicates of the status page's partial indexes; queries repeat them word for
+#: word, because SQLite uses a partial index only when the query's WHERE contains its terms
+LIVE_STATES = "tm_transfer_state IN (0, 1, 5)"
+FAILING_STATES = "tm_transfer_state IN (2, 4)"
+
 transfers = Table(
     "filetransfersdb",
     metadata,
@@ -72,6 +77,18 @@ transfers = Table(
     # live rows and a table of millions of finished rows does not make it grow.
     Index("ix_ftdb_inflight", "tm_source", "tm_destination", "tm_username",
           sqlite_where=text("tm_transfer_state IN (1, 5)"), postgresql_where=text("tm_transfer_state IN (1, 5)")),
+    # The status page (v4). Partial or on a column set once, so the millions of finished
+    # rows neither grow them nor cost a write per bulk update:
+    # - the queue (NEW, ACQUIRED, SUBMITTED), covering per task, per link and oldest-first;
+    Index("ix_ftdb_live", "tm_transfer_state", "tm_last_update", "tm_username", "tm_taskname", "tm_source",
+          "tm_destination", sqlite_where=text(LIVE_STATES), postgresql_where=text(LIVE_STATES)),
+    # - throughput: files finished per time bucket (tm_end_time is set when a row finishes
+    #   and kept after, so an entry is written about once per row);
+    Index("ix_ftdb_end", "tm_end_time", "tm_transfer_state", "tm_filesize",
+          sqlite_where=text("tm_end_time IS NOT NULL"), postgresql_where=text("tm_end_time IS NOT NULL")),
+    # - recent failures: FAILED and RETRY rows by when they got there.
+    Index("ix_ftdb_failing", "tm_last_update",
+          sqlite_where=text(FAILING_STATES), postgresql_where=text(FAILING_STATES)),
 )
 
 tasks = Table(
@@ -140,11 +157,18 @@ def _v3_component_passes(conn: Connection) -> None:
     component_passes.create(conn, checkfirst=True)
 
 
+def _v4_status_page_indexes(conn: Connection) -> None:
+    for index in transfers.indexes:
+        if index.name in ("ix_ftdb_live", "ix_ftdb_end", "ix_ftdb_failing"):
+            index.create(conn, checkfirst=True)
+
+
 #: Ordered migrations: (version, function). Append; never edit a released one.
 MIGRATIONS: list[tuple[int, Callable[[Connection], None]]] = [
     (1, _create_v1),
     (2, _v2_paths_and_inflight),
     (3, _v3_component_passes),
+    (4, _v4_status_page_indexes),
 ]
 
 LATEST_VERSION = MIGRATIONS[-1][0]

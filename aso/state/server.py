@@ -6,8 +6,9 @@ post-processing step), ``task`` and ``filemetadata``. Bodies may be form-encoded
 repeated keys, as CRAB clients send) or JSON. Reads answer
 ``{"desc": {"columns": [...]}, "result": [[...], ...]}``.
 
-Every request but ``/healthz`` and ``/metrics`` (open, or behind its own
-``[server] metrics_token``: Prometheus scrapes without the API's tokens) is authenticated; each subresource names the roles allowed
+Every request but ``/healthz``, ``/metrics`` (open, or behind its own ``[server] metrics_token``:
+Prometheus scrapes without the API's tokens) and the status page (:mod:`aso.web`, at ``/``: a login
+form and a session cookie instead of bearer tokens) is authenticated; each subresource names the roles allowed
 to call it, and user-role calls only ever see or change the caller's own rows.
 
 This module is the Flask app: authentication, dispatch by :data:`aso.state.api.ROUTES`,
@@ -57,24 +58,29 @@ def create_app(
     authenticator: Authenticator,
     settings: ServerSettings | None = None,
     instance: str | None = None,
+    web: dict[str, Any] | None = None,
     *,
     metrics_token: str = "",
     metrics_cache_seconds: float = DEFAULT_CACHE_SECONDS,
 ) -> Flask:
     """The WSGI app serving ``store``; ``instance`` pins the <instance> path part if given.
-    ``/metrics`` needs ``metrics_token`` as a bearer token when it is set."""
+    ``web``: options of the status page (:func:`aso.web.install`). ``/metrics`` needs
+    ``metrics_token`` as a bearer token when it is set."""
+    from aso.web import install, is_page_request
+
     settings = settings or ServerSettings()
     api = Api(store, settings)
     app = Flask("aso.state.server")
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     log_requests(app, logging.getLogger("aso.server.requests"), lambda: getattr(g.get("identity"), "name", None))
+    install(app, store, authenticator, **(web or {}))
 
     @app.before_request
     def authenticate():
         # Before routing: a caller without a valid token learns nothing, not even which
         # paths or instances exist.
-        if request.path == "/healthz" or is_metrics_request():
-            return
+        if request.path == "/healthz" or is_metrics_request() or is_page_request():
+            return  # the status page logs in with a form and its own session; /metrics has its own token
         who = authenticator.authenticate(request.headers)
         if who is None:
             raise AuthenticationError("a valid bearer token is required (Authorization: Bearer <token>)")
@@ -155,7 +161,7 @@ def app_from_config(config) -> Flask:
         raise ConfigError("server.db_url: the server needs a database URL (state.url points at a REST server)")
     if not config.server.tokens:
         raise ConfigError("server.tokens: no tokens configured; every request would be refused")
-    return create_app(
+    app = create_app(
         Store(db_url, max_retry=config.transfer.max_retry, publication_max_retry=config.publisher.max_retry),
         BearerTokenAuthenticator(config.server.tokens),
         ServerSettings(
@@ -166,7 +172,13 @@ def app_from_config(config) -> Flask:
         instance=config.aso.instance,
         metrics_token=config.server.metrics_token,
         metrics_cache_seconds=config.metrics.cache_seconds,
+        web={"secret": config.server.web_secret, "session_hours": config.web.session_hours},
     )
+    if config.web.behind_proxy:
+        from aso.web import trust_proxy
+
+        trust_proxy(app)
+    return app
 
 
 def app_from_env() -> Flask:
