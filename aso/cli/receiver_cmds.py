@@ -52,24 +52,30 @@ def receiver(app, seconds: float | None, as_json: bool) -> None:
             fail(f"receiver.subscription: {exc}", EXIT_BAD_INPUT)
     from aso.logs import set_pass
 
-    set_pass("receiver")  # the receiver's one long run is its pass
+    pass_id = set_pass("receiver") or ""  # the receiver's one long run is its pass
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
-    import uuid
+    import time
 
     from aso.components.passes import reporter_for
+    from aso.metrics.passes import PassMetrics
 
     recorder = reporter_for(config, "receiver")
+    metrics = PassMetrics("receiver", config.metrics.textfile_dir) if config.metrics.textfile_dir else None
     try:
         with component_lock(config.aso.lock_dir, "receiver"):
             # a receiver runs until stopped: its run is its one pass
-            recorder.started(uuid.uuid4().hex)
-            summary = None
+            recorder.started(pass_id)
+            summary, began = None, time.monotonic()
             try:
                 summary = Receiver(settings, PipelineSettings.from_config(config)).run(stop, seconds)
             finally:
-                recorder.ended(summary, 1 if summary is None or summary.errors else 0)
+                code = 1 if summary is None or summary.errors else 0
+                recorder.ended(summary, code)
+                if metrics is not None:
+                    files = summary.files_handled() if summary is not None else 0
+                    metrics.record(time.monotonic() - began, files, len(summary.errors) if summary else 1, code)
     except LockHeld as exc:
         click.echo(f"{exc}", err=True)
         return

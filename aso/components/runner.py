@@ -11,7 +11,6 @@ import logging
 import signal
 import threading
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -53,12 +52,13 @@ def run_passes(
     if loop and threading.current_thread() is threading.main_thread():
         previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
     outcome = PassOutcome(None)
-    set_pass(name)  # every line of a pass carries the component and the pass id
+    # every line of a pass carries the component and the pass id, and so does its record
+    pass_id = set_pass(name)
     try:
         with component_lock(lock_dir, name):
             while True:
                 started = time.monotonic()
-                outcome.pass_id = uuid.uuid4().hex
+                outcome.pass_id = pass_id or ""
                 if on_start:
                     on_start(outcome.pass_id)
                 summary, failure = None, None
@@ -78,7 +78,7 @@ def run_passes(
                     on_summary(summary)
                 if not loop or stop.wait(interval):
                     break
-                set_pass(name)  # a new pass id for the next pass
+                pass_id = set_pass(name)  # a new pass id for the next pass
     except LockHeld as exc:
         log.info("%s", exc)
         outcome.lock_held = True

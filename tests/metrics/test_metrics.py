@@ -182,6 +182,19 @@ def test_fts_server_counts_copies_bytes_and_files(fts):
     assert value(samples, "aso_fts_http_requests_total", route="GET /jobs/<job_list>", code="200") >= 2
 
 
+def test_fts_server_metrics_over_https_need_no_client_certificate(tmp_path, pki):
+    """Prometheus scrapes with no grid certificate: over HTTPS the service asks for one but
+    /metrics answers without it; the FTS API still refuses such a caller."""
+    from tests.pki import fts_server_https
+
+    (tmp_path / "fts").mkdir()
+    with fts_server_https(pki, tmp_path / "fts") as srv:
+        answer = requests.get(f"{srv.url}/metrics", verify=str(pki.ca_dir), timeout=10)
+        assert answer.status_code == 200, answer.text[:300]
+        assert "aso_fts_active_copies" in answer.text
+        assert requests.get(f"{srv.url}/whoami", verify=str(pki.ca_dir), timeout=10).status_code in (401, 403)
+
+
 # -- component passes ---------------------------------------------------------------------------
 
 def run_pass(config: Path, component: str) -> subprocess.CompletedProcess:
@@ -229,6 +242,22 @@ def test_a_pass_writes_its_textfile_and_keeps_the_last_success(textfiles):
     assert value(failed, "aso_pass_failures", component="transfer") >= 1
     assert value(failed, "aso_pass_total", component="transfer") == 2
     assert value(failed, "aso_pass_last_success_timestamp_seconds", component="transfer") == good
+
+
+def test_the_receiver_writes_its_textfile_when_it_stops(tmp_path):
+    from tests.brokers import rabbitmq, require
+
+    broker = require(rabbitmq())
+    (tmp_path / "aso.toml").write_text(
+        f'[metrics]\ntextfile_dir = "prom"\n[receiver]\nbrokers = ["{broker.address}"]\n'
+        f'user = "{broker.user}"\npassword = "{broker.password}"\n')
+    done = subprocess.run(aso_command("--config", str(tmp_path / "aso.toml"), "receiver", "--seconds", "1"),
+                          capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    prom = read_prom(tmp_path / "prom" / "aso_receiver.prom")
+    assert value(prom, "aso_pass_exit_code", component="receiver") == 0
+    assert value(prom, "aso_pass_total", component="receiver") == 1
+    assert 1 <= value(prom, "aso_pass_duration_seconds", component="receiver") < 30
 
 
 def test_a_looping_component_serves_its_pass_metrics_on_loopback(textfiles):
