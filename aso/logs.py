@@ -155,6 +155,11 @@ def configure(level: str = "INFO", log_format: str = "text", *, rich_console: An
     handler = getattr(root, "_aso_handler", None)
     if handler not in root.handlers:  # taken away (tests restore the handlers they found)
         handler = None
+    if handler is not None and getattr(handler, "stream", sys.stderr) is not sys.stderr:
+        # stderr was replaced since (a command run in process, as tests and embedders do):
+        # lines must go where stderr is now, not to a stream that may be closed
+        root.removeHandler(handler)
+        handler = None
     if handler is not None and getattr(handler, "_aso_format", None) == log_format:
         root.setLevel(level.upper())
         return handler

@@ -91,12 +91,14 @@ class CopyTotals:
 
 
 class _Call:
-    __slots__ = ("op", "args", "kwargs", "sync", "done", "result", "error")
+    __slots__ = ("op", "args", "kwargs", "sync", "done", "result", "error", "on_void")
 
-    def __init__(self, op: str, args: tuple, kwargs: dict, sync: str | None):
+    def __init__(self, op: str, args: tuple, kwargs: dict, sync: str | None, on_void=None):
         self.op, self.args, self.kwargs, self.sync = op, args, kwargs, sync
         self.done = threading.Event()
         self.result = self.error = None
+        #: called when a finish finds its file no longer running (canceled or expired meanwhile)
+        self.on_void = on_void
 
 
 class GroupRecorder:
@@ -125,9 +127,10 @@ class GroupRecorder:
             raise c.error
         return c.result
 
-    def submit(self, op: str, *args, sync: str | None = None, **kwargs) -> _Call:
-        """Queue ``op`` without waiting (``sync``: a path to sync first)."""
-        c = _Call(op, args, kwargs, sync)
+    def submit(self, op: str, *args, sync: str | None = None, on_void=None, **kwargs) -> _Call:
+        """Queue ``op`` without waiting (``sync``: a path to sync first; ``on_void``: called
+        when a finish is recorded for a file that is no longer running)."""
+        c = _Call(op, args, kwargs, sync, on_void)
         self._calls.put(c)
         return c
 
@@ -181,6 +184,8 @@ class GroupRecorder:
                 c.result = r
                 if c.op == "finish":  # (the state after _sync, which may have failed it)
                     self.totals.ended(c.args[1], r)
+                    if r is None and c.on_void is not None:
+                        c.on_void()
             if self.on_promoted is not None and any(getattr(r, "promoted", False) for r in results):
                 self.on_promoted()
             return
@@ -441,18 +446,37 @@ class Executor:
             if result.needs_sync:
                 sync_file_systems([result.needs_sync])
             done = self._record("finish", task.file_id, "FINISHED", filesize=result.filesize, checksum=result.checksum)
-            if done is not None and done.promoted:
+            if done is None:
+                self._void(task)
+            elif done.promoted:
                 self._wake.set()  # a multihop job's next hop is queued now
         else:
             # recorded (after the sync) while this worker starts its next copy
             self._recorder.submit("finish", task.file_id, "FINISHED", filesize=result.filesize,
-                                  checksum=result.checksum, sync=result.needs_sync)
+                                  checksum=result.checksum, sync=result.needs_sync,
+                                  on_void=lambda: threading.Thread(target=self._void, args=(task,), daemon=True).start())
         if result.reused:
             log.info("file %d (job %s): reused the copy already at %s (%d bytes, %s verified); 0 bytes copied",
                      task.file_id, task.job_id, task.destination, result.filesize, result.checksum)
         else:
             log.info("file %d (job %s) copied: %d bytes%s", task.file_id, task.job_id, result.filesize,
                      f", resumed at {result.resumed_from}" if result.resumed_from else "")
+
+    def _void(self, task: CopyTask) -> None:
+        """The copy reached its destination, but the file was canceled (or expired) before
+        that was recorded: the file is CANCELED, so its destination must not stay behind
+        (a killed transfer whose file is there anyway is what users are told cannot happen).
+        The copy put it there (a destination that existed and was not to be overwritten
+        would have failed the copy), so it is this copy's to remove."""
+        try:
+            removed = delete(task.destination, roots=self.settings.roots)
+        except CopyError as exc:
+            log.warning("file %d (job %s): canceled while its copy finished; its destination %s could not be "
+                        "removed: %s", task.file_id, task.job_id, task.destination, exc.reason)
+            return
+        if removed:
+            log.info("file %d (job %s): canceled while its copy finished; the destination was removed",
+                     task.file_id, task.job_id)
 
     def _failed(self, task: CopyTask, exc: Exception) -> None:
         with self._lock:

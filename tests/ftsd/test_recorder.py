@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import time
+
+import pytest
+
 from aso.ftsd.db import JobStore
 from aso.ftsd.executor import GroupRecorder
 from aso.ftsd.jobs import parse_submission
@@ -69,3 +73,39 @@ def test_a_batch_that_cannot_be_recorded_puts_its_files_back_in_the_queue(tmp_pa
     (files,) = store.files([store.list_jobs(states=["ACTIVE", "SUBMITTED"])[0]["job_id"]]).values()
     assert files[0]["file_state"] == "SUBMITTED"  # queued again, not ACTIVE until a restart
     store.close()
+
+
+
+@pytest.mark.parametrize("grouped", [False, True], ids=["recorded-at-once", "group-recorder"])
+def test_a_copy_that_ends_after_its_file_was_canceled_leaves_no_destination(tmp_path, grouped):
+    """The cancel lands between a copy's last look at its interrupts and its recorded
+    finish: the file is CANCELED, so the destination that copy made is removed (a killed
+    transfer's file must not be there after all)."""
+    from aso.ftsd.executor import Executor, ExecutorSettings
+    from aso.ftsd.scheduler import GlobalLimit, Scheduler
+
+    store = JobStore(tmp_path / "fts.db")
+    (tmp_path / "src").write_bytes(b"some bytes")
+    (tmp_path / "out").mkdir()
+    spec = parse_submission({"files": [{"sources": [(tmp_path / "src").as_uri()],
+                                        "destinations": [(tmp_path / "out" / "dst").as_uri()]}],
+                             "params": {"retry": -1}}, roots=(str(tmp_path),))
+    job = store.submit(spec, local_identity("/CN=test"))
+    (task,) = store.claim([f["file_id"] for f in store.files([job])[job]])
+    # no workers: this test plays the worker whose copy the cancel overtakes
+    executor = Executor(store, Scheduler([GlobalLimit(1)]), ExecutorSettings(workers=0, roots=(str(tmp_path),)))
+    if grouped:
+        executor.start()  # the group recorder records the finish
+    try:
+        states, _ = store.cancel_files(job, [task.file_id])  # the executor does not hear of it in time
+        assert states == {task.file_id: "CANCELED"}
+        executor._run(task)
+        deadline = time.monotonic() + 10
+        while (tmp_path / "out" / "dst").exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not (tmp_path / "out" / "dst").exists(), "a canceled file's destination stayed"
+        assert store.files([job])[job][0]["file_state"] == "CANCELED"
+    finally:
+        if grouped:
+            executor.stop()
+        store.close()
