@@ -10,7 +10,6 @@ import click
 from rich.table import Table
 
 from aso.cli.common import (
-    EXIT_BAD_INPUT,
     EXIT_FAILED,
     console,
     echo_json,
@@ -34,11 +33,7 @@ def server(app, host, port, db_url, threads) -> None:
     Tokens, roles and limits come from the [server] section. For several processes use
     gunicorn: ASO_CONFIG=aso.toml gunicorn -w 4 -b 127.0.0.1:8080 'aso.state.server:app_from_env()'
     """
-    import logging
-    import signal
-
-    from cheroot import wsgi
-
+    from aso.cli.serving import serve_wsgi
     from aso.config import check_option
     from aso.logs import set_component
     from aso.state.server import app_from_config
@@ -47,25 +42,10 @@ def server(app, host, port, db_url, threads) -> None:
     config = app.config
     if db_url:
         config.values["server"]["db_url"] = check_option("server.db_url", db_url)
-    wsgi_app = app_from_config(config)
     host = host or config.server.host
-    port = port if port is not None else config.server.port
-    httpd = wsgi.Server((host, port), wsgi_app, numthreads=threads or config.server.threads, shutdown_timeout=2)
-    try:
-        httpd.prepare()  # bind now: a port in use is a one-line error, not a traceback
-    except OSError as exc:
-        fail(f"aso server cannot listen on {host}:{port}: {exc}", EXIT_BAD_INPUT)
-
-    def _terminate(*_):
-        # Leave the serve loop from the main thread; start() then stops the pool.
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, _terminate)
-    logging.getLogger("aso.server").info("aso server on http://%s:%d (instance %s)", host, port, config.aso.instance)
-    try:
-        httpd.serve()
-    except KeyboardInterrupt:
-        httpd.stop()
+    serve_wsgi(app_from_config(config), host, port if port is not None else config.server.port,
+               threads=threads or config.server.threads, what="aso server",
+               started=lambda bound: f"aso server on http://{host}:{bound} (instance {config.aso.instance})")
 
 
 def _no_lone_surrogates(requests: Any) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from aso.cli.common import EXIT_BAD_INPUT, fail, pass_app
+from aso.cli.common import pass_app
 
 
 @click.command()
@@ -18,31 +18,12 @@ def web(app, host, port) -> None:
     listens on loopback only; with tokens, viewers log in with them as on aso server (whose
     root URL serves the same page).
     """
-    import logging
-    import signal
-
-    from cheroot import wsgi
-
+    from aso.cli.serving import serve_wsgi
     from aso.web import standalone_app
 
     config = app.config
     host = host or config.web.host
-    port = port if port is not None else config.web.port
-    wsgi_app = standalone_app(config, host)
-    httpd = wsgi.Server((host, port), wsgi_app, numthreads=4, shutdown_timeout=2)
-    try:
-        httpd.prepare()  # bind now: a port in use is a one-line error, not a traceback
-    except OSError as exc:
-        fail(f"aso web cannot listen on {host}:{port}: {exc}", EXIT_BAD_INPUT)
-
-    def _terminate(*_):
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, _terminate)
     shown = f"[{host}]" if ":" in host else host
-    logging.getLogger("aso.web").info("aso web on http://%s:%d/ (%s)", shown, httpd.bind_addr[1],
-                                      "login with [server] tokens" if config.server.tokens else "no login: loopback only")
-    try:
-        httpd.serve()
-    except KeyboardInterrupt:
-        httpd.stop()
+    login = "login with [server] tokens" if config.server.tokens else "no login: loopback only"
+    serve_wsgi(standalone_app(config, host), host, port if port is not None else config.web.port, threads=4,
+               what="aso web", started=lambda bound: f"aso web on http://{shown}:{bound}/ ({login})")
