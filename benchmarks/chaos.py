@@ -2,6 +2,7 @@
 
     python benchmarks/chaos.py --seconds 600 --users 5 --files-per-user 200 --seed 1
     python benchmarks/chaos.py --runs 5 --seconds 120      # five seeds in a row
+    python benchmarks/chaos.py --multihop --seconds 120    # a third of the files over A>B>C only
 
 Every component in its own loop (overlapping cron jobs), SIGKILLed at random instants; the
 FTS service and the state server killed (-9) and restarted; whole tasks killed while their
@@ -45,6 +46,8 @@ def main() -> int:
     parser.add_argument("--keep", action="store_true", help="keep each run's folder")
     parser.add_argument("--push", action="store_true",
                         help="completion messages over RabbitMQ's STOMP and aso receiver among the components")
+    parser.add_argument("--multihop", action="store_true",
+                        help="only the links XX -> YY and YY -> ZZ: the XX -> ZZ files go as two-hop multihop jobs")
     args = parser.parse_args()
     console = Console(width=160)
     per_minute = max(2, int(args.seconds // 60))
@@ -60,7 +63,7 @@ def main() -> int:
         settings = ChaosSettings(seed=seed, users=args.users, files_per_user=args.files_per_user,
                                  seconds=args.seconds, fts_restarts=args.fts_restarts or per_minute,
                                  state_restarts=args.state_restarts or per_minute, task_kills=max(2, args.users // 2),
-                                 drain_rounds=200, push=args.push)
+                                 drain_rounds=200, push=args.push, multihop=args.multihop)
         with console.status(f"chaos run {run + 1}/{args.runs} (seed {seed}, {args.seconds:.0f} s of chaos)"):
             report = run_chaos(pki, root / "run", settings)
         failed += bool(report.problems)
