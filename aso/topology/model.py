@@ -79,6 +79,7 @@ class Topology:
     #: chosen routes, once per site pair for the life of the object (one pass)
     _routes: dict[tuple[str, str], Route | NoPathError] = field(default_factory=dict, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    _graph_cache: tuple | None = field(default=None, repr=False)
 
     @classmethod
     def from_config(cls, config: Config) -> Topology:
@@ -119,8 +120,6 @@ class Topology:
         except KeyError:
             raise ConfigError(f"sites.{name}: no such site in the configuration") from None
 
-    __call__ = site  # a SiteResolver, as the transfer pass takes it
-
     def penalty(self, name: str) -> int:
         own = self.sites[name].hop_penalty
         return self.hop_penalty if own is None else own
@@ -140,12 +139,25 @@ class Topology:
             raise found
         return found
 
+    def _graph(self) -> tuple[dict[str, list[Edge]], dict[str, int], set[str]]:
+        """Outgoing edges, hop penalties and multi-hop sites: built once per topology (per
+        pass), not once per site pair."""
+        if self._graph_cache is None:
+            edges: dict[str, list[Edge]] = {}
+            for (a, b), link in self.links.items():
+                edges.setdefault(a, []).append(Edge(a, b, link.distance))
+            penalties = {name: self.penalty(name) for name in self.sites}
+            hop_sites = {name for name, s in self.sites.items() if s.available_for_multihop}
+            self._graph_cache = (edges, penalties, hop_sites)
+        return self._graph_cache
+
     def _choose(self, source: str, destination: str) -> Route | NoPathError:
-        edges: dict[str, list[Edge]] = {}
-        for (a, b), link in self.links.items():
-            edges.setdefault(a, []).append(Edge(a, b, link.distance))
-        hop_sites = {name for name, s in self.sites.items() if s.available_for_multihop}
-        penalties = {name: self.penalty(name) for name in self.sites}
+        if source == destination:
+            # from a user's temporary area to their final one at the same site: one copy
+            # within the site, by the site's own FTS (as before links existed); not a link
+            site = self.sites[source]
+            return Route(ChosenPath((source, destination), 0), (Link(source, destination, 0, site.fts, configured=False),))
+        edges, penalties, hop_sites = self._graph()
         try:
             path = shortest_path(source, destination, edges, penalties, hop_sites, self.max_hops)
         except NoPathError as exc:

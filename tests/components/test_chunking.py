@@ -95,3 +95,16 @@ def test_records_of_a_multihop_chunk():
     entry = MonitorEntry.new("job", "u", chunk.endpoint, 1, chunk.transfers)
     assert entry.files == {chunk.transfers[0].id: {"source": chunk.transfers[0].source,
                                                    "destination": chunk.transfers[-1].destination}}
+
+
+def test_a_row_within_one_site_is_one_direct_copy_by_the_site_s_fts_with_or_without_links():
+    """From a user's temporary area to their final one at the same site: not a link of the
+    topology, and never NO_PATH (CRAB does this often)."""
+    for default_distance in (0, 1):
+        plan = plan_chunks([row(1, "D", "D"), row(2, "D", "D")], topology(default_distance), 50, sids())
+        assert not plan.no_path
+        assert [(c.endpoint, len(c.transfers), c.multihop, c.path) for c in plan.chunks] == [
+            ("https://fts-d:8446", 2, False, "")]
+        t = plan.chunks[0].transfers[0]
+        assert (t.source, t.destination) == ("file:///sites/D/store/temp/user/u/out_1.root",
+                                             "file:///sites/D/store/user/u/out_1.root")
