@@ -219,6 +219,7 @@ class ExecutorQueries:
         default_retry: int = 0,
         now: float | None = None,
         events: list | None = None,
+        reused: bool = False,
     ) -> Finished | None:
         """``events``: where to leave this change's messages for the caller to queue with
         others (None: queued here)."""
@@ -249,12 +250,21 @@ class ExecutorQueries:
             self._message(conn, events, (file_id, "FAILED", True), now)
             return Finished("SUBMITTED", job_state, True)
         throughput = (filesize / duration / 1e6) if (state == "FINISHED" and filesize and duration) else None
+        foreign = False
+        if reused and state == "FINISHED":
+            # A scratch copy an earlier job of this service left (its removal pending) becomes
+            # this job's to remove when it ends; anything else found there is not ours at all.
+            taken = conn.execute(
+                "DELETE FROM t_cleanup WHERE url = (SELECT dest_surl FROM t_file WHERE file_id = ?) RETURNING cleanup_id",
+                (file_id,)).fetchall()
+            foreign = not taken
         conn.execute(
             "UPDATE t_file SET file_state = ?, reason = ?, recoverable = ?, finish_time = ?, tx_duration = ?,"
             " throughput = ?, filesize = COALESCE(?, filesize), checksum = COALESCE(?, checksum),"
-            " transferred = CASE WHEN ? = 'FINISHED' THEN transferred ELSE 0 END, committing = 0"
+            " transferred = CASE WHEN ? = 'FINISHED' THEN transferred ELSE 0 END, committing = 0, reused = ?"
             " WHERE file_id = ?",
-            (state, reason, int(recoverable), now, duration, throughput, filesize, checksum, state, file_id),
+            (state, reason, int(recoverable), now, duration, throughput, filesize, checksum, state, int(foreign),
+             file_id),
         )
         multihop = row["hop_count"] is not None
         self._message(conn, events, (file_id, state, False), now)

@@ -75,7 +75,10 @@ CREATE TABLE IF NOT EXISTS t_file (
     transferred      INTEGER NOT NULL DEFAULT 0,
     -- set just before the partial file is renamed into place: after a crash the
     -- destination file may already be the finished copy
-    committing       INTEGER NOT NULL DEFAULT 0
+    committing       INTEGER NOT NULL DEFAULT 0,
+    -- finished by finding a verified copy at the destination (an intermediate hop) that this
+    -- service did not leave there: never its to delete
+    reused           INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS ix_file_queue ON t_file (file_state, retry_timestamp);
 CREATE INDEX IF NOT EXISTS ix_file_job ON t_file (job_id);
@@ -106,6 +109,7 @@ _ADDED_COLUMNS = (
     ("t_file", "priority", "INTEGER NOT NULL DEFAULT 3",
      "UPDATE t_file SET priority = (SELECT priority FROM t_job WHERE t_job.job_id = t_file.job_id)"),
     ("t_job", "hop_count", "INTEGER", None),
+    ("t_file", "reused", "INTEGER NOT NULL DEFAULT 0", None),
 )
 #: indexes over added columns (created once the columns exist)
 _LATE_INDEXES = """
@@ -225,12 +229,13 @@ def refresh_job(conn: sqlite3.Connection, job_id: str, now: float, multihop: boo
 
 def queue_cleanup(conn: sqlite3.Connection, job_id: str, not_before: float) -> int:
     """The scratch copies of a multihop job that ended: the destinations of its intermediate
-    hops that finished (a hop that never finished wrote nothing there, and what may be there
-    is not its to delete). Returns how many were queued."""
+    hops that finished by copying or by reusing a scratch copy of an earlier job (a hop that
+    never finished wrote nothing, and one that found someone else's file there must leave it
+    there). Returns how many were queued."""
     return conn.execute(
         "INSERT INTO t_cleanup (url, job_id, not_before)"
         " SELECT f.dest_surl, f.job_id, ? FROM t_file f JOIN t_job j USING (job_id)"
-        " WHERE f.job_id = ? AND f.file_state = 'FINISHED' AND f.file_index < j.hop_count - 1",
+        " WHERE f.job_id = ? AND f.file_state = 'FINISHED' AND f.file_index < j.hop_count - 1 AND f.reused = 0",
         (not_before, job_id),
     ).rowcount
 

@@ -445,16 +445,20 @@ class Executor:
         if self._recorder is None:
             if result.needs_sync:
                 sync_file_systems([result.needs_sync])
-            done = self._record("finish", task.file_id, "FINISHED", filesize=result.filesize, checksum=result.checksum)
-            if done is None:
+            done = self._record("finish", task.file_id, "FINISHED", filesize=result.filesize, checksum=result.checksum,
+                                reused=result.reused)
+            if done is None and not result.reused:
                 self._void(task)
             elif done.promoted:
                 self._wake.set()  # a multihop job's next hop is queued now
         else:
             # recorded (after the sync) while this worker starts its next copy
+            # a reused copy was not written by this copy: a cancel meanwhile leaves it there
+            void = None if result.reused else (
+                lambda: threading.Thread(target=self._void, args=(task,), daemon=True).start())
             self._recorder.submit("finish", task.file_id, "FINISHED", filesize=result.filesize,
-                                  checksum=result.checksum, sync=result.needs_sync,
-                                  on_void=lambda: threading.Thread(target=self._void, args=(task,), daemon=True).start())
+                                  checksum=result.checksum, sync=result.needs_sync, reused=result.reused,
+                                  on_void=void)
         if result.reused:
             log.info("file %d (job %s): reused the copy already at %s (%d bytes, %s verified); 0 bytes copied",
                      task.file_id, task.job_id, task.destination, result.filesize, result.checksum)

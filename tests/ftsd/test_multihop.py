@@ -131,9 +131,28 @@ def test_a_resubmitted_path_reuses_a_verified_intermediate_copy(tmp_path):
         hop0 = fts.files(second)[0]
         assert hop0["file_state"] == "FINISHED" and hop0["filesize"] == len(data)
         assert f"file {hop0['file_id']} (job {second}): reused the copy already at" in fts.log.read_text()
-        # the scratch copy goes with the job that finished; the failed job's entry waits its turn
+        # the scratch copy the failed job left is the finished job's to remove now (its own
+        # delayed entry is taken over), and goes with it
         wait_until(lambda: not mid.exists(), what="scratch copy removed")
-        wait_until(lambda: [u for u, _ in pending_cleanup(fts)] == [mid.as_uri()], what="only the delayed entry left")
+        wait_until(lambda: pending_cleanup(fts) == [], what="no entry left")
+
+
+def test_a_file_the_service_did_not_write_is_reused_but_never_deleted(tmp_path):
+    """Someone else's file that happens to have the submitted checksum at an intermediate
+    destination: the hop is done without copying, and neither the job's end nor a cancel
+    deletes it (the service would be deleting what a user may not)."""
+    data = os.urandom(50_000)
+    (tmp_path / "a").write_bytes(data)
+    (tmp_path / "theirs").mkdir()
+    foreign = tmp_path / "theirs" / "b"
+    foreign.write_bytes(data)
+    path = [(tmp_path / "a").as_uri(), foreign.as_uri(), (tmp_path / "out" / "c").as_uri()]
+    with plain_fts(tmp_path / "fts") as fts:
+        job_id = fts.submit(hops(path, checksum=f"ADLER32:{adler(data)}", filesize=len(data)), multihop=True)
+        assert fts.wait(job_id)["job_state"] == "FINISHED"
+        assert (tmp_path / "out" / "c").read_bytes() == data
+        time.sleep(0.5)
+        assert foreign.read_bytes() == data and pending_cleanup(fts) == []
 
 
 def test_an_intermediate_copy_that_does_not_match_is_not_reused(tmp_path):
