@@ -61,3 +61,8 @@ def test_adler32_normalisation():
     for bad in ("md5:abcd", "xyz", "123456789", 12):
         with pytest.raises(ValidationError, match="checksum"):
             validate.adler32(bad)
+
+
+def test_a_state_given_as_a_unicode_digit_is_a_validation_error_not_a_crash():
+    with pytest.raises(ValidationError):
+        TransferState.parse("²", "state")

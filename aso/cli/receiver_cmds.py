@@ -58,6 +58,8 @@ def receiver(app, seconds: float | None, as_json: bool) -> None:
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     import time
 
+    from aso.cli.common import as_cli_error
+    from aso.cli.component_cmds import pass_exit
     from aso.components.passes import reporter_for
     from aso.metrics.passes import PassMetrics
 
@@ -67,11 +69,14 @@ def receiver(app, seconds: float | None, as_json: bool) -> None:
         with component_lock(config.aso.lock_dir, "receiver"):
             # a receiver runs until stopped: its run is its one pass
             recorder.started(pass_id)
-            summary, began = None, time.monotonic()
+            summary, began, code = None, time.monotonic(), 0
             try:
                 summary = Receiver(settings, PipelineSettings.from_config(config)).run(stop, seconds)
+                code = pass_exit("receiver", summary)[0]  # the rule the other components' records use
+            except Exception as exc:
+                code = as_cli_error(exc).exit_code
+                raise
             finally:
-                code = 1 if summary is None or summary.errors else 0
                 recorder.ended(summary, code)
                 if metrics is not None:
                     files = summary.files_handled() if summary is not None else 0

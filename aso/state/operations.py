@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aso import validate
-from aso.state.records import COMPONENTS, HOST_RE, TRANSFER_COLUMNS
+from aso.state.records import COMPONENTS, HOST_RE, MAX_EPOCH_MS, TRANSFER_COLUMNS
 from aso.state.schema import TASK_COLUMNS
 from aso.state.states import PublicationState, TransferState
 
@@ -124,6 +124,8 @@ THROTTLE_LIMITS = {
     },
 }
 
+_PASS_NUMBER = {**INT, "maximum": MAX_EPOCH_MS}
+
 #: every parameter any subresource takes: name -> (schema, description). Lists are lists
 #: of the item schema; lists of objects can only be sent in a JSON body.
 PARAMETERS: dict[str, tuple[dict[str, Any], str]] = {
@@ -137,15 +139,15 @@ PARAMETERS: dict[str, tuple[dict[str, Any], str]] = {
     "host": ({"type": "string", "pattern": HOST_RE.pattern, "minLength": 1, "maxLength": 255},
              "the host a component instance runs on"),
     "component": ({"type": "string", "enum": list(COMPONENTS)}, "a component (its command's name)"),
-    "pid": (INT, "the component instance's process id"),
+    "pid": ({**INT, "maximum": validate.MAX_INT32}, "the component instance's process id"),
     "pass_id": ({"type": "string", "pattern": validate.PATH_PART_RE.pattern, "minLength": 1, "maxLength": 200},
                 "the pass's id (the same in its start and end records, and in its log lines)"),
-    "started_ms": (INT, "when the pass started (epoch milliseconds)"),
-    "finished_ms": ({**INT, "nullable": True}, "when the pass ended (epoch milliseconds; absent while it runs)"),
+    "started_ms": (_PASS_NUMBER, "when the pass started (epoch milliseconds)"),
+    "finished_ms": ({**_PASS_NUMBER, "nullable": True}, "when the pass ended (epoch milliseconds; absent while it runs)"),
     "exit_code": ({"type": "integer", "minimum": 0, "maximum": 255, "nullable": True},
                   "the pass's exit code (absent while it runs)"),
-    "files": (INT, "files the pass handled"),
-    "failures": (INT, "errors the pass met"),
+    "files": (_PASS_NUMBER, "files the pass handled"),
+    "failures": (_PASS_NUMBER, "errors the pass met"),
     "summary": (TEXT, "the pass's summary line"),
     "limits": (THROTTLE_LIMITS, "throttling: take only what sites and links have room for (JSON only)"),
     "time_to": (INT, "seconds a RETRY row waits before going back to NEW"),

@@ -93,6 +93,9 @@ class KillResult:
 #: the components whose passes are recorded (the names of their commands)
 COMPONENTS = ("transfer", "monitor", "reporter", "retry-manager", "publisher", "receiver")
 HOST_RE = re.compile(r"^[A-Za-z0-9_.-]{1,255}$")
+#: the largest time (and count) a pass record takes: year 2286 in epoch milliseconds, far
+#: inside every column's range and exact as a float of seconds
+MAX_EPOCH_MS = 10**13
 
 
 @dataclass
@@ -137,14 +140,14 @@ class PassRecord:
         from aso.errors import ValidationError
 
         host = get("host")
-        if not isinstance(host, str) or not HOST_RE.match(host):
+        if not isinstance(host, str) or not HOST_RE.fullmatch(host):
             raise ValidationError("host", f"{str(host)[:100]!r} is not a host name ([A-Za-z0-9_.-], 1 to 255 characters)")
         component = get("component")
         if component not in COMPONENTS:
             raise ValidationError("component", f"{str(component)[:100]!r} is not one of {', '.join(COMPONENTS)}")
         pass_id = validate.path_part(get("pass_id"), "pass_id")
 
-        def number(name: str, nullable: bool = False, maximum: int = validate.MAX_INT) -> int | None:
+        def number(name: str, nullable: bool = False, maximum: int = MAX_EPOCH_MS) -> int | None:
             value = get(name)
             if value in (None, "") and nullable:
                 return None
@@ -157,7 +160,7 @@ class PassRecord:
         summary = get("summary") or ""
         if not isinstance(summary, str) or len(summary) > 1000:
             raise ValidationError("summary", "must be text of at most 1000 characters")
-        return cls(host, component, number("pid"), pass_id, started / 1000,
+        return cls(host, component, number("pid", maximum=validate.MAX_INT32), pass_id, started / 1000,
                    None if finished is None else finished / 1000, number("exit_code", nullable=True, maximum=255),
                    number("files"), number("failures"), summary)
 

@@ -55,7 +55,7 @@ def _parse(enum: type[IntEnum], value, field: str):
         name = value.strip().upper()
         if name in enum.__members__:
             return enum[name]
-        if name.isdigit():
+        if name.isascii() and name.isdigit():  # '²' is a digit to str.isdigit, not to int()
             return _parse(enum, int(name), field)
     names = ", ".join(enum.__members__)
     raise ValidationError(field, f"unknown state {value!r}; expected one of {names}")

@@ -52,6 +52,8 @@ def install(app: Flask, store: Store, authenticator: Authenticator | None, *, se
         SESSION_COOKIE_NAME=COOKIE_NAME,
         SESSION_COOKIE_HTTPONLY=True,
         SESSION_COOKIE_SAMESITE="Strict",
+        # the page reloads itself: a refreshed cookie would make a login last for ever
+        SESSION_REFRESH_EACH_REQUEST=False,
         PERMANENT_SESSION_LIFETIME=timedelta(hours=session_hours),
     )
     app.register_blueprint(make_blueprint(store, authenticator, open_as_operator=open_as_operator))
@@ -85,6 +87,9 @@ def standalone_app(config, host: str) -> Flask:
         raise ConfigError("state.url: aso web reads a database (sqlite:///..., postgresql+psycopg://...); "
                           "with an aso server the status page is already at that server's root URL")
     tokens = config.server.tokens
+    if not tokens and config.web.behind_proxy:
+        raise ConfigError("web.behind_proxy: without [server] tokens nobody logs in and every viewer is an "
+                          "operator; a proxy would open that to whoever reaches it")
     if not tokens and host not in LOOPBACK:
         raise ConfigError(f"web.host: {host!r} is not a loopback address; without [server] tokens nobody logs "
                           "in, so aso web only listens on 127.0.0.1, ::1 or localhost")

@@ -20,6 +20,7 @@ from flask import (
     Blueprint,
     Response,
     abort,
+    current_app,
     g,
     redirect,
     render_template,
@@ -34,7 +35,7 @@ from aso.errors import AsoError, BackendUnavailable, ValidationError
 from aso.state.auth import Authenticator, Identity
 from aso.state.states import TransferState
 from aso.state.store import Store
-from aso.web import queries
+from aso.web import LOOPBACK, queries
 
 log = logging.getLogger("aso.web")
 
@@ -62,12 +63,18 @@ def make_blueprint(store: Store, authenticator: Authenticator | None, *, open_as
     @bp.before_request
     def who_is_viewing():
         if open_as_operator:
+            # Nobody logs in, so only a loopback name may be asked for: a page another site
+            # points its own name at (DNS rebinding) must not read it through the browser.
+            if request.host.rsplit(":", 1)[0].strip("[]") not in LOOPBACK:
+                return _page("error.html", 403, title="Forbidden", message="Open this page at 127.0.0.1 or localhost.")
             g.viewer = LOCAL_VIEWER
             return None
         if request.method == "POST" and not _same_origin():
             return _page("error.html", 403, title="Forbidden", message="This form was posted from another site.")
-        name, role = session.get("who"), session.get("role")
-        if isinstance(name, str) and isinstance(role, str):
+        name, role, at = session.get("who"), session.get("role"), session.get("at")
+        if isinstance(at, int) and time.time() - at > current_app.permanent_session_lifetime.total_seconds():
+            session.clear()  # a login lasts session_hours from the login, however often pages reload
+        elif isinstance(name, str) and isinstance(role, str):
             g.viewer = Identity(name, role)
             return None
         g.viewer = None
@@ -222,9 +229,13 @@ def _state_param() -> TransferState | None:
 
 def _page_param() -> int:
     value = request.args.get("page", "1")
-    if not value.isdigit() or not 1 <= int(value) <= 1_000_000:
+    try:
+        page = validate.non_negative_int(value, "page", 1_000_000)
+    except ValidationError:
+        page = 0
+    if page < 1:
         raise ValidationError("page", f"{value[:20]!r} is not a page number (1, 2, ...)")
-    return int(value)
+    return page
 
 
 def _bars(buckets: list[queries.Bucket], width: int = 480, height: int = 80) -> dict[str, Any]:

@@ -49,3 +49,17 @@ def test_a_bad_record_is_refused_naming_the_field_and_changes_nothing(backend, f
         backend.record_pass(PassRecord(**values))
     assert field in str(err.value)
     assert backend.component_passes() == []
+
+
+@pytest.mark.parametrize(("field", "change"), [
+    ("pid", {"pid": 2**31}),
+    ("started_ms", {"started": 2**63 / 1000}),
+    ("host", {"host": "a.example\n"}),
+])
+def test_values_beyond_the_columns_are_refused_not_a_server_error(backend, field, change):
+    values = {"host": "a.example", "component": "monitor", "pid": 1, "pass_id": "p", "started": 1_700_000_000.0}
+    values.update(change)
+    with pytest.raises(ValidationError) as err:
+        backend.record_pass(PassRecord(**values))
+    assert field in str(err.value)
+    assert backend.component_passes() == []

@@ -31,6 +31,10 @@ def test_without_tokens_it_serves_loopback_with_no_login(tmp_path):
         assert requests.get(f"http://127.0.0.1:{port}/task/bob_task_1", timeout=10).status_code == 200
         assert requests.get(f"http://127.0.0.1:{port}/task/x?page=zero", timeout=10).status_code == 400
         assert requests.get(f"http://127.0.0.1:{port}/healthz", timeout=10).json() == {"status": "ok"}
+        # a site that points its own name at 127.0.0.1 (DNS rebinding) reads nothing
+        rebound = requests.get(f"http://127.0.0.1:{port}/", headers={"Host": f"evil.example:{port}"}, timeout=10)
+        assert rebound.status_code == 403 and "DONE" not in rebound.text
+        assert requests.get(f"http://127.0.0.1:{port}/", headers={"Host": f"localhost:{port}"}, timeout=10).ok
 
 
 def test_with_tokens_it_asks_for_a_login(tmp_path):
@@ -49,3 +53,8 @@ def test_it_refuses_other_addresses_without_tokens_and_a_rest_state_url(tmp_path
     rest.write_text('[state]\nurl = "https://state.example:8443"\n')
     out = subprocess.run(aso_command("--config", str(rest), "web"), capture_output=True, text=True, timeout=60)
     assert out.returncode == 2 and "state.url" in out.stderr and "root URL" in out.stderr
+    proxied = tmp_path / "proxied.toml"
+    proxied.write_text(f'[state]\nurl = "sqlite:///{tmp_path / "state.db"}"\n[web]\nbehind_proxy = true\n')
+    out = subprocess.run(aso_command("--config", str(proxied), "web", "--port", "0"), capture_output=True, text=True,
+                         timeout=60)
+    assert out.returncode == 2 and "web.behind_proxy" in out.stderr

@@ -54,6 +54,17 @@ def test_login_sets_a_strict_http_only_cookie_and_puts_no_token_in_a_url(app):
         assert "token" not in url, url
 
 
+def test_a_login_ends_after_session_hours_however_often_the_page_reloads(app):
+    client = app.test_client()
+    login(client, "operator-token")
+    answer = client.get("/")
+    assert answer.status_code == 200 and "Set-Cookie" not in answer.headers  # no sliding renewal
+    with client.session_transaction() as session:
+        session["at"] -= int(app.permanent_session_lifetime.total_seconds()) + 1
+    answer = client.get("/")
+    assert answer.status_code == 303 and answer.headers["Location"] == "/login"
+
+
 def test_the_cookie_is_secure_over_https(app):
     client = app.test_client()
     answer = login(client, "operator-token", **HTTPS)
@@ -166,7 +177,7 @@ def test_a_task_page_shows_files_paths_fts_jobs_and_reasons(app):
 @pytest.mark.parametrize(("query", "field"), [
     ("state=BOGUS", "state"), ("state=%3Cscript%3E", "state"), ("state=" + "A" * 500, "state"),
     ("state=99", "state"), ("page=0", "page"), ("page=abc", "page"), ("page=-1", "page"),
-    ("page=99999999999999999999", "page"), ("page=", "page"),
+    ("page=99999999999999999999", "page"), ("page=", "page"), ("page=%C2%B2", "page"),
 ])
 def test_bad_query_parameters_are_a_400_page_naming_them(app, query, field):
     client = app.test_client()

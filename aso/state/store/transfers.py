@@ -288,7 +288,8 @@ class Transfers(StoreEngine):
             inflight = _inflight_counts(conn)
             query = (
                 select(_c.tm_username, _c.tm_source, _c.tm_destination, func.count())
-                .where(_c.tm_transfer_state == int(T.NEW))
+                # the live-rows index's predicate, word for word: finished rows are never read
+                .where(text(LIVE_STATES), _c.tm_transfer_state == int(T.NEW))
                 .group_by(_c.tm_username, _c.tm_source, _c.tm_destination)
             )
             waiting = {(u, s, d): n for u, s, d, n in conn.execute(query)}
