@@ -195,7 +195,6 @@ OPTIONS: list[Option] = [
     _o("fts_server", "multihop_cleanup_delay", 7200, "Seconds the intermediate copies of a failed or canceled multihop job are kept (a resubmitted job may reuse them) before they are deleted; after a job's last hop they go at once (Rucio's multihop tombstone is 2 h).", **_NON_NEGATIVE),
     # Prometheus metrics (docs/operations.md, "Metrics")
     _o("metrics", "textfile_dir", "", "Folder where each component pass writes aso_<component>.prom for node-exporter's textfile collector ('' = none written).", "path"),
-    _o("metrics", "port", 0, "Port on 127.0.0.1 where a component run with --loop serves its pass metrics (0 = none; --metrics-port wins).", minimum=0, maximum=65535),
     _o("metrics", "cache_seconds", 10.0, "Seconds aso server and aso fts-server reuse the row counts behind their /metrics gauges before counting again.", minimum=0),
     # topology: links, paths and throttling
     _o("topology", "default_distance", 1, "Distance of a site pair that no [[links]] entry names (0 = no such link: only the configured links exist). With the default every pair of sites is one direct link of distance 1, as before links existed.", **_NON_NEGATIVE),

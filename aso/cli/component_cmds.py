@@ -34,9 +34,11 @@ def _pass_options(default_interval: float):
 
 
 def metrics_port_option(fn):
-    return click.option("--metrics-port", type=click.IntRange(0, 65535), default=None,
+    # A command-line option only, never one in the shared aso.toml: every looping component
+    # reads that file, and they cannot all listen on one port.
+    return click.option("--metrics-port", type=click.IntRange(0, 65535), default=0,
                         help="With --loop: serve the pass metrics on http://127.0.0.1:PORT/metrics "
-                             "[metrics.port; 0 = not served].")(fn)
+                             "(0 = not served).")(fn)
 
 
 def _with_progress(label: str, as_json: bool, body: Callable):
@@ -51,19 +53,19 @@ def _with_progress(label: str, as_json: bool, body: Callable):
 
 
 def run_component(app, name: str, label: str, loop: bool, interval: float, as_json: bool, *,
-                  show: Callable | None = None, what: str = "the work", metrics_port: int | None = None) -> None:
+                  show: Callable | None = None, what: str = "the work", metrics_port: int = 0) -> None:
     """Build component ``name``'s pass from the configuration and run it under its lock
     (once or in a loop); the exit code says how the last pass went. ``show(summary)``
     renders a pass (default: the line goes to the log only, ``--json`` prints it).
     Each pass's metrics go to ``[metrics] textfile_dir``, and with ``loop`` are served on
-    ``metrics_port`` (else ``[metrics] port``)."""
+    ``metrics_port``."""
     from aso.components.build import build_pass
     from aso.components.passes import reporter_for
     from aso.components.runner import run_passes
 
     config = app.config
     # served only by a loop: a single pass ends before anything could scrape it
-    port = (metrics_port if metrics_port is not None else int(config.metrics.port)) if loop else 0
+    port = (metrics_port or 0) if loop else 0
     on_pass_end = _pass_metrics(config, name, port)
 
     def on_summary(summary) -> None:

@@ -3,7 +3,7 @@
 Rucio's receiver path. FTS publishes a completion message when a transfer attempt ends; the
 receiver keeps those of this installation (``job_metadata.issuer`` ASO and this
 ``instance``, and the configured VO), drops the attempts FTS will retry itself (and the
-hops of a multihop job that do not end its row: :func:`ends_row`), and turns
+hops of a multihop job that do not end its row: :meth:`Completion.is_final`), and turns
 the rest into the same reporter hand-off the monitor writes, in batches: per batch, one
 reporter entry per user (durable) and then the monitor entries' record of what was handed
 over (atomic, not fsynced: losing that record only lets the monitor report a file again,
@@ -116,26 +116,6 @@ class _Waiting:
     since: float
 
 
-def ends_row(c: msg.Completion) -> bool:
-    """Does this completion end its row's transfer? Beyond :meth:`Completion.is_final`
-    (attempts FTS retries itself), a multihop job's messages all carry the one row id of the
-    file its hops move, so: a finished hop ends the row only when it is the last one (or
-    ``job_state`` says the job FINISHED); a failed or canceled hop ends it only once the job
-    failed or was canceled; and the hops FTS3 fails after a failed one ("Unused hop in
-    multi-hop") never do, so the row is reported once, with the reason of the hop that
-    really failed (the monitor's poll reports it from the job's status if that message
-    was lost)."""
-    if not c.is_final():
-        return False
-    if not c.multihop:
-        return True
-    if c.final_state.upper() == "OK":
-        return c.last_hop or c.job_state == "FINISHED"
-    if msg.UNUSED_HOP_REASON in c.reason:  # bare, or after FTS3's "SCOPE [errno] "
-        return False
-    return c.job_state in ("FAILED", "CANCELED")
-
-
 class Receiver:
     """The library under ``aso receiver``: :meth:`hand_over` is one batch (tests call it
     with message bodies directly), :meth:`run` the connections and the loop."""
@@ -176,7 +156,7 @@ class Receiver:
             if not c.is_for(self.settings.issuer, self.settings.instance, self.settings.vo or None):
                 s.foreign += 1
                 continue
-            if not ends_row(c):
+            if not c.is_final():
                 s.not_final += 1
                 continue
             if not c.row_id or not c.user:

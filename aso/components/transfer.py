@@ -243,7 +243,9 @@ class TransferPass:
                 if live:
                     job_id = tool.submit(live, self.settings.options_for(user), chunk.sid, multihop=chunk.multihop)
                     # one line per FTS job (not per file): where a file's trail through the logs starts
-                    log.info("user %s: FTS job %s: %d file(s) submitted to %s", user, job_id, len(live), chunk.endpoint,
+                    # (a multihop job's transfers are the hops of one file)
+                    files = 1 if chunk.multihop else len(live)
+                    log.info("user %s: FTS job %s: %d file(s) submitted to %s", user, job_id, files, chunk.endpoint,
                              extra={"fts_job": job_id, "task": _task_of(live)})
                 else:  # every file of it was killed: submit nothing, but know where it went if it did
                     job_id = tool.expected_job_id(chunk.sid)

@@ -19,6 +19,7 @@ from aso.ftsd.db_rows import (
     _now,
     refresh_job,
 )
+from aso.messaging.fts3 import UNUSED_HOP_REASON
 
 #: file states of a file that may still read or write its URLs
 _UNFINISHED = ("SUBMITTED", "READY", "ACTIVE", "NOT_USED", "STAGING", "ON_HOLD")
@@ -291,7 +292,7 @@ class ExecutorQueries:
             "UPDATE t_file SET file_state = 'FAILED', reason = ?, recoverable = 0, finish_time = ?"
             " WHERE job_id = ? AND file_index > ? AND file_state NOT IN ('FINISHED', 'FAILED', 'CANCELED')"
             " RETURNING file_id",
-            (fj.UNUSED_HOP_REASON, now, job_id, index),
+            (UNUSED_HOP_REASON, now, job_id, index),
         ).fetchall()
         for r in rows:
             self._message(conn, events, (r[0], "FAILED", False), now)

@@ -27,8 +27,6 @@ JOB_ACTIVE = ("SUBMITTED", "READY", "ACTIVE", "STAGING")
 JOB_TERMINAL = ("FINISHED", "FINISHEDDIRTY", "FAILED", "CANCELED")
 FILE_TERMINAL = ("FINISHED", "FAILED", "CANCELED")
 FAILED_JOB_REASON = "One or more files failed. Please have a look at the details for more information"
-#: the reason of the later hops of a multihop job whose hop failed (what Rucio records)
-UNUSED_HOP_REASON = "Unused hop in multi-hop"
 #: FTS3's held state: a later hop of a multihop job waits in it for the hop before
 HELD = "NOT_USED"
 METADATA_LIMIT = 1024

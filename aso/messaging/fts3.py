@@ -382,13 +382,17 @@ class Completion:
         A multihop job's hops all carry the row id of the one file they move, so a message
         ends that row only when the whole path ended: the last hop finished (``job_state``
         FINISHED says so too, for senders without ``transfer_lasthop``), or the job failed
-        or was canceled. An intermediate hop that finished is not the file arriving."""
+        or was canceled. An intermediate hop that finished is not the file arriving, and the
+        hops FTS3 fails after a failed one ("Unused hop in multi-hop") are not news either: the
+        row is reported once, with the reason of the hop that really failed."""
         retried_by_fts = self.final_state.upper() == "ERROR" and self.recoverable and self.retry < self.retry_max
         if retried_by_fts:
             return False
         if self.multihop:
             if self.final_state.upper() == "OK":
                 return self.last_hop or self.job_state == "FINISHED"
+            if UNUSED_HOP_REASON in self.reason:  # bare, or after FTS3's "SCOPE [errno] "
+                return False
             return self.job_state in ("FAILED", "CANCELED")
         return self.job_state != "ACTIVE"
 
