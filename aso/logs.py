@@ -78,11 +78,6 @@ def pass_context(component: str) -> Iterator[str]:
         _process = previous
 
 
-def current() -> dict[str, Any]:
-    """The context a line logged here and now would carry."""
-    return {**_process, **_context.get()}
-
-
 class ContextFilter(logging.Filter):
     """Copies the log context onto every record (two dict lookups: cheap). A record that
     already has a field (``extra={"user": ...}``) keeps its own."""
@@ -224,7 +219,9 @@ def log_requests(app: Any, logger: logging.Logger, identity: Any) -> None:
             who = identity()
         except Exception:  # noqa: BLE001 - a request line must never fail the request
             who = None
-        logger.info("%s %s %d %s ms by %s", request.method, request.path, response.status_code, duration, who or "-",
-                    extra={"method": request.method, "path": request.path, "status": response.status_code,
-                           "duration_ms": duration, "identity": who})
+        # scrapes and health checks come every few seconds: not worth an INFO line each
+        level = logging.DEBUG if request.path in ("/metrics", "/healthz") else logging.INFO
+        logger.log(level, "%s %s %d %s ms by %s", request.method, request.path, response.status_code, duration,
+                   who or "-", extra={"method": request.method, "path": request.path,
+                                      "status": response.status_code, "duration_ms": duration, "identity": who})
         return response

@@ -107,11 +107,10 @@ class ComponentPass:
         if self.name == "transfer":
             from aso.components.transfer import run_transfer
 
-            limits = LimitsSource(config)
+            topologies = TopologySource(config)
 
             def transfer_pass(progress):
-                settings.throttle = limits()
-                return run_transfer(backend, proxies, tools, config.topology(), settings, progress)
+                return run_transfer(backend, proxies, tools, topologies(), settings, progress)
 
             return transfer_pass
         from aso.components.retry_manager import run_retry_manager
@@ -119,18 +118,17 @@ class ComponentPass:
         return lambda progress: run_retry_manager(backend, proxies, tools, settings)
 
 
-class LimitsSource:
-    """The throttling limits for each transfer pass: the configuration's, re-read from its
-    file when the file changed since, so that a changed limit takes effect at the next pass
-    of a looping ``aso transfer`` too. A file that no longer loads keeps the limits in force
-    (and says so) rather than stopping the loop."""
+class TopologySource:
+    """The topology of each transfer pass (links, paths and throttling limits; a fresh route
+    cache each pass): the configuration's, re-read from its file when the file changed since,
+    so that a changed link or limit takes effect at the next pass of a looping
+    ``aso transfer`` too. A file that no longer loads keeps the topology in force (and says
+    so) rather than stopping the loop."""
 
     def __init__(self, config: Any):
-        from aso.topology.throttle import ThrottleLimits
-
+        self.config = config
         self.path = config.path
         self.stamp = self._stamp()
-        self.limits = ThrottleLimits.from_topology(config.topology())
 
     def _stamp(self) -> Any:
         try:
@@ -141,16 +139,17 @@ class LimitsSource:
     def __call__(self) -> Any:
         from aso.config import load_config
         from aso.errors import ConfigError
-        from aso.topology.throttle import ThrottleLimits
 
         stamp = self._stamp()
         if stamp is not None and stamp != self.stamp:
             self.stamp = stamp
             try:
-                self.limits = ThrottleLimits.from_topology(load_config(self.path).topology())
+                config = load_config(self.path)
+                config.topology()  # a topology that cannot be built is not taken either
+                self.config = config
             except ConfigError as exc:
-                log.warning("throttling limits not re-read: %s; keeping the previous ones", exc)
-        return self.limits
+                log.warning("links and limits not re-read: %s; keeping the previous ones", exc)
+        return self.config.topology()
 
 
 def build_pass(name: str, config: Any, backend: Any = None, *, catalog: Any = None, proxies: Any = None,

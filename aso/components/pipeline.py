@@ -22,7 +22,6 @@ from typing import Generic, TypeVar
 from aso.components.retry_policy import RetryPolicy
 from aso.errors import BackendUnavailable
 from aso.sandbox import Sandbox
-from aso.topology.throttle import ThrottleLimits
 from aso.transfertools import JobOptions, TransferTool
 
 log = logging.getLogger("aso.pipeline")
@@ -55,9 +54,6 @@ class PipelineSettings:
     #: with a receiver, the monitor polls only jobs with no news for this many seconds
     #: (0: every job at every pass)
     poll_after: int = 0
-    #: limits on files in flight per site and link, sent with each acquisition (None or
-    #: empty: acquisition as before)
-    throttle: ThrottleLimits | None = None
 
     @classmethod
     def from_config(cls, config) -> PipelineSettings:
@@ -73,7 +69,6 @@ class PipelineSettings:
             file_timeout=mon.file_timeout,
             reporter_threads=rep.threads,
             poll_after=mon.poll_after if config.receiver.brokers else 0,
-            throttle=ThrottleLimits.from_topology(config.topology()),
             retry=RetryPolicy.for_transfers(config),
             cooloff=rm.cooloff,
             stuck_after=rm.stuck_after,

@@ -46,6 +46,7 @@ from aso.logs import log_context
 from aso.sandbox import SandboxError
 from aso.state import StateBackend, TransferUpdate
 from aso.topology import NoPathError, Route, Topology
+from aso.topology.throttle import ThrottleLimits
 from aso.transfertools import Transfer, TransferToolError
 from aso.transfertools.base import HOP_KEY, HOPS_KEY
 
@@ -478,7 +479,9 @@ class TransferPass:
         try:
             summary.replayed = self.replay(summary)
             users = self.backend.active_users()
-            acquired = self.backend.acquire_transfers(users, self.settings.acquire_limit, self.settings.throttle) if users else 0
+            # the limits of the same topology the pass routes over (both re-read together)
+            limits = ThrottleLimits.from_topology(self.topology)
+            acquired = self.backend.acquire_transfers(users, self.settings.acquire_limit, limits) if users else 0
             summary.acquired, summary.held = int(acquired), getattr(acquired, "held", 0)
             pending = self.pending_ids()
             users = sorted(set(users))

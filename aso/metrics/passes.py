@@ -54,6 +54,7 @@ class PassMetrics(Collector):
         self.exit_code: int | None = None
         self.last_success: float | None = None
         self.total = 0
+        self._warned = False
         if self.path is not None:
             self._read_back(self.path)
         self._registry = CollectorRegistry()
@@ -91,7 +92,9 @@ class PassMetrics(Collector):
             self.path.parent.mkdir(parents=True, exist_ok=True)
             write_to_textfile(str(self.path), self._registry)
         except OSError as exc:  # metrics must never fail the pass that did the work
-            log.warning("metrics: cannot write %s: %s", self.path, exc)
+            # once per run: a looping component would say the same every pass
+            (log.debug if self._warned else log.warning)("metrics: cannot write %s: %s", self.path, exc)
+            self._warned = True
 
     def serve(self, port: int) -> None:
         """Serve these metrics on 127.0.0.1:``port`` (a daemon thread; for --loop)."""

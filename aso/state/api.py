@@ -98,7 +98,7 @@ class Api:
         limit = p.integer("limit", 1000)
         limits = _limits(p.get("limits"))
         acquired = self.store.acquire_transfers(users, limit, worker=worker, limits=limits)
-        return {"result": [{"modified": int(acquired), "held": getattr(acquired, "held", 0)}]}
+        return {"result": [{"modified": int(acquired), "held": acquired.held}]}
 
     def throttle_counts(self, p: Params, who: Identity) -> Any:
         counts = self.store.throttle_counts()

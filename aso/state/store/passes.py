@@ -27,7 +27,7 @@ class Passes(StoreEngine):
         values = {
             "cp_pid": record.pid, "cp_pass_id": record.pass_id, "cp_started_ms": _ms(record.started),
             "cp_finished_ms": _ms(record.finished), "cp_exit_code": record.exit_code, "cp_files": record.files,
-            "cp_failures": record.failures, "cp_summary": record.summary[:1000],
+            "cp_failures": record.failures, "cp_summary": record.summary,
         }
         if record.finished is not None and record.exit_code == 0:
             values["cp_last_success_ms"] = _ms(record.finished)

@@ -152,7 +152,7 @@ class Transfers(StoreEngine):
             return list(conn.execute(query).scalars())
 
     def acquire_transfers(self, users: list[str], limit: int, *, worker: str,
-                          limits: ThrottleLimits | None = None) -> int:
+                          limits: ThrottleLimits | None = None) -> Acquired:
         """NEW rows of ``users`` → ACQUIRED by ``worker``, at most ``limit`` per user, oldest
         first; with ``limits``, only what the sites and links have room for (see
         :meth:`_acquire_throttled`), and the answer's ``held`` says how many rows wait on them."""
@@ -160,7 +160,7 @@ class Transfers(StoreEngine):
         limit = validate.non_negative_int(limit, "limit")
         users = [validate.username(u, f"users[{i}]") for i, u in enumerate(users)]
         if not users or limit == 0:
-            return 0
+            return Acquired(0)
         if limits is not None and not limits.is_empty():
             return self._acquire_throttled(users, limit, worker, limits)
         now = _now()
@@ -209,7 +209,7 @@ class Transfers(StoreEngine):
                     .execution_options(synchronize_session=False)
                 )
                 total += result.rowcount
-        return total
+        return Acquired(total)
 
     def _acquire_throttled(self, users: list[str], limit: int, worker: str, limits: ThrottleLimits) -> Acquired:
         """Acquisition under limits, in one transaction: count the files in flight (every
