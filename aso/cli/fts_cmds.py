@@ -100,7 +100,7 @@ def _message_settings(app, brokers: tuple[str, ...], served_url: str):
               help="A local folder file:// URLs (sources and destinations) may lie under; repeatable. "
                    "Default: fts_server.roots, else the folders of the file:// site prefixes in [sites]. "
                    "With none, every file:// URL is refused.")
-@click.option("--multihop-cleanup-delay", type=click.FloatRange(min=0), default=None,
+@click.option("--multihop-cleanup-delay", type=click.IntRange(min=0), default=None,
               help="Seconds the intermediate copies of a failed or canceled multihop job are kept before they are "
                    "deleted [fts_server.multihop_cleanup_delay, 7200].")
 @click.option("--stomp-broker", "stomp_brokers", multiple=True,
