@@ -69,6 +69,9 @@ def check_url(value: str) -> str:
     if parts.scheme == "file":
         file_path(value)
         return value
+    if parts.scheme == "root":
+        root_parts(value)
+        return value
     if not parts.hostname:
         raise UrlError("has no host")
     path = _decoded_path(parts.path)
@@ -116,6 +119,54 @@ def file_path(url: str) -> str:
     if normal == "/":
         raise UrlError("has no path")
     return normal
+
+
+def root_parts(url: str) -> tuple[str, str]:
+    """``("root://host[:port]", "/absolute/path")`` of a ``root://`` URL: the path decoded
+    once, checked, normalised; the XRootD plug-in addresses the file by exactly this path
+    (open, stat, rename, remove and checksum alike).
+
+    Refused (UrlError): no host, a user name, a query or fragment (an opaque CGI could not
+    follow the file through its rename), an encoded slash (%2F), a path that does not
+    decode to UTF-8, a control character, '?' or '#' after decoding, a '.' or '..' segment
+    after decoding, a path ending in '/' (a folder). ``root://host//store/x`` and
+    ``root://host/store/x`` both name ``/store/x``.
+    """
+    if "?" in url:
+        raise UrlError("root URLs take no '?' query (CGI)")
+    if "#" in url:
+        raise UrlError("contains a '#' fragment")
+    bad = _control(url)
+    if bad is not None:
+        raise UrlError(f"contains the control character {bad!r}")
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as exc:
+        raise UrlError(f"is not a URL ({exc})") from None
+    if parts.scheme != "root":
+        raise UrlError("is not a root:// URL")
+    if not parts.hostname:
+        raise UrlError("has no host")
+    if "@" in parts.netloc:
+        raise UrlError("root URLs take no user name")
+    if "%2f" in parts.path.lower():
+        raise UrlError("root URLs may not encode '/' (%2F) in their path")
+    path = _decoded_path(parts.path)
+    bad = _control(path)
+    if bad is not None:
+        raise UrlError(f"its decoded path contains the control character {bad!r}")
+    for char in "?#":
+        if char in path:
+            raise UrlError(f"its decoded path contains {char!r}")
+    _check_segments(path)
+    if path.endswith("/"):
+        raise UrlError("its path names a folder (ends in '/')")
+    normal = "/" + posixpath.normpath(path).lstrip("/")
+    if normal == "/":
+        raise UrlError("has no path")
+    host = parts.hostname if ":" not in parts.hostname else f"[{parts.hostname}]"
+    return f"root://{host}{f':{port}' if port is not None else ''}", normal
 
 
 def normalise_roots(roots: Iterable[str | os.PathLike]) -> tuple[str, ...]:

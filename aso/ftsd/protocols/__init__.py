@@ -19,6 +19,10 @@ def source_for(url: str, timeout: float = 60.0, roots: Sequence[str] = ()) -> So
         from aso.ftsd.protocols.http import HttpSource
 
         return HttpSource(url, timeout=timeout)
+    if scheme == "root":
+        from aso.ftsd.protocols.root import RootSource
+
+        return RootSource(url, timeout=timeout)
     raise CopyError("SOURCE", 93, f"protocol {scheme!r} is not supported by this service")
 
 
@@ -37,6 +41,10 @@ def destination_for(url: str, part_name: str, timeout: float = 60.0, durable: bo
         from aso.ftsd.protocols.http import HttpDestination
 
         return HttpDestination(url, timeout=timeout)
+    if scheme == "root":
+        from aso.ftsd.protocols.root import RootDestination
+
+        return RootDestination(url, part_name, timeout=timeout)
     raise CopyError("DESTINATION", 93, f"protocol {scheme!r} is not supported by this service")
 
 
@@ -52,6 +60,10 @@ def delete(url: str, timeout: float = 60.0, roots: Sequence[str] = ()) -> bool:
         from aso.ftsd.protocols.http import delete_http
 
         return delete_http(url, timeout)
+    if scheme == "root":
+        from aso.ftsd.protocols.root import delete_root
+
+        return delete_root(url, timeout)
     raise CopyError("DESTINATION", 93, f"protocol {scheme!r} is not supported by this service")
 
 

@@ -1,0 +1,171 @@
+"""A real ``xrootd`` daemon for the tests: one exported folder on a free loopback port.
+
+The daemon serves ``root://127.0.0.1:<port>//<path>`` from its folder with adler32
+checksums (``xrootd.chksum adler32``). xrootd refuses to run as root, so under root it runs
+as the system user ``xrootd`` (``-R``), and its folders are made that user's. The folders live
+in a temporary folder of their own (not a test's tmp_path, whose parents only root may
+enter) and are removed when the daemon stops.
+
+There is no skip: without the ``xrootd`` binary the fixture fails, saying what to install.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pwd
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from tests.procs import free_port, wait_for_port
+
+#: the user xrootd runs as when the tests run as root (Debian's xrootd-server package makes it)
+RUN_AS = "xrootd"
+
+
+def _binary() -> str:
+    found = shutil.which("xrootd")
+    if found is None:
+        raise RuntimeError("the xrootd server is not installed (apt-get install xrootd-server xrootd-client; "
+                           ".ci/run does this)")
+    return found
+
+
+def _owner() -> tuple[int, int] | None:
+    """(uid, gid) the daemon's files must belong to; None when not running as root."""
+    if os.geteuid() != 0:
+        return None
+    try:
+        entry = pwd.getpwnam(RUN_AS)
+    except KeyError:
+        raise RuntimeError(f"running as root, xrootd needs the user {RUN_AS!r} to run as "
+                           f"(useradd --system {RUN_AS})") from None
+    return entry.pw_uid, entry.pw_gid
+
+
+@dataclass
+class XrootdServer:
+    #: the exported folder: root://127.0.0.1:<port>//<root>/x is the file <root>/x
+    root: Path
+    port: int
+    log: Path
+    proc: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        """The URL of the exported folder, without a trailing slash."""
+        return f"root://127.0.0.1:{self.port}/{self.root}"
+
+    def url_of(self, relative: str) -> str:
+        return f"{self.url}/{relative.lstrip('/')}"
+
+    def give(self, path: Path) -> None:
+        """Make ``path`` and the folders between it and the export the daemon's own."""
+        owner = _owner()
+        if owner is None:
+            return
+        path = Path(path)
+        while True:
+            os.chown(path, *owner)
+            if path == self.root or self.root not in path.parents:
+                return
+            path = path.parent
+
+    def mkdir(self, relative: str) -> Path:
+        """A folder below the export that the daemon may write."""
+        folder = self.root / relative
+        folder.mkdir(parents=True, exist_ok=True)
+        self.give(folder)
+        return folder
+
+    def put(self, relative: str, data: bytes) -> Path:
+        """A file below the export, as if an earlier copy had put it there."""
+        path = self.root / relative
+        self.mkdir(str(Path(relative).parent))
+        path.write_bytes(data)
+        self.give(path)
+        return path
+
+    def tail(self, n: int = 3000) -> str:
+        try:
+            return self.log.read_text(errors="replace")[-n:]
+        except OSError:
+            return ""
+
+
+def _config(port: int, data: Path, admin: Path, rate: int) -> str:
+    throttle = [
+        # XRootD's own bandwidth limiter (reads and writes): a copy slow enough to be
+        # interrupted halfway
+        "xrootd.fslib throttle default",
+        f"throttle.throttle data {rate}",
+    ] if rate else []
+    return "\n".join([*throttle,
+        f"xrd.port {port}",
+        "all.role server",
+        "all.export /",
+        # paths of URLs are paths on this machine; the export is the one folder a test uses
+        f"all.adminpath {admin}",
+        f"all.pidpath {admin}",
+        "xrootd.chksum adler32",
+        # no reverse DNS lookups of clients: the tests run without a resolver
+        "xrd.network nodnr",
+        "",
+    ])
+
+
+@contextlib.contextmanager
+def xrootd_server(name: str = "site", rate: int = 0) -> Iterator[XrootdServer]:
+    """Start a daemon exporting a fresh folder; stop it and remove its folders at the end.
+    ``rate``: bytes per second the daemon reads and writes at most (0: no limit)."""
+    binary = _binary()
+    owner = _owner()
+    base = Path(tempfile.mkdtemp(prefix=f"aso-xrootd-{name}-"))
+    os.chmod(base, 0o755)  # the daemon's user enters it
+    data, admin = base / "data", base / "admin"
+    for folder in (data, admin):
+        folder.mkdir()
+        if owner is not None:
+            os.chown(folder, *owner)
+    port = free_port()
+    config = base / "xrootd.cfg"
+    config.write_text(_config(port, data, admin, rate))
+    # with -n NAME the daemon writes its log to <folder of -l>/NAME/xrootd.log
+    log = base / name / "xrootd.log"
+    args = [binary, "-c", str(config), "-l", str(base / "xrootd.log"), "-n", name]
+    if owner is not None:
+        args += ["-R", RUN_AS]
+        os.chown(base, *owner)
+    server = XrootdServer(root=data, port=port, log=log)
+    server.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        try:
+            wait_for_port(port, timeout=30, proc=server.proc)
+        except (RuntimeError, TimeoutError) as exc:
+            raise RuntimeError(f"xrootd did not start: {exc}\n{_all_logs(base)}") from None
+        yield server
+    finally:
+        _stop(server.proc)
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def _all_logs(base: Path) -> str:
+    return "\n".join(p.read_text(errors="replace")[-3000:] for p in base.rglob("*.log*") if p.is_file())
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+    # the daemon may have forked helpers into its session: none may outlive the test
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, 9)
