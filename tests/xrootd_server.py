@@ -75,17 +75,23 @@ class XrootdServer:
                 return
             path = path.parent
 
+    def path_of(self, relative: str) -> Path:
+        """The file below the export that ``relative`` (an LFN, say) names."""
+        path = self.root / relative.lstrip("/")
+        assert self.root in path.parents or path == self.root, relative
+        return path
+
     def mkdir(self, relative: str) -> Path:
         """A folder below the export that the daemon may write."""
-        folder = self.root / relative
+        folder = self.path_of(relative)
         folder.mkdir(parents=True, exist_ok=True)
         self.give(folder)
         return folder
 
     def put(self, relative: str, data: bytes) -> Path:
         """A file below the export, as if an earlier copy had put it there."""
-        path = self.root / relative
-        self.mkdir(str(Path(relative).parent))
+        path = self.path_of(relative)
+        self.mkdir(str(path.parent.relative_to(self.root)))
         path.write_bytes(data)
         self.give(path)
         return path
