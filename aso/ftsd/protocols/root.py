@@ -183,16 +183,20 @@ def _filesystem(endpoint: str):
 class _Pending:
     """One asynchronous request: its callback runs on an XRootD thread, the copy waits."""
 
-    __slots__ = ("done", "status", "data")
+    __slots__ = ("done", "status", "data", "keep")
 
-    def __init__(self) -> None:
+    def __init__(self, keep: bytes | None = None) -> None:
         self.done = threading.Event()
         self.status = None
         self.data = None
+        #: a write's buffer: the bindings hand the client its address without holding a
+        #: reference, so it must outlive the request
+        self.keep = keep
 
     def __call__(self, status, response, hostlist=None) -> None:
         self.status, self.data = status, response
         self.done.set()
+        self.keep = None
 
     def wait(self, seconds: float) -> None:
         # XRootD expires the request itself after its timeout; this margin only guards
@@ -349,7 +353,7 @@ class RootDestination(Destination):
                 if not data:
                     continue
                 self._settle(DEPTH - 1)
-                handler = _Pending()
+                handler = _Pending(keep=data)
                 status = f.write(data, written, len(data), timeout=self.timeout, callback=handler)
                 _check(status, "DESTINATION", f"write to {self.endpoint}/{self.part} failed")
                 self._inflight.append(handler)
@@ -371,6 +375,10 @@ class RootDestination(Destination):
             if complete:
                 raise
         finally:
+            # after a failed write the others may still be in flight: their buffers stay
+            # referenced until each has its answer
+            for handler in self._inflight:
+                handler.done.wait(self.timeout + 30)
             self._inflight.clear()
             status, _ = f.close(timeout=self.timeout)
         if complete:
