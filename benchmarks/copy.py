@@ -1,10 +1,13 @@
-"""Copy throughput of aso fts-server next to cp and curl, on the same data in the same run.
+"""Copy throughput of aso fts-server next to cp, curl and xrdcp, on the same data in the same run.
 
     python benchmarks/copy.py                      # 1 x 2 GiB and 1000 x 1 MiB, as in docs/benchmarks.md
     python benchmarks/copy.py --big-mib 256 --small-count 200 --runs 1   # a quick look
+    python benchmarks/copy.py --protocols root     # root:// only: 1 x 2 GiB, 2000 x 10 KiB
 
-Cases: file:// (service vs cp) and http:// from a local HTTP server (service vs curl), for one
-big file and many small files. The service is a real ``aso fts-server`` process in
+Cases: file:// (service vs cp), http:// from a local HTTP server (service vs curl) and
+root:// between two local xrootd daemons (service vs xrdcp, which streams through itself as
+the service does), for one big file and many small files (root:// has its own small files,
+``--root-small-count`` × ``--root-small-kib``). The service is a real ``aso fts-server`` process in
 plain-HTTP mode; the time is from the first submission until every job is terminal, as a
 client polling in bulk sees it. Small files go in jobs of 50 (as ASO submits them). Each
 tool runs ``--runs`` times, interleaved, and the best run counts. Destinations are removed
@@ -23,6 +26,7 @@ if sys.path and os.path.abspath(sys.path[0]) == os.path.dirname(os.path.abspath(
     sys.path.pop(0)
 
 import argparse
+import contextlib
 import json
 import shutil
 import subprocess
@@ -39,6 +43,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from tests.procs import Service, aso_command, free_port  # noqa: E402
+from tests.xrootd_server import XrootdServer, xrootd_server  # noqa: E402
 
 MiB = 1024 * 1024
 TERMINAL = {"FINISHED", "FINISHEDDIRTY", "FAILED", "CANCELED"}
@@ -79,6 +84,22 @@ def make_data(root: Path, big_mib: int, small_count: int, small_kib: int) -> tup
             p.write_bytes(os.urandom(small_kib * 1024))
         smalls.append(p)
     return big, smalls
+
+
+def root_data(site: XrootdServer, big: Path, count: int, kib: int) -> tuple[Path, list[Path]]:
+    """The big file (a hard link where it can be) and ``count`` small files, below the
+    source daemon's export and readable by it."""
+    big_root = site.root / big.name
+    try:
+        os.link(big, big_root)
+    except OSError:
+        shutil.copyfile(big, big_root)
+    site.give(big_root)
+    site.mkdir("small")
+    smalls = []
+    for i in range(count):
+        smalls.append(site.put(f"small/r{i:05d}.bin", os.urandom(kib * 1024)))
+    return big_root, smalls
 
 
 def flush(path: Path) -> None:
@@ -133,15 +154,23 @@ def main() -> int:
     ap.add_argument("--runs", type=int, default=2, help="runs per tool (the best counts)")
     ap.add_argument("--workdir", type=Path, default=None, help="where data and copies go (default: a temporary folder)")
     ap.add_argument("--json", action="store_true", help="print the results as JSON")
+    ap.add_argument("--protocols", default="file,http,root", help="comma-separated: file, http, root")
+    ap.add_argument("--root-small-count", type=int, default=2000, help="number of small files over root://")
+    ap.add_argument("--root-small-kib", type=int, default=10, help="size of each small file over root:// (KiB)")
     args = ap.parse_args()
-    for tool in ("cp", "curl"):
+    protocols = {p.strip() for p in args.protocols.split(",") if p.strip()}
+    if protocols - {"file", "http", "root"}:
+        ap.error(f"--protocols: unknown {sorted(protocols - {'file', 'http', 'root'})}")
+    needed = {"file": ("cp",), "http": ("curl",), "root": ("xrdcp", "xrootd")}
+    for tool in (t for p in sorted(protocols) for t in needed[p]):
         if not shutil.which(tool):
             ap.error(f"{tool} is needed")
 
     work = args.workdir or Path(tempfile.mkdtemp(prefix="aso-copy-bench-"))
     data = work / "data"
     console.print(f"preparing data in {work} …")
-    big, smalls = make_data(data, args.big_mib, args.small_count, args.small_kib)
+    # (root:// has small files of its own)
+    big, smalls = make_data(data, args.big_mib, args.small_count if protocols & {"file", "http"} else 0, args.small_kib)
     out = work / "out"
 
     http_port = free_port()
@@ -156,12 +185,20 @@ def main() -> int:
                         "--workers", str(args.workers), "--per-link", str(args.workers), "--root", str(work), *extra),
             port, work / f"fts-{tag}.log").start())
     web_url = f"http://127.0.0.1:{http_port}"
+    exits = contextlib.ExitStack()
+    if "root" in protocols:
+        site_a = exits.enter_context(xrootd_server("bench-src"))
+        site_b = exits.enter_context(xrootd_server("bench-dst"))
+        console.print(f"preparing root:// data below {site_a.root} …")
+        root_big, root_smalls = root_data(site_a, big, args.root_small_count, args.root_small_kib)
     results: list[Result] = []
-    small_bytes = sum(p.stat().st_size for p in smalls)
-    big_bytes = big.stat().st_size
 
     def run(case: str, tool: str, files: int, nbytes: int, fn, sources: list[Path], dest: Path) -> None:
         flush(out)
+        if "root" in protocols:
+            flush(site_b.root / "out")
+            if site_b.root in dest.parents:
+                site_b.mkdir(str(dest.relative_to(site_b.root)))
         dest.mkdir(parents=True, exist_ok=True)
         seconds = fn()
         check_copy(sources, dest)
@@ -192,15 +229,34 @@ def main() -> int:
             "http:// 1 big": [(f"{web_url}/big.bin", (big_out / big.name).as_uri())],
             "http:// many small": [(f"{web_url}/small/{p.name}", (small_out / p.name).as_uri()) for p in smalls],
         }
+        pairs = {case: p for case, p in pairs.items() if case.split(":")[0] in protocols}
+        data_of = {"file": (big, smalls, big_out, small_out), "http": (big, smalls, big_out, small_out)}
+        if "root" in protocols:
+            root_big_out, root_small_out = site_b.root / "out" / "big", site_b.root / "out" / "small"
+            to_b = site_b.url_of(f"out/big/{root_big.name}")
+            baselines[("root:// 1 big", "xrdcp")] = lambda: timed(["xrdcp", "-f", "-s", site_a.url_of(root_big.name), to_b])
+            baselines[("root:// many small", "xrdcp")] = lambda: timed(
+                ["xrdcp", "-f", "-s", "--parallel", str(args.workers), *(site_a.url_of(f"small/{p.name}") for p in root_smalls),
+                 site_b.url_of("out/small") + "/"])
+            pairs["root:// 1 big"] = [(site_a.url_of(root_big.name), to_b)]
+            pairs["root:// many small"] = [(site_a.url_of(f"small/{p.name}"), site_b.url_of(f"out/small/{p.name}"))
+                                           for p in root_smalls]
+            data_of["root"] = (root_big, root_smalls, root_big_out, root_small_out)
         cases = []
         for case, case_pairs in pairs.items():
             big_case = "big" in case
-            files, nbytes, sources, dest = (1, big_bytes, [big], big_out) if big_case else (len(smalls), small_bytes, smalls, small_out)
-            tool = "cp" if case.startswith("file") else "curl"
+            protocol = case.split(":")[0]
+            c_big, c_smalls, c_big_out, c_small_out = data_of[protocol]
+            files, nbytes, sources, dest = ((1, c_big.stat().st_size, [c_big], c_big_out) if big_case else
+                                            (len(c_smalls), sum(p.stat().st_size for p in c_smalls), c_smalls, c_small_out))
+            tool = {"file": "cp", "http": "curl", "root": "xrdcp"}[protocol]
             fn = baselines[(case, tool)]
             cases.append((case, tool, files, nbytes, fn, sources, dest))
-            cases.append((case, f"{tool} + sync", files, nbytes, then_sync(fn), sources, dest))
+            if protocol != "root":  # (the xrootd daemon, not the copying tool, writes the files)
+                cases.append((case, f"{tool} + sync", files, nbytes, then_sync(fn), sources, dest))
             for name, (url, _) in services.items():
+                if protocol == "root" and "no-fsync" in name:
+                    continue  # the service syncs no root:// destination at the end either way
                 cases.append((case, name, files, nbytes,
                               lambda url=url, cp=case_pairs: service_copy(url, cp, 50, False), sources, dest))
             if big_case:
@@ -216,6 +272,7 @@ def main() -> int:
             service.stop()
         web.stop()
         flush(out)
+        exits.close()
 
     best: dict[tuple[str, str], Result] = {}
     for res in results:
@@ -224,9 +281,10 @@ def main() -> int:
             best[key] = res
     rows = []
     for (case, tool), res in best.items():
-        plain = "cp" if case.startswith("file") else "curl"
+        plain = {"file": "cp", "http": "curl", "root": "xrdcp"}[case.split(":")[0]]
         # durable copies are compared with the baseline followed by sync, the others with the bare baseline
-        base_tool = f"{plain} + sync" if tool in ("aso fts-server", "aso fts-server, verify adler32 both") else plain
+        durable = tool in ("aso fts-server", "aso fts-server, verify adler32 both") and plain != "xrdcp"
+        base_tool = f"{plain} + sync" if durable else plain
         ratio = best[(case, base_tool)].seconds / res.seconds
         target = ""
         if tool.startswith("aso"):
@@ -246,8 +304,12 @@ def main() -> int:
         print(json.dumps({"big_mib": args.big_mib, "small_count": args.small_count, "small_kib": args.small_kib,
                           "workers": args.workers, "runs": args.runs, "results": rows}, indent=2))
         return 0
-    table = Table(title=f"aso fts-server copy throughput (1 × {args.big_mib} MiB, {args.small_count} × {args.small_kib} KiB, "
-                        f"{args.workers} workers, best of {args.runs})")
+    sizes = [f"1 × {args.big_mib} MiB"]
+    if protocols & {"file", "http"}:
+        sizes.append(f"{args.small_count} × {args.small_kib} KiB")
+    if "root" in protocols:
+        sizes.append(f"root:// {args.root_small_count} × {args.root_small_kib} KiB")
+    table = Table(title=f"aso fts-server copy throughput ({', '.join(sizes)}, {args.workers} workers, best of {args.runs})")
     columns = ("case", "tool", "seconds", "MiB/s", "files/s", "ratio", "target")
     for col in columns:
         table.add_column(col, justify="right" if col in ("seconds", "MiB/s", "files/s", "ratio") else "left")
