@@ -408,6 +408,8 @@ def _parse_sites(body: Any) -> dict[str, Site]:
         prefix = spec["prefix"]
         if prefix.startswith("file://") and not prefix.startswith("file:///"):
             raise ConfigError(f"sites.{name}.prefix: file URLs need an absolute path (file:///...)")
+        if prefix.startswith("root:"):
+            _check_root_prefix(f"sites.{name}.prefix", prefix)
         scratch = spec.get("scratch", "")
         if scratch:
             try:
@@ -417,6 +419,17 @@ def _parse_sites(body: Any) -> dict[str, Site]:
         sites[name] = Site(name, prefix, spec["fts"], spec.get("available_for_multihop", False),
                            spec.get("hop_penalty"), scratch, spec.get("max_incoming", 0), spec.get("max_outgoing", 0))
     return sites
+
+
+def _check_root_prefix(field: str, prefix: str) -> None:
+    """A root:// prefix is what the XRootD plug-in will read: root://host[:port]//path,
+    no query, no '.'/'..' (the check of aso.ftsd.urls, on the prefix's first file)."""
+    from aso.ftsd import urls
+
+    try:
+        urls.root_parts(prefix.rstrip("/") + "/x")
+    except urls.UrlError as exc:
+        raise ConfigError(f"{field}: {prefix!r} {exc} (expected root://host[:port]//path)") from None
 
 
 def _parse_links(body: Any, sites: dict[str, Site]) -> list[LinkSpec]:

@@ -5,7 +5,8 @@ from click.testing import CliRunner
 
 from aso.cli import cli
 from aso.config import OPTIONS, from_dict, load_config, render_reference_markdown
-from aso.errors import ConfigError
+from aso.errors import ConfigError, ValidationError
+from aso.ftsd import urls
 from aso.installation import init_installation
 
 DOCS = Path(__file__).resolve().parents[1] / "docs" / "configuration.md"
@@ -32,11 +33,25 @@ def test_every_option_has_a_default_and_help():
         ({"sites": {"A": {"prefix": "file:///x"}}}, "sites.A: needs string keys"),
         ({"sites": {"A": {"prefix": "file://rel", "fts": "http://f"}}}, "sites.A.prefix"),
         ({"sites": {"A": {"prefix": "file:///x", "fts": "http://f", "x": 1}}}, "sites.A.x: unknown key"),
+        ({"sites": {"A": {"prefix": "root:///store", "fts": "http://f"}}}, "sites.A.prefix: 'root:///store' has no host"),
+        ({"sites": {"A": {"prefix": "root://h//store/../etc", "fts": "http://f"}}}, "sites.A.prefix: .* '..' as a segment"),
+        ({"sites": {"A": {"prefix": "root://h//store?x=1", "fts": "http://f"}}}, "sites.A.prefix: .* no '.' query"),
     ],
 )
 def test_bad_configuration_names_the_option(data, message):
     with pytest.raises(ConfigError, match=message.replace("(", r"\(")):
         from_dict(data)
+
+
+def test_root_prefixes_give_root_urls():
+    config = from_dict({"sites": {"A": {"prefix": "root://eos.a.example:1094//eos/cms/", "fts": "http://f"},
+                                  "B": {"prefix": "root://b.example//store", "fts": "http://f"}}})
+    assert config.site("A").pfn("/store/user/u/f.root") == "root://eos.a.example:1094//eos/cms/store/user/u/f.root"
+    url = config.site("B").pfn("/store/user/u/f.root")
+    assert url == "root://b.example//store/store/user/u/f.root"
+    assert urls.root_parts(url) == ("root://b.example", "/store/store/user/u/f.root")
+    with pytest.raises(ValidationError):
+        config.site("B").pfn("/store/../../etc/passwd")
 
 
 def test_relative_paths_resolve_against_the_config_folder(tmp_path):
