@@ -110,7 +110,7 @@ def _message_settings(app, brokers: tuple[str, ...], served_url: str):
 def fts_server(app, host, port, db_path, cert, key, ca_dir, workers, per_link, local_user_dn, default_retry,
                checkpoint_seconds, poll_seconds, durable, reread_destination, simulate, threads, roots,
                multihop_cleanup_delay, stomp_brokers) -> None:
-    """Serve FTS3's REST API and copy files (file://, http://, https://).
+    """Serve FTS3's REST API and copy files (file://, http://, https://, root://).
 
     file:// URLs must lie under one of the service's roots (--root), as written and with
     symbolic links resolved; any other file:// URL is refused at submission with 400.
