@@ -255,8 +255,6 @@ def main() -> int:
             if protocol != "root":  # (the xrootd daemon, not the copying tool, writes the files)
                 cases.append((case, f"{tool} + sync", files, nbytes, then_sync(fn), sources, dest))
             for name, (url, _) in services.items():
-                if protocol == "root" and "no-fsync" in name:
-                    continue  # the service syncs no root:// destination at the end either way
                 cases.append((case, name, files, nbytes,
                               lambda url=url, cp=case_pairs: service_copy(url, cp, 50, False), sources, dest))
             if big_case:

@@ -107,7 +107,9 @@ def run_copy(
             raise CopyError("DESTINATION", errno.EEXIST, "Destination file exists and overwrite is not enabled", recoverable=False)
 
         offset = 0
-        if dst.resumable:
+        # (no checkpoint: the copy starts at 0 whatever is left, so a remote storage is not
+        # asked for the partial file's size)
+        if dst.resumable and task.transferred > 0:
             partial = dst.partial_size()
             # Resume from what is known to be on disk; a partial file longer than the source
             # is not a prefix of it.

@@ -28,7 +28,8 @@ def source_for(url: str, timeout: float = 60.0, roots: Sequence[str] = ()) -> So
 
 def destination_for(url: str, part_name: str, timeout: float = 60.0, durable: bool = True,
                     roots: Sequence[str] = (), sync_later: bool = False) -> Destination:
-    """``durable``: fsync what is written before a checkpoint and before the rename (local files);
+    """``durable``: fsync what is written before a checkpoint and before the rename (local
+    files; root:// asks the XRootD server to sync);
     with ``sync_later`` the final sync is left to the caller (``Destination.needs_sync``), which
     syncs the file system once for many files. ``roots``: the folders a file:// URL must lie
     under (none: file:// is refused)."""
@@ -44,7 +45,7 @@ def destination_for(url: str, part_name: str, timeout: float = 60.0, durable: bo
     if scheme == "root":
         from aso.ftsd.protocols.root import RootDestination
 
-        return RootDestination(url, part_name, timeout=timeout)
+        return RootDestination(url, part_name, timeout=timeout, durable=durable)
     raise CopyError("DESTINATION", 93, f"protocol {scheme!r} is not supported by this service")
 
 

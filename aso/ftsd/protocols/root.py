@@ -269,15 +269,19 @@ class RootSource(Source):
     def close(self) -> None:
         f, self._file = self._file, None
         if f is not None and f.is_open():
-            f.close(timeout=self.timeout)
+            # a read-only file: nobody needs the answer, so the copy does not wait a round
+            # trip for it (the File object is kept until the answer came)
+            f.close(timeout=self.timeout, callback=lambda *_answer, _keep=f: None)
 
 
 class RootDestination(Destination):
     resumable = True
     checksum_of_written = False
 
-    def __init__(self, url: str, part_name: str, timeout: float = 60.0):
+    def __init__(self, url: str, part_name: str, timeout: float = 60.0, durable: bool = True):
         self.url = url
+        #: sync the partial file on the server before a checkpoint counts its bytes
+        self.durable = durable
         self.endpoint, self.path = _parts(url, "DESTINATION")
         self.timeout = _seconds(timeout)
         folder, name = posixpath.split(self.path)
@@ -339,6 +343,8 @@ class RootDestination(Destination):
         if self._file is None:
             return
         self._settle(0)
+        if not self.durable:
+            return
         status, _ = self._file.sync(timeout=self.timeout)
         _check(status, "DESTINATION", f"sync of {self.endpoint}/{self.part} failed")
 
@@ -359,7 +365,9 @@ class RootDestination(Destination):
                 self._inflight.append(handler)
                 written += len(data)
                 on_progress(written)
-            self._settle(0)
+            # durable: the server syncs the file before the copy can be called done, as the
+            # file plug-in fsyncs before its rename (a plain xrootd does not sync on close)
+            self.sync()
             complete = True
         finally:
             self._close_part(complete)
