@@ -29,7 +29,7 @@ def source_for(url: str, timeout: float = 60.0, roots: Sequence[str] = ()) -> So
 def destination_for(url: str, part_name: str, timeout: float = 60.0, durable: bool = True,
                     roots: Sequence[str] = (), sync_later: bool = False) -> Destination:
     """``durable``: fsync what is written before a checkpoint and before the rename (local
-    files; root:// asks the XRootD server to sync);
+    files; root:// asks the XRootD server to sync before a checkpoint);
     with ``sync_later`` the final sync is left to the caller (``Destination.needs_sync``), which
     syncs the file system once for many files. ``roots``: the folders a file:// URL must lie
     under (none: file:// is refused)."""

@@ -365,9 +365,9 @@ class RootDestination(Destination):
                 self._inflight.append(handler)
                 written += len(data)
                 on_progress(written)
-            # durable: the server syncs the file before the copy can be called done, as the
-            # file plug-in fsyncs before its rename (a plain xrootd does not sync on close)
-            self.sync()
+            # Once closed, the file is the storage's to keep, as with an HTTP PUT (FTS3
+            # leaves it to the storage too): a sync per file would halve small-file copies.
+            self._settle(0)
             complete = True
         finally:
             self._close_part(complete)
