@@ -103,7 +103,7 @@ class XrootdServer:
             return ""
 
 
-def _config(port: int, data: Path, admin: Path, rate: int) -> str:
+def _config(port: int, data: Path, admin: Path, rate: int, checksums: bool) -> str:
     throttle = [
         # XRootD's own bandwidth limiter (reads and writes): a copy slow enough to be
         # interrupted halfway
@@ -117,7 +117,7 @@ def _config(port: int, data: Path, admin: Path, rate: int) -> str:
         # paths of URLs are paths on this machine; the export is the one folder a test uses
         f"all.adminpath {admin}",
         f"all.pidpath {admin}",
-        "xrootd.chksum adler32",
+        *(["xrootd.chksum adler32"] if checksums else []),
         # no reverse DNS lookups of clients: the tests run without a resolver
         "xrd.network nodnr",
         "",
@@ -125,9 +125,10 @@ def _config(port: int, data: Path, admin: Path, rate: int) -> str:
 
 
 @contextlib.contextmanager
-def xrootd_server(name: str = "site", rate: int = 0) -> Iterator[XrootdServer]:
+def xrootd_server(name: str = "site", rate: int = 0, checksums: bool = True) -> Iterator[XrootdServer]:
     """Start a daemon exporting a fresh folder; stop it and remove its folders at the end.
-    ``rate``: bytes per second the daemon reads and writes at most (0: no limit)."""
+    ``rate``: bytes per second the daemon reads and writes at most (0: no limit);
+    ``checksums``: the daemon computes adler32 when asked (else it answers no checksum)."""
     binary = _binary()
     owner = _owner()
     base = Path(tempfile.mkdtemp(prefix=f"aso-xrootd-{name}-"))
@@ -139,7 +140,7 @@ def xrootd_server(name: str = "site", rate: int = 0) -> Iterator[XrootdServer]:
             os.chown(folder, *owner)
     port = free_port()
     config = base / "xrootd.cfg"
-    config.write_text(_config(port, data, admin, rate))
+    config.write_text(_config(port, data, admin, rate, checksums))
     # with -n NAME the daemon writes its log to <folder of -l>/NAME/xrootd.log
     log = base / name / "xrootd.log"
     args = [binary, "-c", str(config), "-l", str(base / "xrootd.log"), "-n", name]

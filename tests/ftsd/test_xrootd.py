@@ -12,6 +12,7 @@ import pytest
 from XRootD.client.responses import XRootDStatus
 
 from aso.ftsd import urls
+from aso.ftsd.protocols import delete, destination_for, source_for
 from aso.ftsd.protocols.root import copy_error, errno_of
 from tests.ftsd.fts import PlainFts, plain_fts, transfer
 from tests.xrootd_server import xrootd_server
@@ -95,6 +96,31 @@ def test_root_url_parts(url, expected):
 def test_root_url_refused(url, message):
     with pytest.raises(urls.UrlError, match=message):
         urls.check_url(url)
+
+
+def test_plugin_resumes_a_partial_file_and_reads_back_without_server_checksums():
+    """The destination's partial file on a server that computes no checksums: a second
+    attempt continues it from its size, the adler32 comes from reading it back, and the
+    commit renames it; delete() removes the file once."""
+    data = blob(3_000_000, 7)
+    with xrootd_server("plain", checksums=False) as server:
+        server.put("in/f.bin", data)
+        server.mkdir("out")
+        dst = destination_for(server.url_of("out/f.bin"), "9")
+        assert dst.partial_size() == 0 and not dst.exists()
+        dst.write(iter([data[:1_000_000]]), 0, lambda n: None)  # an attempt that stopped there
+        assert dst.partial_size() == 1_000_000 and not dst.exists()
+        assert dst._server_adler32(dst.part) is None  # the daemon has no checksum to give
+        src = source_for(server.url_of("in/f.bin"))
+        assert src.size() == len(data)
+        assert dst.write(src.read_from(1_000_000, 256 * 1024), 1_000_000, lambda n: None) == len(data)
+        src.close()
+        assert dst.adler32() == adler(data)
+        dst.commit(overwrite=False)
+        assert (server.root / "out/f.bin").read_bytes() == data
+        assert [p.name for p in (server.root / "out").iterdir()] == ["f.bin"]
+        assert delete(server.url_of("out/f.bin")) is True
+        assert delete(server.url_of("out/f.bin")) is False
 
 
 def test_submission_refuses_a_root_url_that_climbs(fts):
