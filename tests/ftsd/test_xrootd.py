@@ -69,6 +69,7 @@ def test_xrootd_errors_map_to_errno_and_retry_rule():
         assert error.code == number and error.recoverable, error.reason
     assert errno_of(_status(204)) == errno.EACCES and not copy_error("SOURCE", _status(204), "x").recoverable
     assert errno_of(_status(12, errno.ENOSPC)) == errno.ENOSPC
+    assert copy_error("SOURCE", _status(108), "cannot open x").reason == "SOURCE [111] cannot open x: Connection refused"
 
 
 @pytest.mark.parametrize(("url", "expected"), [

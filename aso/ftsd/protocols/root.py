@@ -118,7 +118,8 @@ def copy_error(scope: str, status, what: str) -> CopyError:
     code = errno_of(status)
     detail = " ".join(str(getattr(status, "message", "") or "").split())
     detail = detail.replace("[ERROR] ", "").replace("Server responded with an error: ", "")
-    return CopyError(scope, code, f"{what}: {os.strerror(code)} ({detail})", recoverable=code not in PERMANENT)
+    text = f"{what}: {os.strerror(code)}" + (f" ({detail})" if detail else "")
+    return CopyError(scope, code, text, recoverable=code not in PERMANENT)
 
 
 def _check(status, scope: str, what: str) -> None:
