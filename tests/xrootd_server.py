@@ -113,12 +113,12 @@ def _config(port: int, data: Path, admin: Path, rate: int, checksums: bool) -> s
     return "\n".join([*throttle,
         f"xrd.port {port}",
         "all.role server",
-        "all.export /",
-        # paths of URLs are paths on this machine; the export is the one folder a test uses
+        # URL paths are paths on this machine, and only the test's folder is served
+        f"all.export {data}",
         f"all.adminpath {admin}",
         f"all.pidpath {admin}",
         *(["xrootd.chksum adler32"] if checksums else []),
-        # no reverse DNS lookups of clients: the tests run without a resolver
+        # no reverse DNS lookups of clients (all on loopback): no login waits for a resolver
         "xrd.network nodnr",
         "",
     ])
