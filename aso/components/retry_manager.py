@@ -126,7 +126,7 @@ class RetryManagerPass:
             for job_id, job_rows in jobs.items():
                 files = _files_by_row(statuses.get(job_id))
                 for row in job_rows:
-                    state = files.get(row["tm_id"])
+                    state = files.get(row["tm_id"], _unlisted_state(statuses.get(job_id)))
                     if state == "FINISHED":
                         done.append(row)
                     elif state is None or state in FILE_TERMINAL:
@@ -231,6 +231,14 @@ def _files_by_row(status: JobResult | None) -> dict[str, str]:
     if status is None or status.state == "LOST":
         return {}
     return {f.transfer_id: f.state for f in status.files if f.transfer_id}
+
+
+def _unlisted_state(status: JobResult | None) -> str | None:
+    """The state of a row a job's result does not list: the tool's ``unlisted`` state once
+    the job ended (Globus: FINISHED for a task that succeeded), else unknown (None)."""
+    if status is None or status.state == "LOST" or not status.terminal:
+        return None
+    return status.unlisted
 
 
 def run_retry_manager(backend: StateBackend, proxies, tools: ToolFactory, settings: PipelineSettings) -> RetryManagerSummary:

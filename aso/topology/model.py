@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 from aso import validate
 from aso.errors import ConfigError, ValidationError
 from aso.topology.paths import ChosenPath, Edge, NoPathError, shortest_path
+from aso.transfertools import endpoint_for
 
 if TYPE_CHECKING:
     from aso.config import Config, Site
@@ -91,7 +92,11 @@ class Topology:
             raise ConfigError(str(exc)) from None
         links: dict[tuple[str, str], Link] = {}
         for spec in config.links:
-            endpoint = spec.fts or config.sites[spec.destination].fts
+            if spec.transfertool == "globus":
+                # the endpoint alone tells every component which tool serves a job
+                endpoint = endpoint_for("globus", config.values["globus"]["transfer_url"])
+            else:
+                endpoint = spec.fts or config.sites[spec.destination].fts
             links[(spec.source, spec.destination)] = Link(spec.source, spec.destination, spec.distance, endpoint,
                                                           spec.transfertool, spec.max_files)
         default = t["default_distance"]
