@@ -86,3 +86,29 @@ def test_fts3_and_globus_links_in_one_pass_end_done(tmp_path, fts, pki):
     for request in requests:  # the fts3 link's files were really copied
         if (request["source"], request["destination"]) == FTS_LINK:
             assert inst.local_path(request["destination"], request["destination_lfn"]).exists()
+
+
+def test_killing_the_rows_of_a_globus_task_cancels_the_task(tmp_path, fts, pki):
+    inst, user = globus_installation(tmp_path, fts, pki)
+    inst.inject(inst.make_requests([user], 3, links=(GLOBUS_LINK,)))
+    config = inst.config
+    backend = backend_from_config(config)
+    proxies, settings = proxy_source_from_config(config), PipelineSettings.from_config(config)
+    try:
+        with responses.RequestsMock(assert_all_requests_are_fired=False) as rsps:
+            globus = FakeGlobus(rsps)
+            run_transfer(backend, proxies, tool_factory_from_config(config), config.topology(), settings)
+            (task_id,) = globus.tasks
+            rows = backend.list_transfers(limit=100)
+            # one row killed: Globus cannot cancel one file of a task, so the task runs on
+            backend.request_kill(ids=[rows[0]["tm_id"]])
+            summary = run_retry_manager(backend, proxies, tool_factory_from_config(config), settings)
+            assert globus.canceled == [] and summary.kill_pending == 1
+            # all of them: the whole task is canceled, and the rows end KILLED
+            backend.request_kill(ids=[r["tm_id"] for r in rows])
+            summary = run_retry_manager(backend, proxies, tool_factory_from_config(config), settings)
+            assert globus.canceled == [task_id] and summary.canceled_jobs == 1 and summary.killed == 3
+            states = {r["tm_transfer_state"] for r in backend.list_transfers(limit=100)}
+            assert states == {"KILLED"}
+    finally:
+        backend.close()

@@ -42,6 +42,8 @@ class FakeTask:
     #: paths (source) that ended in skipped_errors: error code and details
     skipped: dict[str, tuple[str, str]] = field(default_factory=dict)
     events: list[dict[str, Any]] = field(default_factory=list)
+    #: how many of the items (the first ones) Globus copied
+    copied: int = 0
 
 
 class FakeGlobus:
@@ -71,8 +73,11 @@ class FakeGlobus:
         self.errors.setdefault(kind, []).append((status, headers or {}))
 
     def finish(self, task_id: str, status: str = "SUCCEEDED", skipped: dict[str, tuple[str, str]] | None = None,
-               fatal_error: dict | None = None, events: list[dict] | None = None) -> None:
+               fatal_error: dict | None = None, events: list[dict] | None = None, copied: int | None = None) -> None:
+        """The task ends: SUCCEEDED copied every item not skipped; FAILED those of the
+        first ``copied`` items not skipped (none by default)."""
         task = self.tasks[task_id]
+        task.copied = (len(task.items) if status == "SUCCEEDED" else 0) if copied is None else copied
         task.skipped = dict(skipped or {})
         task.events = list(events or [])
         task.doc.update(task_document(task_id, task.doc["label"], task.doc["source_endpoint_id"],
@@ -168,7 +173,7 @@ class FakeGlobus:
         if kind == "successful_transfers":
             rows = [{"DATA_TYPE": "successful_transfer", "source_path": i["source_path"],
                      "destination_path": i["destination_path"]}
-                    for i in task.items if i["source_path"] not in task.skipped]
+                    for i in task.items[:task.copied] if i["source_path"] not in task.skipped]
         else:
             rows = [{"DATA_TYPE": "skipped_error", "source_path": i["source_path"],
                      "destination_path": i["destination_path"], "error_code": task.skipped[i["source_path"]][0],

@@ -124,13 +124,14 @@ def test_a_failed_task_gives_per_file_reasons_and_its_fatal_error(fake, secret):
                 fatal_error={"code": "FAULTS", "description": "too many faults"},
                 events=[{"DATA_TYPE": "event", "code": "PERMISSION_DENIED", "is_error": True,
                          "description": "permission denied", "details": "550 write refused",
-                         "time": "2026-11-30T10:04:00+00:00"}])
+                         "time": "2026-11-30T10:04:00+00:00"}], copied=2)
     result = tool.bulk_query([task_id])[task_id]
     assert result.state == "FAILED" and result.unlisted is None
     assert "FAULTS: too many faults" in result.reason and "550 write refused" in result.reason
     states = {f.transfer_id: (f.state, f.reason) for f in result.files}
     assert states[files[1].id] == ("FAILED", "Globus skipped the file: FILE_NOT_FOUND No such file or directory")
     assert states[files[0].id] == ("FINISHED", None)
+    assert files[2].id not in states  # neither copied nor skipped: the monitor fails it with the task's reason
 
 
 def test_a_succeeded_task_with_skipped_files_is_finisheddirty(fake, secret):
