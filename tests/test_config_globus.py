@@ -89,3 +89,22 @@ def test_the_tool_maker_opens_the_tool_the_endpoint_names(tmp_path):
     finally:
         globus.close()
         fts.close()
+
+
+def test_a_globus_link_is_a_direct_path_never_a_hop_of_a_longer_one():
+    sites = {name: {"prefix": f"https://g-{name.lower()}.example", "fts": "https://fts.example:8446",
+                    "globus_collection": f"0b7a2f3e-5c51-4b6e-9d1e-3c0f6f1a2b0{i}", "available_for_multihop": True}
+             for i, name in enumerate("ABCD")}
+    links = [{"source": "A", "destination": "B", "transfertool": "globus", "distance": 50},
+             {"source": "A", "destination": "C", "distance": 1}, {"source": "C", "destination": "B", "distance": 1},
+             {"source": "B", "destination": "D", "distance": 1}]
+    cfg = from_dict({"sites": sites, "links": links, "topology": {"default_distance": 0, "hop_penalty": 0},
+                     "globus": {"client_id": "app", "client_secret_file": "/s"}})
+    topology = cfg.topology()
+    assert topology.route("A", "B").path.text() == "A>C>B"  # cheaper over fts3 links
+    assert topology.route("A", "B").transfertool == "fts3"
+    cfg.values["topology"]["hop_penalty"] = 100
+    direct = cfg.topology().route("A", "B")
+    assert (direct.path.text(), direct.transfertool, direct.path.cost) == ("A>B", "globus", 50)
+    # A -> D would be A>B>D over the Globus link: never; over A>C>B>D instead
+    assert topology.route("A", "D").path.text() == "A>C>B>D"
