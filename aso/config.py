@@ -57,7 +57,7 @@ class Option:
     def constraint(self) -> str:
         """What the loader checks beyond the type, in words ('' when nothing)."""
         if self.choices:
-            return "One of: " + ", ".join(self.choices) + (" (any case)." if self.any_case else ".")
+            return "One of: " + ", ".join(c or "''" for c in self.choices) + (" (any case)." if self.any_case else ".")
         if self.schemes:
             return "URL schemes: " + ", ".join(f"{s}://" for s in self.schemes) + "."
         if self.minimum is not None and self.maximum is not None:

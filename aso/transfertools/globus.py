@@ -263,8 +263,10 @@ class GlobusTool(TransferTool):
 
             try:
                 authorizer = self.context.authorizer()
-            except ConfigError as exc:  # a missing or unsafe secret: nothing to retry until it is fixed
-                raise TransferToolError(str(exc), transient=False) from None
+            except ConfigError as exc:
+                # a missing or unsafe secret is this host's fault, not the files': their
+                # chunks wait (as for an unreachable service) instead of spending retries
+                raise TransferToolError(str(exc), transient=True) from None
             self._client = globus_sdk.TransferClient(base_url=self.base_url + "/", authorizer=authorizer,
                                                      app_name="aso", retry_config=self.context.retry_config())
         return self._client
