@@ -206,7 +206,7 @@ class GlobusContext:
     def from_config(cls, config) -> GlobusContext:
         return cls(GlobusSettings.from_config(config), CollectionMap.from_config(config))
 
-    def retry_config(self):
+    def retry_config(self) -> Any:
         from globus_sdk.transport import RetryConfig
 
         s = self.settings
@@ -217,7 +217,7 @@ class GlobusContext:
 
         return RetryConfig(max_retries=s.max_retries, max_sleep=s.max_backoff, backoff=backoff)
 
-    def authorizer(self):
+    def authorizer(self) -> Any:
         with self._lock:
             if self._authorizer is None:
                 import globus_sdk
@@ -257,7 +257,7 @@ class GlobusTool(TransferTool):
         self._client = None
 
     @property
-    def client(self):
+    def client(self) -> Any:
         if self._client is None:
             import globus_sdk
 
