@@ -112,3 +112,31 @@ def test_killing_the_rows_of_a_globus_task_cancels_the_task(tmp_path, fts, pki):
             assert states == {"KILLED"}
     finally:
         backend.close()
+
+
+def test_a_task_globus_created_whose_answer_was_lost_is_found_again_not_resubmitted(tmp_path, fts, pki):
+    inst, user = globus_installation(tmp_path, fts, pki)
+    inst.inject(inst.make_requests([user], 2, links=(GLOBUS_LINK,)))
+    config = inst.config
+    backend = backend_from_config(config)
+    proxies, settings = proxy_source_from_config(config), PipelineSettings.from_config(config)
+    try:
+        with responses.RequestsMock(assert_all_requests_are_fired=False) as rsps:
+            globus = FakeGlobus(rsps)
+            globus.lose_submission_answers = True
+            summary = run_transfer(backend, proxies, tool_factory_from_config(config), config.topology(), settings)
+            # Globus made the task, aso never heard: the chunk is kept, its rows stay ACQUIRED
+            assert summary.unreachable == ["globus+" + TRANSFER] and len(globus.tasks) == 1
+            assert {r["tm_transfer_state"] for r in backend.list_transfers(limit=10)} == {"ACQUIRED"}
+            assert inst.sandbox_entries()["submit"] == 1
+            globus.lose_submission_answers = False
+            summary = run_transfer(backend, proxies, tool_factory_from_config(config), config.topology(), settings)
+            (task_id,) = globus.tasks
+            assert summary.replayed == 1 and len(globus.tasks) == 1  # found by its label, not submitted again
+            assert {r["tm_fts_id"] for r in backend.list_transfers(limit=10)} == {task_id}
+            globus.finish(task_id)
+            run_monitor(proxies, tool_factory_from_config(config), settings)
+            run_reporter(backend, settings)
+            assert {r["tm_transfer_state"] for r in backend.list_transfers(limit=10)} == {"DONE"}
+    finally:
+        backend.close()

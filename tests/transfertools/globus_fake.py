@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+import requests
+
 AUTH = "https://auth.globus.fake.test"
 TRANSFER = "https://transfer.globus.fake.test/v0.10"
 TOKEN_SCOPE = "urn:globus:auth:scope:transfer.api.globus.org:all"
@@ -57,6 +59,9 @@ class FakeGlobus:
         self.canceled: list[str] = []
         #: answers to give before the real one, per (method, path tail): (status, headers)
         self.errors: dict[str, list[tuple[int, dict]]] = {}
+        #: while true, a submission creates its task but its answer is lost on the way back
+        #: (the connection drops): what a crash right after Globus accepted the task looks like
+        self.lose_submission_answers = False
         base = re.escape(TRANSFER)
         rsps.add_callback("POST", f"{AUTH}/v2/oauth2/token", callback=self._token)
         rsps.add_callback("GET", re.compile(base + r"/task_list.*"), callback=self._task_list)
@@ -149,10 +154,14 @@ class FakeGlobus:
         self.submissions.append(body)
         for task_id, task in self.tasks.items():  # the documented guard: one task per submission id
             if task.doc.get("submission_id") == body["submission_id"]:
+                if self.lose_submission_answers:
+                    raise requests.ConnectionError("connection reset")
                 return 200, {}, json.dumps({"DATA_TYPE": "transfer_result", "code": "Duplicate", "task_id": task_id,
                                             "submission_id": body["submission_id"]})
         task_id = self.add_task(body["label"], body["source_endpoint"], body["destination_endpoint"], body["DATA"])
         self.tasks[task_id].doc["submission_id"] = body["submission_id"]
+        if self.lose_submission_answers:
+            raise requests.ConnectionError("connection reset after the task was created")
         return 202, {}, json.dumps({
             "DATA_TYPE": "transfer_result", "code": "Accepted", "message": "The transfer has been accepted and a task "
             "has been created and queued for execution", "request_id": "fake", "resource": "/v0.10/transfer",
