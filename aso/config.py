@@ -57,7 +57,7 @@ class Option:
     def constraint(self) -> str:
         """What the loader checks beyond the type, in words ('' when nothing)."""
         if self.choices:
-            return "One of: " + ", ".join(self.choices) + (" (any case)." if self.any_case else ".")
+            return "One of: " + ", ".join(c or "''" for c in self.choices) + (" (any case)." if self.any_case else ".")
         if self.schemes:
             return "URL schemes: " + ", ".join(f"{s}://" for s in self.schemes) + "."
         if self.minimum is not None and self.maximum is not None:
@@ -202,6 +202,17 @@ OPTIONS: list[Option] = [
     _o("topology", "max_hops", 3, "Most links on a path (1 = direct links only).", minimum=1, maximum=10),
     _o("topology", "scratch", "/store/temp/aso/multihop", "LFN folder, at an intermediate site, that holds the copies a multi-hop path passes through (a site's own scratch wins)."),
     _o("topology", "fair_share", True, "Share a full site or link between the users waiting for it (max-min fair, counting what each has in flight); off: oldest rows first whoever owns them."),
+    # Globus transfer tool (docs/globus.md): the links with transfertool = "globus"
+    _o("globus", "client_id", "", "Client id of the confidential Globus app aso acts as (client credentials); needed when a link uses Globus."),
+    _o("globus", "client_secret_file", "", "File holding that app's client secret (one line; readable by its owner only, mode 0600 or stricter).", "path"),
+    _o("globus", "auth_url", "https://auth.globus.org", "Globus Auth base URL (tokens come from <auth_url>/v2/oauth2/token).", "url", schemes=("https", "http")),
+    _o("globus", "transfer_url", "https://transfer.api.globus.org/v0.10", "Globus Transfer API URL; a Globus link's endpoint is globus+<this URL>.", "url", schemes=("https", "http")),
+    _o("globus", "sync_level", "", "Globus sync_level of a task ('' = copy every file; exists, size, mtime or checksum = skip a file already in place).", choices=("", "exists", "size", "mtime", "checksum")),
+    _o("globus", "deadline_hours", 24, "Hours after submission when Globus gives a task up (its deadline; 0 = Globus's default).", **_NON_NEGATIVE),
+    _o("globus", "bulk_size", 100, "Task ids per bulk status request (task_list filtered by task_id).", minimum=1, maximum=1000),
+    _o("globus", "max_retries", 5, "Retries of a Globus request answered 429, 5xx or not at all.", **_NON_NEGATIVE),
+    _o("globus", "backoff", 1.0, "First back-off in seconds between Globus retries; it doubles each time.", **_NON_NEGATIVE),
+    _o("globus", "max_backoff", 60.0, "Longest wait between Globus retries, a 429's Retry-After included.", **_NON_NEGATIVE),
     _o("fts_server", "roots", [], "Local folders that file:// URLs may read and write ([] = the folders of the file:// site prefixes in [sites]); any other file:// URL is refused."),
 ]
 
@@ -223,6 +234,8 @@ class Site:
     #: most files in flight into / out of this site (0: no limit)
     max_incoming: int = 0
     max_outgoing: int = 0
+    #: the site's Globus collection (endpoint) id ('': not served by Globus)
+    globus_collection: str = ""
 
     def pfn(self, lfn: str) -> str:
         """The storage URL of ``lfn`` at this site; never outside the site's prefix."""
@@ -370,14 +383,19 @@ def from_dict(data: dict[str, Any], base_dir: Path | None = None, path: Path | N
                 raise ConfigError(f"{section}.{name}: unknown option")
             values[section][name] = _resolve(option, check_value(option, _check_type(option, value)), base)
     links = _parse_links(links_body, sites) if links_body is not None else []
+    if any(link.transfertool == "globus" for link in links):
+        for name in ("client_id", "client_secret_file"):
+            if not values["globus"][name]:
+                first = next(i for i, spec in enumerate(links_body) if spec.get("transfertool") == "globus")
+                raise ConfigError(f"links[{first}].transfertool: 'globus' needs [globus] {name}")
     return Config(values=values, sites=sites, path=path, links=links)
 
 
 _SITE_KEYS = {"prefix": str, "fts": str, "available_for_multihop": bool, "hop_penalty": int, "scratch": str,
-              "max_incoming": int, "max_outgoing": int}
+              "max_incoming": int, "max_outgoing": int, "globus_collection": str}
 _LINK_KEYS = {"source": str, "destination": str, "distance": int, "fts": str, "transfertool": str,
               "max_files": int, "both_ways": bool}
-TRANSFER_TOOLS = ("fts3",)
+TRANSFER_TOOLS = ("fts3", "globus")
 
 
 def _typed(where: str, key: str, value: Any, want: type) -> Any:
@@ -416,8 +434,12 @@ def _parse_sites(body: Any) -> dict[str, Site]:
                 validate.lfn(scratch, f"sites.{name}.scratch")
             except ValidationError as exc:
                 raise ConfigError(str(exc)) from None
+        collection = spec.get("globus_collection", "")
+        if collection:
+            collection = _collection_id(f"sites.{name}.globus_collection", collection)
         sites[name] = Site(name, prefix, spec["fts"], spec.get("available_for_multihop", False),
-                           spec.get("hop_penalty"), scratch, spec.get("max_incoming", 0), spec.get("max_outgoing", 0))
+                           spec.get("hop_penalty"), scratch, spec.get("max_incoming", 0), spec.get("max_outgoing", 0),
+                           collection)
     return sites
 
 
@@ -430,6 +452,27 @@ def _check_root_prefix(field: str, prefix: str) -> None:
         urls.root_parts(prefix.rstrip("/") + "/x")
     except urls.UrlError as exc:
         raise ConfigError(f"{field}: {prefix!r} {exc} (expected root://host[:port]//path)") from None
+
+
+def _collection_id(where: str, value: str) -> str:
+    """A Globus collection id: a UUID, kept in its canonical spelling."""
+    import uuid
+
+    try:
+        return str(uuid.UUID(value))
+    except ValueError:
+        raise ConfigError(f"{where}: {value!r} is not a Globus collection id (a UUID)") from None
+
+
+def _check_globus_link(where: str, spec: dict[str, Any], sites: dict[str, Site]) -> None:
+    """A Globus link joins two sites with collections, and its endpoint is [globus]
+    transfer_url (an FTS URL of its own would be ignored, so it is refused)."""
+    for key in ("source", "destination"):
+        if not sites[spec[key]].globus_collection:
+            raise ConfigError(f"{where}.transfertool: 'globus' needs a globus_collection at its {key} "
+                              f"site (sites.{spec[key]}.globus_collection)")
+    if spec.get("fts"):
+        raise ConfigError(f"{where}.fts: a globus link is served by [globus] transfer_url, not {spec['fts']!r}")
 
 
 def _parse_links(body: Any, sites: dict[str, Site]) -> list[LinkSpec]:
@@ -459,6 +502,8 @@ def _parse_links(body: Any, sites: dict[str, Site]) -> list[LinkSpec]:
         tool = spec.get("transfertool", "fts3")
         if tool not in TRANSFER_TOOLS:
             raise ConfigError(f"{where}.transfertool: {tool!r} is not one of {', '.join(TRANSFER_TOOLS)}")
+        if tool == "globus":
+            _check_globus_link(where, spec, sites)
         fields_ = {k: v for k, v in spec.items() if k not in ("source", "destination", "both_ways")}
         pairs = [(source, destination)] + ([(destination, source)] if spec.get("both_ways") else [])
         for a, b in pairs:
@@ -631,6 +676,7 @@ def render_reference_markdown() -> str:
         "| `scratch` | `[topology] scratch` | LFN folder for the copies a multi-hop path leaves here on their way. |",
         "| `max_incoming` | `0` | Most files in flight into the site (0 = no limit). |",
         "| `max_outgoing` | `0` | Most files in flight out of the site (0 = no limit). |",
+        "| `globus_collection` | `\"\"` | The site's Globus collection id (a UUID); both sites of a `globus` link need one. See docs/globus.md. |",
         "",
         "## [[links]]",
         "",
@@ -643,7 +689,7 @@ def render_reference_markdown() -> str:
         "| `source`, `destination` | (required) | Site names from `[sites]`. |",
         "| `distance` | `1` | The link's cost in path selection (at least 1). |",
         "| `fts` | the destination's `fts` | Endpoint of the transfer tool serving the link. |",
-        "| `transfertool` | `\"fts3\"` | The tool serving the link. One of: fts3. |",
+        "| `transfertool` | `\"fts3\"` | The tool serving the link. One of: fts3 (docs/fts3.md), globus (docs/globus.md: endpoint `globus+<[globus] transfer_url>`, no `fts`). |",
         "| `max_files` | `0` | Most files in flight over the link (0 = no limit). |",
         "| `both_ways` | `false` | Declare `destination -> source` with the same values too. |",
         "",

@@ -82,6 +82,17 @@ class MonitorSummary:
         return text
 
 
+def unlisted_outcome(result: JobResult) -> tuple[str, str | None]:
+    """What a file a terminal job's result does not list ended as: the state the tool says
+    such files are in (Globus: FINISHED for a task that succeeded), else FAILED, as a file
+    still active in a terminal job will not move again (CRAB counts it failed), with the
+    job's reason when it has one."""
+    if result.unlisted == "FINISHED":
+        return "FINISHED", None
+    why = f"FTS job {result.job_id} ended {result.state} with this file unfinished"
+    return result.unlisted or "FAILED", f"{why}: {result.reason}" if result.reason else why
+
+
 class MonitorPass:
     def __init__(self, proxies, tools: ToolFactory, settings: PipelineSettings, now: Callable[[], float] = time.time):
         self.proxies = proxies
@@ -110,10 +121,9 @@ class MonitorPass:
                 if f.transfer_id in job.files and f.transfer_id not in reported and f.terminal:
                     new.append(ReportedFile(f.transfer_id, f.state, f.reason))
             if result.terminal:
-                # a file still active in a terminal job will not move again (CRAB counts it failed)
                 known = {f.id for f in new} | reported
-                new += [ReportedFile(i, "FAILED", f"FTS job {result.job_id} ended {result.state} with this file unfinished")
-                        for i in job.files if i not in known]
+                new += [ReportedFile(i, state, why) for i in job.files if i not in known
+                        for state, why in [unlisted_outcome(result)]]
             else:
                 since = job.submitted if job.last_progress is None else job.last_progress
                 age, idle = now - job.submitted, now - since

@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
 from aso.components.handoffs import MonitorEntry
@@ -109,7 +110,8 @@ class RetryManagerPass:
                 statuses = tool.bulk_query(list(jobs))  # one status request for all the user's jobs there
                 canceled = []
                 for job_id, job_rows in jobs.items():
-                    if self._cancel(tool, statuses.get(job_id), {r["tm_id"] for r in job_rows}, summary):
+                    if self._cancel(tool, statuses.get(job_id), {r["tm_id"] for r in job_rows}, summary,
+                                    lambda job_id=job_id, user=user: self._awaited(user, job_id)):
                         canceled.append(job_id)
                         log.info("user %s: FTS job %s: %d killed file(s) canceled in FTS", user, job_id, len(job_rows),
                                  extra={"user": user, "fts_job": job_id})
@@ -125,10 +127,16 @@ class RetryManagerPass:
                 self.tools.release(user, endpoint)
             for job_id, job_rows in jobs.items():
                 files = _files_by_row(statuses.get(job_id))
+                status = statuses.get(job_id)
+                opaque = status is not None and status.state != "LOST" and not status.terminal and not status.files
                 for row in job_rows:
-                    state = files.get(row["tm_id"])
+                    state = files.get(row["tm_id"], _unlisted_state(status))
                     if state == "FINISHED":
                         done.append(row)
+                    elif state is None and opaque:
+                        # the tool lists no files of a running job (Globus, whose task cannot
+                        # lose one file): the row's copy may still happen, so it waits for the end
+                        summary.kill_pending += 1
                     elif state is None or state in FILE_TERMINAL:
                         killed.append(row["tm_id"])  # never copied: canceled, failed, or not in FTS
                     else:
@@ -151,12 +159,29 @@ class RetryManagerPass:
         summary.errors.append(f"{user}: cannot cancel {len(jobs)} FTS job(s) at {endpoint} yet: {exc}")
         log.warning("%s", summary.errors[-1], extra={"user": user})
 
+    def _awaited(self, user: str, job_id: str) -> set[str] | None:
+        """The rows of a job the monitor still waits for (from its monitor entry; None when
+        it has none)."""
+        box = self.settings.sandbox("monitor")
+        job = box.load_record(box.entry(user, job_id)) if box.exists(user, job_id) else None
+        return None if job is None else set(job.unreported())
+
     @staticmethod
-    def _cancel(tool, status: JobResult | None, wanted: set[str], summary: RetryManagerSummary) -> bool:
+    def _cancel(tool, status: JobResult | None, wanted: set[str], summary: RetryManagerSummary,
+                awaited: Callable[[], set[str] | None] | None = None) -> bool:
         """Cancel the wanted files that FTS has not finished yet (the whole job when they are
         all it has left to do, or when it is a multihop job: one row, which FTS3 cancels
-        only whole). True when something was canceled."""
+        only whole). A tool that lists no files of an unfinished job (Globus, until its task
+        ends) has it canceled whole when every row the monitor still waits for in it is
+        being killed (``awaited``), else left to end. True when something was canceled."""
         if status is None or status.terminal:
+            return False
+        if not status.files and awaited is not None:
+            rest = awaited()
+            if rest and rest <= wanted:
+                tool.cancel(status.job_id)
+                summary.canceled_jobs += 1
+                return True
             return False
         files = [f for f in status.files if f.transfer_id in wanted and not f.terminal]
         file_ids = [f.file_id for f in files if f.file_id is not None]
@@ -231,6 +256,14 @@ def _files_by_row(status: JobResult | None) -> dict[str, str]:
     if status is None or status.state == "LOST":
         return {}
     return {f.transfer_id: f.state for f in status.files if f.transfer_id}
+
+
+def _unlisted_state(status: JobResult | None) -> str | None:
+    """The state of a row a job's result does not list: the tool's ``unlisted`` state once
+    the job ended (Globus: FINISHED for a task that succeeded), else unknown (None)."""
+    if status is None or status.state == "LOST" or not status.terminal:
+        return None
+    return status.unlisted
 
 
 def run_retry_manager(backend: StateBackend, proxies, tools: ToolFactory, settings: PipelineSettings) -> RetryManagerSummary:

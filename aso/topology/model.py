@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 from aso import validate
 from aso.errors import ConfigError, ValidationError
 from aso.topology.paths import ChosenPath, Edge, NoPathError, shortest_path
+from aso.transfertools import endpoint_for
 
 if TYPE_CHECKING:
     from aso.config import Config, Site
@@ -91,7 +92,11 @@ class Topology:
             raise ConfigError(str(exc)) from None
         links: dict[tuple[str, str], Link] = {}
         for spec in config.links:
-            endpoint = spec.fts or config.sites[spec.destination].fts
+            if spec.transfertool == "globus":
+                # the endpoint alone tells every component which tool serves a job
+                endpoint = endpoint_for("globus", config.values["globus"]["transfer_url"])
+            else:
+                endpoint = spec.fts or config.sites[spec.destination].fts
             links[(spec.source, spec.destination)] = Link(spec.source, spec.destination, spec.distance, endpoint,
                                                           spec.transfertool, spec.max_files)
         default = t["default_distance"]
@@ -145,6 +150,8 @@ class Topology:
         if self._graph_cache is None:
             edges: dict[str, list[Edge]] = {}
             for (a, b), link in self.links.items():
+                if link.transfertool == "globus":
+                    continue  # Globus cannot chain copies: its links are direct paths only (_choose)
                 edges.setdefault(a, []).append(Edge(a, b, link.distance))
             penalties = {name: self.penalty(name) for name in self.sites}
             hop_sites = {name for name, s in self.sites.items() if s.available_for_multihop}
@@ -158,10 +165,16 @@ class Topology:
             site = self.sites[source]
             return Route(ChosenPath((source, destination), 0), (Link(source, destination, 0, site.fts, configured=False),))
         edges, penalties, hop_sites = self._graph()
+        direct = self.links.get((source, destination))
         try:
             path = shortest_path(source, destination, edges, penalties, hop_sites, self.max_hops)
         except NoPathError as exc:
-            return exc
+            if direct is None or direct.transfertool != "globus":
+                return exc
+            path = None
+        if direct is not None and direct.transfertool == "globus" and (path is None or direct.distance <= path.cost):
+            # the same rule: the lower cost wins, a direct link on equal cost
+            return Route(ChosenPath((source, destination), direct.distance), (direct,))
         return Route(path, tuple(self.links[pair] for pair in path.pairs()))
 
     def scratch_lfn(self, site: str, row_id: str, destination_lfn: str) -> str:

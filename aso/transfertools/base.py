@@ -84,6 +84,10 @@ class JobResult:
     files: tuple[FileResult, ...] = ()
     #: a multihop job: it is canceled whole, never file by file
     multihop: bool = False
+    #: the state of the files of a terminal job that ``files`` does not list (None: unknown,
+    #: they count as unfinished). A tool that lists only some files (Globus lists the files
+    #: it copied and those it skipped on error, not those a sync found in place) says so here.
+    unlisted: str | None = None
 
     @property
     def terminal(self) -> bool:
