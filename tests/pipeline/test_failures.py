@@ -169,7 +169,7 @@ def test_jobs_fts_forgot_and_jobs_past_their_timeout(tmp_path, pki, backend_sett
         fts = PlainFts(tmp_path / "fts")
         fts.start()
         try:
-            inst = Installation(tmp_path / "aso", fts.url, *backend_settings, "monitor.job_timeout=2",
+            inst = Installation(tmp_path / "aso", fts.url, *backend_settings, "monitor.job_timeout=5",
                                 "transfer.max_files_per_job=1")
             text = inst.config_path.read_text().replace((tmp_path / "aso" / "sites" / "T2_XX_Source").as_uri(), storage.url)
             inst.config_path.write_text(text)
@@ -192,7 +192,7 @@ def test_jobs_fts_forgot_and_jobs_past_their_timeout(tmp_path, pki, backend_sett
             lost = states[rows[0]["tm_id"]]
             assert lost["tm_transfer_state"] == "RETRY" and "FTS does not know this job" in lost["tm_transfer_failure_reason"]
             assert states[rows[1]["tm_id"]]["tm_transfer_state"] == "SUBMITTED"
-            time.sleep(2.2)
+            time.sleep(5.2)  # a timeout well above a loaded machine's monitor and reporter round
             out = inst.aso("monitor").stderr
             assert "abandoned" in out
             inst.aso("reporter")
