@@ -66,62 +66,95 @@ class StagingQueries:
         rows = self._read("SELECT state, ready_at, pinned_until FROM t_tape WHERE path = ?", (path,))
         return tuple(rows[0]) if rows else None
 
-    def staging_sweep(self, now: float | None = None) -> st.Sweep:
-        """One pass of the robot: bring-online timeouts, recalls that ended, files staged,
-        pins expired. One transaction; the messages of the changes are queued in it."""
+    def staging_sweep(self, now: float | None = None, full: bool = True) -> st.Sweep:
+        """One pass of the robot, in one transaction (the messages of its changes queued in
+        it): recalls that ended and the files waiting for them. A ``full`` pass also fails
+        the files past their bring-online deadline, stages the files that need no recall
+        (disk files, files online already: new submissions) and evicts expired pins; the
+        robot makes one when woken by a submission and at least every poll, and the quick
+        passes between touch only the files of the recalls that just ended."""
         now = _now() if now is None else now
         events: list = []
+        failed: list = []
+        evicted = 0
         with self._tx() as conn:
-            # timeouts first: a file whose recall ends after its deadline never got it in time
-            failed = conn.execute(
-                "UPDATE t_file SET file_state = 'FAILED', reason = ?, recoverable = 1, finish_time = ?"
-                " WHERE file_id IN (SELECT f.file_id FROM t_file f JOIN t_job j USING (job_id)"
-                "  LEFT JOIN t_tape t ON t.path = f.tape_path"
-                "  WHERE f.file_state = 'STAGING' AND f.tape_path IS NOT NULL AND j.bring_online > 0"
-                "  AND f.staging_start + j.bring_online <= ?"
-                "  AND (t.path IS NULL OR t.ready_at > f.staging_start + j.bring_online))"
-                " RETURNING file_id, job_id",
-                (st.BRING_ONLINE_TIMEOUT_REASON, now, now),
-            ).fetchall()
-            conn.execute(
+            if full:
+                # timeouts first: a file whose recall ends after its deadline never got it in time
+                failed = conn.execute(
+                    "UPDATE t_file SET file_state = 'FAILED', reason = ?, recoverable = 1, finish_time = ?"
+                    " WHERE file_id IN (SELECT f.file_id FROM t_file f JOIN t_job j USING (job_id)"
+                    "  LEFT JOIN t_tape t ON t.path = f.tape_path"
+                    "  WHERE f.file_state = 'STAGING' AND f.tape_path IS NOT NULL AND j.bring_online > 0"
+                    "  AND f.staging_start + j.bring_online <= ?"
+                    "  AND (t.path IS NULL OR t.ready_at > f.staging_start + j.bring_online))"
+                    " RETURNING file_id, job_id",
+                    (st.BRING_ONLINE_TIMEOUT_REASON, now, now),
+                ).fetchall()
+            online = [r[0] for r in conn.execute(
                 "UPDATE t_tape SET state = 'ONLINE', pinned_until = ready_at + pin_seconds"
-                " WHERE state = 'RECALLING' AND ready_at <= ?", (now,))
+                " WHERE state = 'RECALLING' AND ready_at <= ? RETURNING path", (now,))]
             # staged: disk files at once, tape files once online; a staging-only file (source
             # and destination the same URL) is done then, the others wait for a copy slot
-            staged = conn.execute(
-                "UPDATE t_file SET"
-                " staging_finished = MAX(staging_start, COALESCE((SELECT ready_at FROM t_tape t"
-                "   WHERE t.path = t_file.tape_path), staging_start)),"
-                " finish_time = CASE WHEN source_surl = dest_surl THEN ? END,"
-                " start_time = CASE WHEN source_surl = dest_surl THEN staging_start END,"
-                " tx_duration = CASE WHEN source_surl = dest_surl THEN 0 END,"
-                " filesize = CASE WHEN source_surl = dest_surl THEN user_filesize ELSE filesize END,"
-                " file_state = CASE WHEN source_surl = dest_surl THEN 'FINISHED' ELSE 'SUBMITTED' END"
-                " WHERE file_state = 'STAGING' AND (tape_path IS NULL"
-                "  OR tape_path IN (SELECT path FROM t_tape WHERE state = 'ONLINE'))"
-                " RETURNING file_id, job_id, file_state",
-                (now,),
-            ).fetchall()
-            evicted = conn.execute(
-                f"DELETE FROM t_tape WHERE state = 'ONLINE' AND pinned_until <= ? AND NOT EXISTS ("
-                f" SELECT 1 FROM t_file f WHERE f.tape_path = t_tape.path AND (f.file_state = 'STAGING'"
-                f"  OR (f.file_state IN ({','.join('?' * len(_READING))}) AND f.staging_finished IS NOT NULL)))",
-                (now, *_READING),
-            ).rowcount
+            staged: list = []
+            if full:
+                staged = self._stage(conn, "tape_path IS NULL OR tape_path IN (SELECT path FROM t_tape WHERE state = 'ONLINE')",
+                                     [], now)
+            else:
+                for i in range(0, len(online), 900):
+                    part = online[i:i + 900]
+                    staged += self._stage(conn, f"tape_path IN ({','.join('?' * len(part))})", part, now)
+            if full:
+                evicted = conn.execute(
+                    f"DELETE FROM t_tape WHERE state = 'ONLINE' AND pinned_until <= ? AND NOT EXISTS ("
+                    f" SELECT 1 FROM t_file f WHERE f.tape_path = t_tape.path AND (f.file_state = 'STAGING'"
+                    f"  OR (f.file_state IN ({','.join('?' * len(_READING))}) AND f.staging_finished IS NOT NULL)))",
+                    (now, *_READING),
+                ).rowcount
             events += [(r[0], "FAILED", False) for r in failed]
             events += [(r[0], "FINISHED" if r[2] == "FINISHED" else None, False) for r in staged]
-            jobs = {r[1] for r in failed} | {r[1] for r in staged}
-            if jobs:
-                hops = {r[0]: r[1] for r in conn.execute(
-                    f"SELECT job_id, hop_count FROM t_job WHERE job_id IN ({','.join('?' * len(jobs))})", list(jobs))}
-                for r in failed:
-                    if hops.get(r[1]) is not None:  # a multihop job's later hops will never run
-                        self._next_hop(conn, r[1], 0, "FAILED", now, events)
-                for job_id in jobs:
-                    refresh_job(conn, job_id, now, hops.get(job_id) is not None, self.cleanup_delay)
+            self._staged_jobs(conn, failed, staged, now, events)
             self._queue(conn, events, now)
             next_ready = conn.execute("SELECT MIN(ready_at) FROM t_tape WHERE state = 'RECALLING'").fetchone()[0]
         return st.Sweep(staged=len(staged), timed_out=len(failed), evicted=evicted, next_ready=next_ready)
+
+    @staticmethod
+    def _stage(conn, where: str, args: list, now: float) -> list:
+        return conn.execute(
+            "UPDATE t_file SET"
+            " staging_finished = MAX(staging_start, COALESCE((SELECT ready_at FROM t_tape t"
+            "   WHERE t.path = t_file.tape_path), staging_start)),"
+            " finish_time = CASE WHEN source_surl = dest_surl THEN ? END,"
+            " start_time = CASE WHEN source_surl = dest_surl THEN staging_start END,"
+            " tx_duration = CASE WHEN source_surl = dest_surl THEN 0 END,"
+            " filesize = CASE WHEN source_surl = dest_surl THEN user_filesize ELSE filesize END,"
+            " file_state = CASE WHEN source_surl = dest_surl THEN 'FINISHED' ELSE 'SUBMITTED' END"
+            f" WHERE file_state = 'STAGING' AND ({where})"
+            " RETURNING file_id, job_id, file_state",
+            [now, *args],
+        ).fetchall()
+
+    def _staged_jobs(self, conn, failed: list, staged: list, now: float, events: list) -> None:
+        """The jobs of the files that left STAGING: those with a file that ended (failed, or
+        finished staging only) are re-derived from their files; the others only leave
+        STAGING once none of their files stages (one statement for all of them)."""
+        ended = {r[1] for r in failed} | {r[1] for r in staged if r[2] == "FINISHED"}
+        if ended:
+            hops = {r[0]: r[1] for r in conn.execute(
+                f"SELECT job_id, hop_count FROM t_job WHERE job_id IN ({','.join('?' * len(ended))})", list(ended))}
+            for r in failed:
+                if hops.get(r[1]) is not None:  # a multihop job's later hops will never run
+                    self._next_hop(conn, r[1], 0, "FAILED", now, events)
+            for job_id in ended:
+                refresh_job(conn, job_id, now, hops.get(job_id) is not None, self.cleanup_delay)
+        waiting = list({r[1] for r in staged} - ended)
+        for i in range(0, len(waiting), 900):
+            part = waiting[i:i + 900]
+            conn.execute(
+                f"UPDATE t_job SET job_state = 'SUBMITTED' WHERE job_id IN ({','.join('?' * len(part))})"
+                f" AND job_state = 'STAGING' AND NOT EXISTS (SELECT 1 FROM t_file f"
+                f"  WHERE f.job_id = t_job.job_id AND f.file_state = 'STAGING')",
+                part,
+            )
 
     def staging_counts(self) -> dict[str, dict[str, int]]:
         """GET /status/hosts: files copying (READY, ACTIVE) and staging per host."""

@@ -111,13 +111,16 @@ class Robot:
     #: sweeps are at least this far apart, so recalls ending close together are staged at once
     MIN_INTERVAL = 0.05
 
-    def __init__(self, sweep: Callable[[float], Sweep], on_staged: Callable[[], None], poll_seconds: float = 1.0):
+    def __init__(self, sweep: Callable[[float, bool], Sweep], on_staged: Callable[[], None],
+                 poll_seconds: float = 1.0):
         self._sweep = sweep
         self._on_staged = on_staged
         self.poll_seconds = poll_seconds
         self._wake = threading.Event()
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
+        #: a full sweep is due (a submission, or poll_seconds since the last one)
+        self._full = True
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._loop, name="fts-tape-robot", daemon=True)
@@ -130,13 +133,20 @@ class Robot:
             self._thread.join(timeout)
 
     def wake(self) -> None:
+        """A submission: stage what needs no recall, start the clock of what does."""
+        self._full = True
         self._wake.set()
 
     def _loop(self) -> None:
+        next_full = 0.0
         while not self._stopping.is_set():
             wait = self.poll_seconds
             try:
-                done = self._sweep(time.time())
+                full = self._full or time.monotonic() >= next_full
+                if full:
+                    self._full = False
+                    next_full = time.monotonic() + self.poll_seconds
+                done = self._sweep(time.time(), full)
                 if done.staged or done.timed_out:
                     self._on_staged()
                 if done.staged or done.timed_out or done.evicted:
