@@ -37,6 +37,9 @@ _READING = ("SUBMITTED", "READY", "ACTIVE")
 class StagingQueries:
     #: set by the service from [fts_server] tape_roots and staging_delay_*
     tape: st.TapeSettings = st.TapeSettings()
+    #: the highest file id a sweep has looked at: files submitted since are the only ones
+    #: that may be staged without a recall ending (0 after a start: all are looked at once)
+    _staging_mark: int = 0
 
     def _request_recalls(self, conn, paths: Iterable[str], pin_seconds: float, now: float) -> None:
         """Bring-online requests for these tape files (inside the submission's transaction):
@@ -68,11 +71,11 @@ class StagingQueries:
 
     def staging_sweep(self, now: float | None = None, full: bool = True) -> st.Sweep:
         """One pass of the robot, in one transaction (the messages of its changes queued in
-        it): recalls that ended and the files waiting for them. A ``full`` pass also fails
-        the files past their bring-online deadline, stages the files that need no recall
-        (disk files, files online already: new submissions) and evicts expired pins; the
-        robot makes one when woken by a submission and at least every poll, and the quick
-        passes between touch only the files of the recalls that just ended."""
+        it): recalls that ended and the files waiting for them, and the files submitted since
+        the last pass that need no recall (disk files, files online already). A ``full``
+        pass (the robot makes one every poll) also fails the files past their bring-online
+        deadline, looks at every staging file again, and evicts expired pins; the others
+        touch only the files of the recalls that just ended and the new files."""
         now = _now() if now is None else now
         events: list = []
         failed: list = []
@@ -95,14 +98,17 @@ class StagingQueries:
                 " WHERE state = 'RECALLING' AND ready_at <= ? RETURNING path", (now,))]
             # staged: disk files at once, tape files once online; a staging-only file (source
             # and destination the same URL) is done then, the others wait for a copy slot
+            ready = "tape_path IS NULL OR tape_path IN (SELECT path FROM t_tape WHERE state = 'ONLINE')"
             staged: list = []
+            top = conn.execute("SELECT MAX(file_id) FROM t_file").fetchone()[0] or 0
             if full:
-                staged = self._stage(conn, "tape_path IS NULL OR tape_path IN (SELECT path FROM t_tape WHERE state = 'ONLINE')",
-                                     [], now)
+                staged = self._stage(conn, ready, [], now)
             else:
                 for i in range(0, len(online), 900):
                     part = online[i:i + 900]
                     staged += self._stage(conn, f"tape_path IN ({','.join('?' * len(part))})", part, now)
+                if top > self._staging_mark:  # (a range of the primary key: no scan)
+                    staged += self._stage(conn, f"file_id > ? AND ({ready})", [self._staging_mark], now)
             if full:
                 evicted = conn.execute(
                     f"DELETE FROM t_tape WHERE state = 'ONLINE' AND pinned_until <= ? AND NOT EXISTS ("
@@ -115,6 +121,7 @@ class StagingQueries:
             self._staged_jobs(conn, failed, staged, now, events)
             self._queue(conn, events, now)
             next_ready = conn.execute("SELECT MIN(ready_at) FROM t_tape WHERE state = 'RECALLING'").fetchone()[0]
+        self._staging_mark = top  # (committed)
         return st.Sweep(staged=len(staged), timed_out=len(failed), evicted=evicted, next_ready=next_ready)
 
     @staticmethod
