@@ -106,9 +106,11 @@ class StagingQueries:
             else:
                 for i in range(0, len(online), 900):
                     part = online[i:i + 900]
-                    staged += self._stage(conn, f"tape_path IN ({','.join('?' * len(part))})", part, now)
-                if top > self._staging_mark:  # (a range of the primary key: no scan)
-                    staged += self._stage(conn, f"file_id > ? AND ({ready})", [self._staging_mark], now)
+                    staged += self._stage(conn, f"tape_path IN ({','.join('?' * len(part))})", part, now,
+                                          "INDEXED BY ix_file_tape")
+                if top > self._staging_mark:  # (a range of the primary key, not the staging files)
+                    staged += self._stage(conn, f"file_id > ? AND ({ready})", [self._staging_mark], now,
+                                          "NOT INDEXED")
             if full:
                 evicted = conn.execute(
                     f"DELETE FROM t_tape WHERE state = 'ONLINE' AND pinned_until <= ? AND NOT EXISTS ("
@@ -125,9 +127,11 @@ class StagingQueries:
         return st.Sweep(staged=len(staged), timed_out=len(failed), evicted=evicted, next_ready=next_ready)
 
     @staticmethod
-    def _stage(conn, where: str, args: list, now: float) -> list:
+    def _stage(conn, where: str, args: list, now: float, index: str = "") -> list:
+        """Stage the STAGING files ``where`` says (``index``: how to find them; without
+        statistics SQLite would walk every staging file)."""
         return conn.execute(
-            "UPDATE t_file SET"
+            f"UPDATE t_file {index} SET"
             " staging_finished = MAX(staging_start, COALESCE((SELECT ready_at FROM t_tape t"
             "   WHERE t.path = t_file.tape_path), staging_start)),"
             " finish_time = CASE WHEN source_surl = dest_surl THEN ? END,"
