@@ -214,6 +214,9 @@ OPTIONS: list[Option] = [
     _o("globus", "backoff", 1.0, "First back-off in seconds between Globus retries; it doubles each time.", **_NON_NEGATIVE),
     _o("globus", "max_backoff", 60.0, "Longest wait between Globus retries, a 429's Retry-After included.", **_NON_NEGATIVE),
     _o("fts_server", "roots", [], "Local folders that file:// URLs may read and write ([] = the folders of the file:// site prefixes in [sites]); any other file:// URL is refused."),
+    _o("fts_server", "tape_roots", [], "Local folders whose files are on (emulated) tape: nearline until a bring-online job stages them ([] = the folders of the file:// prefixes of the [sites] with tape = true). See docs/tape.md."),
+    _o("fts_server", "staging_delay_min", 0.0, "Fewest seconds the emulated tape robot takes to recall a file (each file's delay is drawn from [min, max], the same for the same path on every run).", minimum=0),
+    _o("fts_server", "staging_delay_max", 5.0, "Most seconds the emulated tape robot takes to recall a file (at least staging_delay_min).", minimum=0),
 ]
 
 _BY_KEY = {o.key: o for o in OPTIONS}
