@@ -202,6 +202,10 @@ OPTIONS: list[Option] = [
     _o("topology", "max_hops", 3, "Most links on a path (1 = direct links only).", minimum=1, maximum=10),
     _o("topology", "scratch", "/store/temp/aso/multihop", "LFN folder, at an intermediate site, that holds the copies a multi-hop path passes through (a site's own scratch wins)."),
     _o("topology", "fair_share", True, "Share a full site or link between the users waiting for it (max-min fair, counting what each has in flight); off: oldest rows first whoever owns them."),
+    # tape sites (docs/staging.md)
+    _o("staging", "bring_online", 43200, "Seconds FTS may take to bring a file from a tape site online (FTS3's bring_online; Rucio's default, 12 h): sent with every job whose source is a tape site, and with every stage-in job.", **_POSITIVE),
+    _o("staging", "copy_pin_lifetime", 172800, "Seconds a staged file stays pinned on the tape site's disk buffer for a transfer from tape (FTS3's copy_pin_lifetime; Rucio's submitter default, 48 h; -1 or 0 = not sent, the storage's default).", minimum=-1),
+    _o("staging", "stagein_pin_lifetime", -1, "copy_pin_lifetime of a stage-in request's job (aso stager); -1 or 0 = not sent, the storage's default, as Rucio's stager.", minimum=-1),
     _o("fts_server", "roots", [], "Local folders that file:// URLs may read and write ([] = the folders of the file:// site prefixes in [sites]); any other file:// URL is refused."),
 ]
 
@@ -223,6 +227,9 @@ class Site:
     #: most files in flight into / out of this site (0: no limit)
     max_incoming: int = 0
     max_outgoing: int = 0
+    #: a tape site: transfers from it are staged first (bring_online), stage-in requests
+    #: name it; never an intermediate of a multi-hop path
+    tape: bool = False
 
     def pfn(self, lfn: str) -> str:
         """The storage URL of ``lfn`` at this site; never outside the site's prefix."""
@@ -374,13 +381,15 @@ def from_dict(data: dict[str, Any], base_dir: Path | None = None, path: Path | N
 
 
 _SITE_KEYS = {"prefix": str, "fts": str, "available_for_multihop": bool, "hop_penalty": int, "scratch": str,
-              "max_incoming": int, "max_outgoing": int}
+              "max_incoming": int, "max_outgoing": int, "tape": bool}
 _LINK_KEYS = {"source": str, "destination": str, "distance": int, "fts": str, "transfertool": str,
               "max_files": int, "both_ways": bool}
 TRANSFER_TOOLS = ("fts3",)
 
 
 def _typed(where: str, key: str, value: Any, want: type) -> Any:
+    if want is bool and not isinstance(value, bool):
+        raise ConfigError(f"{where}.{key}: expected true or false, got {value!r}")
     if want is int and (isinstance(value, bool) or not isinstance(value, int)):
         raise ConfigError(f"{where}.{key}: expected an integer, got {value!r}")
     if not isinstance(value, want):
@@ -414,8 +423,13 @@ def _parse_sites(body: Any) -> dict[str, Site]:
                 validate.lfn(scratch, f"sites.{name}.scratch")
             except ValidationError as exc:
                 raise ConfigError(str(exc)) from None
+        if spec.get("tape", False) and spec.get("available_for_multihop", False):
+            # as Rucio: multihop through tape is not allowed (a tape site is only ever a source)
+            raise ConfigError(f"sites.{name}.available_for_multihop: a tape site (tape = true) cannot be "
+                              "an intermediate site of a multi-hop path")
         sites[name] = Site(name, prefix, spec["fts"], spec.get("available_for_multihop", False),
-                           spec.get("hop_penalty"), scratch, spec.get("max_incoming", 0), spec.get("max_outgoing", 0))
+                           spec.get("hop_penalty"), scratch, spec.get("max_incoming", 0), spec.get("max_outgoing", 0),
+                           spec.get("tape", False))
     return sites
 
 
@@ -618,6 +632,7 @@ def render_reference_markdown() -> str:
         "| `scratch` | `[topology] scratch` | LFN folder for the copies a multi-hop path leaves here on their way. |",
         "| `max_incoming` | `0` | Most files in flight into the site (0 = no limit). |",
         "| `max_outgoing` | `0` | Most files in flight out of the site (0 = no limit). |",
+        "| `tape` | `false` | A tape site: transfers from it are staged first (`[staging] bring_online`); stage-in requests name it; never `available_for_multihop`. See docs/staging.md. |",
         "",
         "## [[links]]",
         "",

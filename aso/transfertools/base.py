@@ -57,6 +57,11 @@ class JobOptions:
     max_time_in_queue: int = 10
     priority: int = 3
     metadata: dict[str, Any] = field(default_factory=dict)
+    #: seconds FTS may take to bring the source online from tape (FTS3's bring_online;
+    #: 0 or less: not sent, a disk source)
+    bring_online: int = 0
+    #: seconds the staged file stays pinned (FTS3's copy_pin_lifetime; 0 or less: not sent)
+    copy_pin_lifetime: int = 0
 
 
 @dataclass(frozen=True)
