@@ -236,7 +236,8 @@ class Api:
 
     # reads
     def statistics(self, p: Params, who: Identity) -> Any:
-        rows = self.store.statistics(user=p.get("username"), task=p.get("taskname"), owner=who.owner_filter)
+        rows = self.store.statistics(user=p.get("username"), task=p.get("taskname"), owner=who.owner_filter,
+                                     request_type=request_type(p.get("request_type")))
         return _table(["username", "taskname", "transfer_state", "publication_state", "count"], rows)
 
     def grouped_publish_statistics(self, p: Params, who: Identity) -> Any:

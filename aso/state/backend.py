@@ -64,8 +64,10 @@ class StateBackend(ABC):
         """Rows filtered by user, task and transfer states, oldest first."""
 
     @abstractmethod
-    def statistics(self, *, user: str | None = None, task: str | None = None) -> list[dict[str, Any]]:
-        """Counts: [{"username", "taskname", "transfer_state", "publication_state", "count"}]."""
+    def statistics(self, *, user: str | None = None, task: str | None = None,
+                   request_type: str | None = None) -> list[dict[str, Any]]:
+        """Counts: [{"username", "taskname", "transfer_state", "publication_state", "count"}]
+        (with ``request_type``, of rows of that kind only, as :meth:`active_users`)."""
 
     # -- the transfer pipeline -----------------------------------------------------------
     @abstractmethod

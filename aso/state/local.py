@@ -32,8 +32,8 @@ class LocalBackend(StateBackend):
     def list_transfers(self, *, user=None, task=None, states=None, limit: int = 10000) -> list[dict[str, Any]]:
         return self.store.list_transfers(user=user, task=task, states=states, limit=limit)
 
-    def statistics(self, *, user=None, task=None) -> list[dict[str, Any]]:
-        return self.store.statistics(user=user, task=task)
+    def statistics(self, *, user=None, task=None, request_type: str | None = None) -> list[dict[str, Any]]:
+        return self.store.statistics(user=user, task=task, request_type=request_type)
 
     def active_users(self, *, request_type: str | None = None) -> list[str]:
         return self.store.active_users(worker=self.worker, request_type=request_type)

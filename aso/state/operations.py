@@ -378,8 +378,8 @@ OPERATIONS: dict[tuple[str, str, str], Operation] = {
     ("filetransfers", "GET", "getTransfersToKill"): _q(
         "rows in KILL, oldest first (at most 5000)", {"limit": False}, table(TRANSFER_COLUMNS)),
     ("filetransfers", "GET", "groupedTransferStatistics"): _q(
-        "row counts per user, task, transfer and publication state", {"username": False, "taskname": False},
-        table(STATISTICS_COLUMNS)),
+        "row counts per user, task, transfer and publication state",
+        {"username": False, "taskname": False, "request_type": False}, table(STATISTICS_COLUMNS)),
     ("filetransfers", "GET", "groupedPublishStatistics"): _q(
         "row counts per user, task and publication state", {"username": False, "taskname": False},
         table(PUBLISH_STATISTICS_COLUMNS)),
@@ -416,8 +416,8 @@ OPERATIONS: dict[tuple[str, str, str], Operation] = {
         "rows filtered by user, task and state",
         {"username": False, "taskname": False, "state": False, "limit": False}, table(TRANSFER_COLUMNS)),
     ("fileusertransfers", "GET", "groupedTransferStatistics"): _q(
-        "row counts per user, task, transfer and publication state", {"username": False, "taskname": False},
-        table(STATISTICS_COLUMNS)),
+        "row counts per user, task, transfer and publication state",
+        {"username": False, "taskname": False, "request_type": False}, table(STATISTICS_COLUMNS)),
     # tasks
     ("task", "GET", "search"): _q(
         "the task row (none if absent, or another user's for a user)", {"workflow": False, "taskname": False},

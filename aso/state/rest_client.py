@@ -230,8 +230,9 @@ class RestBackend(StateBackend):
             state=[_name(s) for s in states] if states else None, limit=limit,
         )
 
-    def statistics(self, *, user=None, task=None) -> list[dict[str, Any]]:
-        return self._get_rows("filetransfers", "groupedTransferStatistics", username=user, taskname=task)
+    def statistics(self, *, user=None, task=None, request_type: str | None = None) -> list[dict[str, Any]]:
+        return self._get_rows("filetransfers", "groupedTransferStatistics", username=user, taskname=task,
+                              request_type=_request_type(request_type))
 
     # -- pipeline ------------------------------------------------------------------------
     def active_users(self, *, request_type: str | None = None) -> list[str]:

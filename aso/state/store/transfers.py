@@ -92,10 +92,12 @@ class Transfers(StoreEngine):
         with self._read() as conn:
             return [_row(r) for r in conn.execute(query).mappings()]
 
-    def statistics(self, *, user: str | None = None, task: str | None = None, owner: str | None = None) -> list[dict[str, Any]]:
+    def statistics(self, *, user: str | None = None, task: str | None = None, owner: str | None = None,
+                   request_type: str | None = None) -> list[dict[str, Any]]:
         query = select(
             _c.tm_username, _c.tm_taskname, _c.tm_transfer_state, _c.tm_publication_state, func.count().label("n")
-        ).group_by(_c.tm_username, _c.tm_taskname, _c.tm_transfer_state, _c.tm_publication_state)
+        ).where(*_of_type(request_type)).group_by(_c.tm_username, _c.tm_taskname, _c.tm_transfer_state,
+                                                  _c.tm_publication_state)
         if user is not None:
             query = query.where(_c.tm_username == validate.username(user))
         if task is not None:
