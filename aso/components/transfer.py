@@ -74,9 +74,13 @@ class TransferSummary:
     #: back to NEW untouched, to go once the configuration is fixed
     misconfigured: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+    #: the component whose pass this is (transfer or stager): its summary line says so
+    component: str = "transfer"
 
     def as_dict(self) -> dict:
-        return asdict(self)
+        doc = asdict(self)
+        del doc["component"]  # the command says which; the JSON stays as it was
+        return doc
 
     def files_handled(self) -> int:
         """Files this pass handled (aso_pass_files): submitted to FTS, or sent to RETRY or FAILED."""
@@ -95,7 +99,7 @@ class TransferSummary:
 
     def line(self) -> str:
         skipped = f", {len(self.users_skipped)} user(s) skipped (no proxy)" if self.users_skipped else ""
-        return (f"transfer: {self.acquired} acquired{f' ({self.held} held back by limits)' if self.held else ''}, {self.files} files submitted in {self.jobs} FTS jobs for "
+        return (f"{self.component}: {self.acquired} acquired{f' ({self.held} held back by limits)' if self.held else ''}, {self.files} files submitted in {self.jobs} FTS jobs for "
                 f"{self.users} user(s), {self.replayed} interrupted submission(s) completed, {self.retry} to retry, "
                 f"{self.failed} failed{skipped}"
                 + (f"; {self.no_path} with no path between their sites (NO_PATH)" if self.no_path else "")
@@ -503,7 +507,7 @@ class TransferPass:
         return result
 
     def run(self, progress: Callable[[int, int], None] | None = None) -> TransferSummary:
-        summary = TransferSummary()
+        summary = TransferSummary(component=LOCKS[self.kind])
         try:
             summary.replayed = self.replay(summary)
             users = self.backend.active_users(request_type=self.kind)
