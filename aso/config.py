@@ -207,6 +207,9 @@ OPTIONS: list[Option] = [
     _o("staging", "copy_pin_lifetime", 172800, "Seconds a staged file stays pinned on the tape site's disk buffer for a transfer from tape (FTS3's copy_pin_lifetime; Rucio's submitter default, 48 h; -1 or 0 = not sent, the storage's default).", minimum=-1),
     _o("staging", "stagein_pin_lifetime", -1, "copy_pin_lifetime of a stage-in request's job (aso stager); -1 or 0 = not sent, the storage's default, as Rucio's stager.", minimum=-1),
     _o("fts_server", "roots", [], "Local folders that file:// URLs may read and write ([] = the folders of the file:// site prefixes in [sites]); any other file:// URL is refused."),
+    _o("fts_server", "tape_roots", [], "Local folders whose files are on (emulated) tape: nearline until a bring-online job stages them ([] = the folders of the file:// prefixes of the [sites] with tape = true). See docs/tape.md."),
+    _o("fts_server", "staging_delay_min", 0.0, "Fewest seconds the emulated tape robot takes to recall a file (each file's delay is drawn from [min, max], the same for the same path on every run).", minimum=0),
+    _o("fts_server", "staging_delay_max", 5.0, "Most seconds the emulated tape robot takes to recall a file (at least staging_delay_min).", minimum=0),
 ]
 
 _BY_KEY = {o.key: o for o in OPTIONS}

@@ -2,6 +2,7 @@
 
     python benchmarks/copy.py                      # 1 x 2 GiB and 1000 x 1 MiB, as in docs/benchmarks.md
     python benchmarks/copy.py --big-mib 256 --small-count 200 --runs 1   # a quick look
+    python benchmarks/copy.py --staging            # 10,000 small files on tape, bring-online jobs
 
 Cases: file:// (service vs cp) and http:// from a local HTTP server (service vs curl), for one
 big file and many small files. The service is a real ``aso fts-server`` process in
@@ -10,6 +11,13 @@ client polling in bulk sees it. Small files go in jobs of 50 (as ASO submits the
 tool runs ``--runs`` times, interleaved, and the best run counts. Destinations are removed
 and flushed to disk between runs. The service fsyncs every file it writes (cp and curl do
 not), so its numbers include durability the baselines do not pay for.
+
+``--staging``: the tape case instead (docs/tape.md). ``--staging-count`` small files lie
+under a tape root with recall delays drawn from [0, ``--staging-delay-max``] s; they are
+copied once from disk (the same files, a service without tape roots) and once as
+bring-online jobs of ``--per-job`` files (as aso submits them). The target: the tape run
+takes at most 1.2 × (the longest recall + the disk run), i.e. recalls overlap the copies
+and staging adds little of its own.
 """
 
 from __future__ import annotations
@@ -92,13 +100,14 @@ def timed(cmd: list[str]) -> float:
     return time.perf_counter() - start
 
 
-def service_copy(fts_url: str, pairs: list[tuple[str, str]], per_job: int, verify: bool) -> float:
+def service_copy(fts_url: str, pairs: list[tuple[str, str]], per_job: int, verify: bool,
+                 params: dict | None = None) -> float:
     http = requests.Session()
     start = time.perf_counter()
     ids = []
     for i in range(0, len(pairs), per_job):
         files = [{"sources": [s], "destinations": [d]} for s, d in pairs[i:i + per_job]]
-        resp = http.post(f"{fts_url}/jobs", json={"files": files, "params": {"verify_checksum": verify}}, timeout=60)
+        resp = http.post(f"{fts_url}/jobs", json={"files": files, "params": {"verify_checksum": verify, **(params or {})}}, timeout=60)
         resp.raise_for_status()
         ids.append(resp.json()["job_id"])
     pending = set(ids)
@@ -124,6 +133,75 @@ def check_copy(sources: list[Path], dest_dir: Path) -> None:
             raise RuntimeError(f"{dst} is missing or has the wrong size")
 
 
+def staging_benchmark(args, work: Path) -> int:
+    """The tape case: the same files copied from disk, then staged from tape and copied."""
+    from aso.ftsd.staging import recall_delay
+
+    tape = work / "tape"
+    tape.mkdir(parents=True, exist_ok=True)
+    console.print(f"preparing {args.staging_count} × {args.small_kib} KiB in {tape} …")
+    files = []
+    for i in range(args.staging_count):
+        p = tape / f"t{i:05d}.bin"
+        if not p.exists() or p.stat().st_size != args.small_kib * 1024:
+            p.write_bytes(os.urandom(args.small_kib * 1024))
+        files.append(p)
+    out = work / "out"
+    longest = max(recall_delay(str(p), 0.0, args.staging_delay_max) for p in files)
+    pairs = [(p.as_uri(), (out / p.name).as_uri()) for p in files]
+    best: dict[str, float] = {}
+
+    def serve(tag: str, extra: list[str]) -> tuple[str, Service]:
+        port = free_port()
+        db = work / f"fts-{tag}.db"
+        for leftover in work.glob(f"fts-{tag}.db*"):
+            leftover.unlink()
+        return f"http://127.0.0.1:{port}", Service(
+            aso_command("--log-level", "WARNING", "fts-server", "--port", str(port), "--db", str(db),
+                        "--workers", str(args.workers), "--per-link", str(args.workers), "--root", str(work), *extra),
+            port, work / f"fts-{tag}.log").start()
+
+    for r in range(args.runs):
+        console.print(f"run {r + 1}/{args.runs}")
+        for case, extra, params in (
+                ("from disk", [], {}),
+                ("from tape, bring_online", ["--tape-root", str(tape), "--staging-delay", "0",
+                                             str(args.staging_delay_max)], {"bring_online": 3600})):
+            url, service = serve("tape" if params else "disk", extra)
+            try:
+                flush(out)
+                out.mkdir(parents=True)
+                seconds = service_copy(url, pairs, args.per_job, False, params)
+                check_copy(files, out)
+            finally:
+                service.stop()
+            console.print(f"  {case:<26} {seconds:8.2f} s")
+            best[case] = min(seconds, best.get(case, seconds))
+    flush(out)
+    disk, staged = best["from disk"], best["from tape, bring_online"]
+    bound = longest + disk
+    rows = [
+        ("copy from disk", f"{disk:.2f}", f"{len(files) / disk:.0f}", ""),
+        ("longest recall (robot)", f"{longest:.2f}", "", ""),
+        ("bring-online jobs from tape", f"{staged:.2f}", f"{len(files) / staged:.0f}",
+         f"{staged / bound:.2f} × (longest recall + disk): ≤ 1.2 {'met' if staged <= 1.2 * bound else 'MISSED'}"),
+    ]
+    if args.json:
+        print(json.dumps({"files": len(files), "kib": args.small_kib, "per_job": args.per_job, "workers": args.workers,
+                          "delay_max": args.staging_delay_max, "disk_seconds": round(disk, 3),
+                          "longest_recall": round(longest, 3), "tape_seconds": round(staged, 3),
+                          "ratio": round(staged / bound, 3)}, indent=2))
+        return 0
+    table = Table(title=f"aso fts-server staging ({len(files)} × {args.small_kib} KiB on tape, recalls 0–"
+                        f"{args.staging_delay_max:g} s, jobs of {args.per_job}, {args.workers} workers, best of {args.runs})")
+    for col in ("case", "seconds", "files/s", "target"):
+        table.add_column(col, justify="left" if col in ("case", "target") else "right")
+    for row in rows:
+        table.add_row(*row)
+    Console(width=200).print(table)
+    return 0
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--big-mib", type=int, default=2048, help="size of the big file (MiB)")
@@ -133,7 +211,17 @@ def main() -> int:
     ap.add_argument("--runs", type=int, default=2, help="runs per tool (the best counts)")
     ap.add_argument("--workdir", type=Path, default=None, help="where data and copies go (default: a temporary folder)")
     ap.add_argument("--json", action="store_true", help="print the results as JSON")
+    ap.add_argument("--staging", action="store_true", help="run the tape case instead (bring-online jobs)")
+    ap.add_argument("--staging-count", type=int, default=10_000, help="files on tape (--staging)")
+    ap.add_argument("--staging-delay-max", type=float, default=5.0, help="longest recall in seconds (--staging)")
+    ap.add_argument("--per-job", type=int, default=200, help="files per bring-online job (--staging)")
     args = ap.parse_args()
+    if args.staging:
+        if args.small_kib == 1024 and "--small-kib" not in sys.argv:
+            args.small_kib = 4
+        if "--runs" not in sys.argv:
+            args.runs = 1
+        return staging_benchmark(args, args.workdir or Path(tempfile.mkdtemp(prefix="aso-staging-bench-")))
     for tool in ("cp", "curl"):
         if not shutil.which(tool):
             ap.error(f"{tool} is needed")

@@ -37,6 +37,29 @@ def _roots(app, given: tuple[str, ...]) -> tuple[tuple[str, ...], str]:
     return (), "none"
 
 
+def _tape_roots(app, given: tuple[str, ...]) -> tuple[tuple[str, ...], str]:
+    """The folders whose files are on tape, and where they came from: --tape-root options,
+    else fts_server.tape_roots, else the folders of the file:// prefixes of the tape sites."""
+    import os
+
+    from aso.ftsd.urls import normalise_roots, roots_from_site_prefixes
+
+    if given:
+        return normalise_roots(given), "--tape-root"
+    try:
+        config = app.config
+    except Exception:  # no usable configuration file: nothing configured
+        return (), "none"
+    configured = getattr(config.fts_server, "tape_roots", []) or []
+    if configured:
+        paths = [os.path.expanduser(str(r)) for r in configured]
+        return normalise_roots(p if os.path.isabs(p) else os.path.join(config.base_dir, p) for p in paths), \
+            "fts_server.tape_roots"
+    # (getattr: a Site may have no tape flag at all)
+    from_sites = roots_from_site_prefixes(s.prefix for s in config.sites.values() if getattr(s, "tape", False))
+    return (from_sites, "the file:// prefixes of the tape sites in [sites]") if from_sites else ((), "none")
+
+
 def _message_settings(app, brokers: tuple[str, ...], served_url: str):
     """The messaging settings from --stomp-broker and [fts_server] (None: no broker)."""
     from aso.ftsd.outbox import MessageSettings
@@ -103,13 +126,20 @@ def _message_settings(app, brokers: tuple[str, ...], served_url: str):
 @click.option("--multihop-cleanup-delay", type=click.IntRange(min=0), default=None,
               help="Seconds the intermediate copies of a failed or canceled multihop job are kept before they are "
                    "deleted [fts_server.multihop_cleanup_delay, 7200].")
+@click.option("--tape-root", "tape_roots", multiple=True, type=click.Path(file_okay=False),
+              help="A local folder whose files are on (emulated) tape: nearline until a bring-online job stages "
+                   "them; repeatable. Default: fts_server.tape_roots, else the folders of the file:// prefixes of "
+                   "the tape sites in [sites].")
+@click.option("--staging-delay", nargs=2, type=click.FloatRange(min=0), default=None, metavar="MIN MAX",
+              help="Seconds the emulated tape robot takes per recall, drawn per file from [MIN, MAX] "
+                   "[fts_server.staging_delay_min, staging_delay_max: 0 5].")
 @click.option("--stomp-broker", "stomp_brokers", multiple=True,
               help="A STOMP broker (host:port) to publish FTS3's monitoring messages to; repeatable "
                    "[fts_server.stomp_brokers]. User, password, topics, vo and alias come from [fts_server].")
 @pass_app
 def fts_server(app, host, port, db_path, cert, key, ca_dir, workers, per_link, local_user_dn, default_retry,
                checkpoint_seconds, poll_seconds, durable, reread_destination, simulate, threads, roots,
-               multihop_cleanup_delay, stomp_brokers) -> None:
+               multihop_cleanup_delay, tape_roots, staging_delay, stomp_brokers) -> None:
     """Serve FTS3's REST API and copy files (file://, http://, https://).
 
     file:// URLs must lie under one of the service's roots (--root), as written and with
@@ -133,6 +163,7 @@ def fts_server(app, host, port, db_path, cert, key, ca_dir, workers, per_link, l
 
     from aso.ftsd.executor import ExecutorSettings
     from aso.ftsd.service import DEFAULT_LOCAL_USER, FtsService, ServiceSettings
+    from aso.ftsd.staging import TapeSettings
     from aso.ftsd.tls import accept_double_slashes, make_https_server
     from aso.logs import set_component
 
@@ -154,6 +185,12 @@ def fts_server(app, host, port, db_path, cert, key, ca_dir, workers, per_link, l
         fail("--local-user-dn is for plain HTTP; over HTTPS the user is the client certificate's DN", EXIT_BAD_INPUT)
     https = all(tls)
     roots, roots_from = _roots(app, roots)
+    tape_roots, tape_from = _tape_roots(app, tape_roots)
+    delay_min, delay_max = staging_delay or (float(_default(app, "staging_delay_min")),
+                                             float(_default(app, "staging_delay_max")))
+    if delay_max < delay_min:
+        fail(f"--staging-delay / fts_server.staging_delay_max: {delay_max:g} is less than the minimum {delay_min:g}",
+             EXIT_BAD_INPUT)
     messages = _message_settings(app, stomp_brokers, f"{'https' if https else 'http'}://{host}:{port}")
     settings = ServiceSettings(
         roots=roots,
@@ -169,6 +206,7 @@ def fts_server(app, host, port, db_path, cert, key, ca_dir, workers, per_link, l
                                      else _default(app, "multihop_cleanup_delay")),
         metrics_token=_default(app, "metrics_token"),
         metrics_cache_seconds=float(app.config.metrics.cache_seconds),
+        tape=TapeSettings(tape_roots, delay_min, delay_max),
     )
     if https:
         try:
@@ -209,6 +247,8 @@ def fts_server(app, host, port, db_path, cert, key, ca_dir, workers, per_link, l
         log.info("file:// roots (from %s): %s", roots_from, ", ".join(roots))
     else:
         log.warning("no local roots: every file:// URL is refused; start the service with --root DIR to allow them")
+    if tape_roots:
+        log.info("tape roots (from %s): %s", tape_from, ", ".join(tape_roots))
     if simulate:
         log.warning("SIMULATION: no file is copied; every submitted file is reported FINISHED")
     service.start()

@@ -54,7 +54,6 @@ UNSUPPORTED_ROUTES = (
     ("/config/<path:rest>", ("GET", "POST", "DELETE")),
     ("/optimizer", ("GET",)),
     ("/optimizer/<path:rest>", ("GET", "POST")),
-    ("/status/hosts", ("GET",)),
     ("/archive", ("GET",)),
     ("/archive/<path:rest>", ("GET",)),
     ("/files", ("GET",)),
@@ -172,7 +171,16 @@ def create_app(service: FtsService) -> Flask:
         log.info("job %s submitted by %s: %d file(s)", job_id, identity.user_dn, len(spec.files),
                  extra={"fts_job": job_id})
         executor.wake()
+        if spec.staging:
+            service.robot.wake()
         return jsonify({"job_id": job_id})
+
+    @app.get("/status/hosts")
+    def status_hosts():
+        # FTS3 answers {host: {"active": n, "staging": n}} for its hosts; this service is one
+        _caller()
+        counts = store.staging_counts()
+        return jsonify(counts or {store.host: {"active": 0, "staging": 0}})
 
     # -- reading ------------------------------------------------------------------------
 

@@ -35,12 +35,14 @@ from aso.ftsd.db_rows import (  # noqa: F401 - the records are part of the store
     render_file,
     render_job,
 )
+from aso.ftsd.db_staging import TAPE_SCHEMA, StagingQueries
 from aso.ftsd.errors import FtsHttpError
 from aso.ftsd.identity import Identity
 from aso.ftsd.outbox import OUTBOX_SCHEMA, Event, MessageSettings, queue_messages
+from aso.ftsd.staging import tape_path
 
 
-class JobStore(ExecutorQueries):
+class JobStore(ExecutorQueries, StagingQueries):
     """SQLite shared by the HTTP threads and the executor: one connection for writes, behind
     a lock (every write is a short transaction, and SQLite serialises writers anyway), and one
     read connection per thread, so that answering a status request never holds up a copy
@@ -58,7 +60,7 @@ class JobStore(ExecutorQueries):
         # commits, and those are checkpoints a copy then simply redoes.
         self._conn.execute("PRAGMA synchronous = NORMAL")
         self._conn.execute("PRAGMA busy_timeout = 30000")
-        self._conn.executescript(_SCHEMA + OUTBOX_SCHEMA)
+        self._conn.executescript(_SCHEMA + OUTBOX_SCHEMA + TAPE_SCHEMA)
         add_missing_columns(self._conn)
         self._readers = threading.local()
         self._reader_conns: list[sqlite3.Connection] = []
@@ -137,31 +139,40 @@ class JobStore(ExecutorQueries):
             pairs = {(f.source_se, f.dest_se) for f in spec.files}
             source_se, dest_se = next(iter(pairs)) if len(pairs) == 1 else (None, None)
         metadata = {**spec.job_metadata, "auth_method": identity.method}
+        # a job with bring_online or copy_pin_lifetime stages first (a multihop job its first
+        # hop); the tape robot (aso.ftsd.staging) lets its files go once they are online
+        first = "STAGING" if spec.staging else "SUBMITTED"
+        tapes = [tape_path(f.source, self.tape.roots) for f in spec.files]
         with self._tx() as conn:
             try:
                 conn.execute(
                     "INSERT INTO t_job (job_id, job_state, job_type, source_se, dest_se, user_dn, cred_id, vo_name,"
                     " submit_time, priority, max_time_in_queue, retry, retry_delay, overwrite_flag, verify_checksum,"
-                    " job_metadata, internal_job_params, submit_host, hop_count)"
-                    " VALUES (?, 'SUBMITTED', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (job_id, spec.job_type, source_se, dest_se, identity.user_dn, identity.delegation_id,
+                    " job_metadata, internal_job_params, submit_host, hop_count, bring_online, copy_pin_lifetime)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (job_id, first, spec.job_type, source_se, dest_se, identity.user_dn, identity.delegation_id,
                      identity.vo_name, now, spec.priority, spec.max_time_in_queue, spec.retry, spec.retry_delay,
                      "Y" if spec.overwrite else "N", spec.verify_checksum, json.dumps(metadata),
                      json.dumps(spec.internal) if spec.internal else None, self.host,
-                     len(spec.files) if multihop else None),
+                     len(spec.files) if multihop else None, spec.bring_online, spec.copy_pin_lifetime),
                 )
             except sqlite3.IntegrityError:
                 raise FtsHttpError(409, f"A job with the id {job_id} exists already (sid {spec.sid!r} was submitted before)") from None
+            states = [fj.HELD if multihop and f.file_index else first for f in spec.files]
             conn.executemany(
                 "INSERT INTO t_file (job_id, file_index, file_state, source_surl, dest_surl, source_se, dest_se,"
-                " vo_name, activity, checksum, user_filesize, file_metadata, selection_strategy, priority)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " vo_name, activity, checksum, user_filesize, file_metadata, selection_strategy, priority,"
+                " tape_path, staging_start, staging_host)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 # a multihop job's later hops are held until the hop before them finished
-                [(job_id, f.file_index, fj.HELD if multihop and f.file_index else "SUBMITTED",
-                  f.source, f.destination, f.source_se, f.dest_se, identity.vo_name,
-                  f.activity, str(f.checksum), f.filesize, json.dumps(f.metadata), f.selection_strategy, spec.priority)
-                 for f in spec.files],
+                [(job_id, f.file_index, state, f.source, f.destination, f.source_se, f.dest_se, identity.vo_name,
+                  f.activity, str(f.checksum), f.filesize, json.dumps(f.metadata), f.selection_strategy, spec.priority,
+                  tape, *((now, self.host) if state == "STAGING" else (None, None)))
+                 for f, state, tape in zip(spec.files, states, tapes, strict=True)],
             )
+            recalls = [t for t, state in zip(tapes, states, strict=True) if t is not None and state == "STAGING"]
+            if recalls:
+                self._request_recalls(conn, recalls, max(0, spec.copy_pin_lifetime), now)
             if self.messages is not None:
                 ids = [r[0] for r in conn.execute("SELECT file_id FROM t_file WHERE job_id = ?", (job_id,))]
                 self._queue(conn, [(i, None, False) for i in ids], now)

@@ -29,7 +29,7 @@ CLEANUP_BUSY_DELAY = 60.0
 CLEANUP_ATTEMPTS = 5
 
 
-def _task(r) -> CopyTask:
+def _task(r, nearline: set[str] = frozenset()) -> CopyTask:
     internal = json.loads(r["internal_job_params"] or "{}")
     overwrite = r["overwrite_flag"] == "Y"
     reusable = False
@@ -39,7 +39,7 @@ def _task(r) -> CopyTask:
         reusable = ":" in r["checksum"]  # a complete copy can be verified against the user's value
     return CopyTask(r["file_id"], r["job_id"], r["source_surl"], r["dest_surl"], r["checksum"], r["user_filesize"],
                     overwrite, r["verify_checksum"], internal, r["transferred"], bool(r["committing"]), r["retry"],
-                    reusable)
+                    reusable, r["tape_path"] is not None and r["tape_path"] in nearline)
 
 
 class ExecutorQueries:
@@ -146,17 +146,23 @@ class ExecutorQueries:
             rows = conn.execute(
                 f"SELECT f.file_id, f.job_id, f.source_surl, f.dest_surl, f.checksum, f.user_filesize, j.overwrite_flag,"
                 f" j.verify_checksum, j.internal_job_params, f.transferred, f.committing, f.retry, f.file_index,"
-                f" j.hop_count"
+                f" j.hop_count, f.tape_path"
                 f" FROM t_file f JOIN t_job j USING (job_id) WHERE f.file_id IN ({cmarks})",
                 claimed,
             ).fetchall()
             jobs = {r["job_id"] for r in rows}
+            # sources on tape that are not online (their copies fail): one read for the round
+            tapes = list({r["tape_path"] for r in rows if r["tape_path"] is not None})
+            nearline = set(tapes) - {t[0] for t in conn.execute(
+                f"SELECT path FROM t_tape WHERE state = 'ONLINE' AND path IN ({','.join('?' * len(tapes))})", tapes)
+            } if tapes else set()
             conn.execute(
-                f"UPDATE t_job SET job_state = 'ACTIVE' WHERE job_id IN ({','.join('?' * len(jobs))}) AND job_state = 'SUBMITTED'",
+                f"UPDATE t_job SET job_state = 'ACTIVE' WHERE job_id IN ({','.join('?' * len(jobs))})"
+                f" AND job_state IN ('SUBMITTED', 'STAGING')",
                 list(jobs),
             )
             self._queue(conn, [(f, None, False) for f in claimed], now)
-        return [_task(r) for r in rows]
+        return [_task(r, nearline) for r in rows]
 
     def checkpoint(self, file_id: int, transferred: int, committing: bool = False) -> None:
         with self._tx() as conn:

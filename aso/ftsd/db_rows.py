@@ -110,10 +110,19 @@ _ADDED_COLUMNS = (
      "UPDATE t_file SET priority = (SELECT priority FROM t_job WHERE t_job.job_id = t_file.job_id)"),
     ("t_job", "hop_count", "INTEGER", None),
     ("t_file", "reused", "INTEGER NOT NULL DEFAULT 0", None),
+    # bring-online (aso.ftsd.staging): the job's request, each file's staging times, and the
+    # local path of a source on tape (NULL: not on tape)
+    ("t_job", "bring_online", "INTEGER NOT NULL DEFAULT -1", None),
+    ("t_job", "copy_pin_lifetime", "INTEGER NOT NULL DEFAULT -1", None),
+    ("t_file", "staging_start", "REAL", None),
+    ("t_file", "staging_finished", "REAL", None),
+    ("t_file", "staging_host", "TEXT", None),
+    ("t_file", "tape_path", "TEXT", None),
 )
 #: indexes over added columns (created once the columns exist)
 _LATE_INDEXES = """
 CREATE INDEX IF NOT EXISTS ix_file_ready ON t_file (file_state, priority DESC, file_id);
+CREATE INDEX IF NOT EXISTS ix_file_tape ON t_file (tape_path) WHERE tape_path IS NOT NULL;
 """
 
 
@@ -143,7 +152,7 @@ FILE_KEYS = (
     "selection_strategy", "bringonline_token", "log_file", "log_debug", "activity", "scitag",
     "src_token_id", "dst_token_id", "file_state_initial",
 )
-_TIME_KEYS = ("submit_time", "job_finished", "start_time", "finish_time")
+_TIME_KEYS = ("submit_time", "job_finished", "start_time", "finish_time", "staging_start", "staging_finished")
 USER_CANCEL_REASON = "Job canceled by the user"
 FILE_CANCEL_REASON = "File canceled by the user"
 QUEUE_TIMEOUT_REASON = "Job has been canceled because it stayed in the queue for too long (max-time-in-queue timeout)"
@@ -186,6 +195,8 @@ class CopyTask:
     #: an intermediate hop of a multihop job with a submitted checksum: a complete, verified
     #: copy already at its destination is taken instead of copying again
     reusable: bool = False
+    #: the source is a file on tape that is not online (its copy fails: aso.ftsd.staging)
+    source_nearline: bool = False
 
 
 @dataclass(frozen=True)
@@ -223,7 +234,8 @@ def refresh_job(conn: sqlite3.Connection, job_id: str, now: float, multihop: boo
         if ended and multihop and cleanup_delay is not None:
             queue_cleanup(conn, job_id, now if state == "FINISHED" else now + cleanup_delay)
     else:
-        conn.execute("UPDATE t_job SET job_state = ? WHERE job_id = ? AND job_state IN ('SUBMITTED', 'ACTIVE')", (state, job_id))
+        conn.execute("UPDATE t_job SET job_state = ? WHERE job_id = ? AND job_state IN ('SUBMITTED', 'ACTIVE', 'STAGING')",
+                     (state, job_id))
     return state
 
 
@@ -260,8 +272,6 @@ def render_job(row: sqlite3.Row) -> dict:
     data["internal_job_params"] = row["internal_job_params"] and ",".join(
         f"{k}:{v}" for k, v in json.loads(row["internal_job_params"]).items()
     )
-    data["copy_pin_lifetime"] = -1
-    data["bring_online"] = -1
     data["archive_timeout"] = -1
     data["dst_file_report"] = False
     return data

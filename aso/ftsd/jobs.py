@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 from aso.ftsd import checksum as ck
 from aso.ftsd import urls
 from aso.ftsd.errors import FtsHttpError
+from aso.ftsd.staging import staging_seconds, starts_staging
 
 #: FTS3's base id for deterministic job ids and VO ids.
 BASE_ID = uuid.UUID("01874efb-4735-4595-bc9c-591aef8240c9")
@@ -77,6 +78,14 @@ class JobSpec:
     sid: str | None
     deterministic: bool
     internal: dict[str, Any] = field(default_factory=dict)
+    #: seconds a file may take to come online (-1: no bring-online; aso.ftsd.staging)
+    bring_online: int = -1
+    #: seconds a staged file stays pinned online (-1: none asked for)
+    copy_pin_lifetime: int = -1
+
+    @property
+    def staging(self) -> bool:
+        return starts_staging(self.bring_online, self.copy_pin_lifetime)
 
 
 def storage_element(url: str) -> str:
@@ -285,6 +294,8 @@ def parse_submission(body: Any, now: float | None = None, roots: Sequence[str] =
         sid=sid if generator == "deterministic" else None,
         deterministic=generator == "deterministic",
         internal=internal,
+        bring_online=staging_seconds(params.get("bring_online"), "bring_online"),
+        copy_pin_lifetime=staging_seconds(params.get("copy_pin_lifetime"), "copy_pin_lifetime"),
     )
 
 
@@ -299,7 +310,9 @@ def job_state(file_states: Iterable[str], multihop: bool = False) -> str:
     if multihop:
         return _multihop_state(states)
     if any(s not in FILE_TERMINAL for s in states):
-        return "ACTIVE" if any(s in ("ACTIVE", "READY") for s in states) else "SUBMITTED"
+        if any(s in ("ACTIVE", "READY") for s in states):
+            return "ACTIVE"
+        return "STAGING" if "STAGING" in states else "SUBMITTED"
     finished = sum(1 for s in states if s == "FINISHED")
     if finished == len(states):
         return "FINISHED"
@@ -315,6 +328,8 @@ def _multihop_state(states: list[str]) -> str:
         return "FAILED"
     if all(s == "FINISHED" for s in states):
         return "FINISHED"
+    if "STAGING" in states:  # its first hop waits for a bring-online
+        return "STAGING"
     # a finished hop with the next one waiting for a slot: the job is under way
     return "ACTIVE" if any(s in ("ACTIVE", "READY", "FINISHED") for s in states) else "SUBMITTED"
 

@@ -63,7 +63,7 @@ _ROWS = (
     "SELECT f.file_id, f.job_id, j.job_type, f.source_surl, f.dest_surl, f.source_se, f.dest_se, f.vo_name,"
     " j.user_dn, f.activity, f.reason, f.recoverable, f.retry, j.retry AS job_retry, f.start_time, f.finish_time,"
     " f.filesize, f.user_filesize, f.checksum, f.file_metadata, j.job_metadata, j.submit_time, j.job_state,"
-    " f.file_state, f.file_index, j.hop_count FROM t_file f JOIN t_job j USING (job_id) WHERE f.file_id IN ({marks})"
+    " f.file_state, f.file_index, j.hop_count, f.staging_start, f.staging_finished FROM t_file f JOIN t_job j USING (job_id) WHERE f.file_id IN ({marks})"
 )
 
 
@@ -100,6 +100,7 @@ def queue_messages(conn: sqlite3.Connection, settings: MessageSettings, events: 
             job_metadata=json.loads(r["job_metadata"]), submit_time=r["submit_time"], job_state=r["job_state"],
             file_state=r["file_state"],
             last_hop=r["hop_count"] is None or r["file_index"] == r["hop_count"] - 1, retried=retried,
+            staging_start=r["staging_start"], staging_finished=r["staging_finished"],
         )
         if outcome is not None:
             out.append((complete, msg.encode(msg.completion_body(f, settings.endpoint, settings.vo or None)), now))

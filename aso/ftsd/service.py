@@ -17,6 +17,7 @@ from aso.ftsd.executor import Executor, ExecutorSettings
 from aso.ftsd.identity import Identity, delegation_id
 from aso.ftsd.outbox import MessageSettings, OutboxSender
 from aso.ftsd.scheduler import default_scheduler
+from aso.ftsd.staging import Robot, TapeSettings
 from aso.ftsd.urls import normalise_roots
 
 log = logging.getLogger("aso.fts")
@@ -47,6 +48,8 @@ class ServiceSettings:
     metrics_token: str = ""
     #: seconds the store gauges of /metrics are reused before the files are counted again
     metrics_cache_seconds: float = 10.0
+    #: the emulated tape: which folders are on tape and how long recalls take
+    tape: TapeSettings = field(default_factory=TapeSettings)
 
 
 def copy_slots(workers: int = 0, per_link: int = 0, cores: int | None = None) -> tuple[int, int]:
@@ -73,14 +76,20 @@ class FtsService:
     def __init__(self, settings: ServiceSettings):
         self.settings = settings
         settings.executor.workers = settings.workers
-        settings.roots = normalise_roots(settings.roots)
+        # a file on tape is a file the service reads: tape roots are roots too
+        settings.tape = TapeSettings(normalise_roots(settings.tape.roots), settings.tape.delay_min,
+                                     settings.tape.delay_max)
+        settings.roots = normalise_roots((*settings.roots, *settings.tape.roots))
         settings.executor.roots = settings.roots
         Path(settings.db).parent.mkdir(parents=True, exist_ok=True)
         self.store = JobStore(settings.db, host=settings.host_name)
         self.store.cleanup_delay = settings.multihop_cleanup_delay
+        self.store.tape = settings.tape
         self.credentials = CredentialStore(settings.db)
         self.scheduler = default_scheduler(settings.workers, settings.per_link)
         self.executor = Executor(self.store, self.scheduler, settings.executor)
+        # staging needs no copy slot: the robot stages files, the executor copies them after
+        self.robot = Robot(self.store.staging_sweep, self.executor.wake, settings.executor.poll_seconds)
         self.local_identity = local_identity(settings.local_user_dn) if settings.local_user_dn else None
         self.sender: OutboxSender | None = None
         if settings.messages is not None and settings.messages.brokers:
@@ -95,6 +104,7 @@ class FtsService:
                      len(recovered))
         self.executor.start()
         self.executor.wake()
+        self.robot.start()  # recalls a previous run left under way go on from the database
         if self.sender is not None:
             waiting = self.store.outbox_count()
             if waiting:
@@ -103,10 +113,14 @@ class FtsService:
         log.info("executor: %d workers, scheduler %s", self.settings.workers, self.scheduler.describe())
         if self.settings.roots:
             log.info("file:// URLs allowed under: %s", ", ".join(self.settings.roots))
+        if self.settings.tape.roots:
+            log.info("tape (nearline until staged, recalls of %g to %g s) under: %s", self.settings.tape.delay_min,
+                     self.settings.tape.delay_max, ", ".join(self.settings.tape.roots))
         else:
             log.info("no local roots: file:// URLs are refused (start the service with --root DIR to allow them)")
 
     def stop(self) -> None:
+        self.robot.stop()
         self.executor.stop()
         if self.sender is not None:
             self.sender.stop()

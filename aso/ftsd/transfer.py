@@ -78,7 +78,7 @@ def run_copy(
     raise to interrupt the copy); ``on_commit(size)`` just before the rename, so that a crash
     after it is recognised on the next attempt. ``roots``: where file:// URLs may point.
     Raises CopyError."""
-    src = source_for(task.source, timeout, roots=roots)
+    src = source_for(task.source, timeout, roots=roots, nearline=task.source_nearline)
     try:
         dst = destination_for(task.destination, str(task.file_id), timeout, durable=durable, roots=roots,
                               sync_later=sync_later)

@@ -188,6 +188,9 @@ class FileOutcome:
     last_hop: bool = True
     #: this failed attempt will be retried (the file is queued again)
     retried: bool = False
+    #: bring-online: when the file's staging started and ended (None: not staged)
+    staging_start: float | None = None
+    staging_finished: float | None = None
 
 
 def completion_body(f: FileOutcome, endpoint: str, vo: str | None = None) -> dict[str, Any]:
@@ -270,7 +273,8 @@ def state_body(f: FileOutcome, vo: str | None = None, now: float | None = None) 
         "retry_counter": f.retry, "retry_max": f.retry_max,
         "user_filesize": f.user_filesize or 0,
         "timestamp": _ms(now), "submit_time": _ms(f.submit_time),
-        "staging_start": 0, "staging_finished": 0, "staging": "false",
+        "staging_start": _ms(f.staging_start), "staging_finished": _ms(f.staging_finished),
+        "staging": "true" if f.file_state == "STAGING" else "false",
         "archiving_start": 0, "archiving_finished": 0, "archiving": "false",
         "reason": f.reason or "",
         "job_metadata": _metadata(f.job_metadata),

@@ -8,13 +8,14 @@ from urllib.parse import urlsplit
 from aso.ftsd.protocols.base import CopyError, Destination, Source
 
 
-def source_for(url: str, timeout: float = 60.0, roots: Sequence[str] = ()) -> Source:
-    """``roots``: the folders a file:// URL must lie under (none: file:// is refused)."""
+def source_for(url: str, timeout: float = 60.0, roots: Sequence[str] = (), nearline: bool = False) -> Source:
+    """``roots``: the folders a file:// URL must lie under (none: file:// is refused);
+    ``nearline``: the file is on tape and not online (reading it fails)."""
     scheme = urlsplit(url).scheme
     if scheme == "file":
         from aso.ftsd.protocols.file import FileSource
 
-        return FileSource(url, roots)
+        return FileSource(url, roots, nearline=nearline)
     if scheme in ("http", "https"):
         from aso.ftsd.protocols.http import HttpSource
 

@@ -37,23 +37,36 @@ def check_roots(path: str, roots: Sequence[str], scope: str) -> None:
 
 
 class FileSource(Source):
-    def __init__(self, url: str, roots: Sequence[str] = ()):
+    """``nearline``: the file is on an emulated tape and not online (aso.ftsd.staging): it
+    exists, but any attempt to read it fails as a tape system's disk buffer would."""
+
+    def __init__(self, url: str, roots: Sequence[str] = (), nearline: bool = False):
         self.url = url
         self.roots = tuple(roots)
         self.path = path_of(url, "SOURCE")
+        self.nearline = nearline
         check_roots(self.path, self.roots, "SOURCE")
 
+    def _online(self) -> None:
+        if self.nearline:
+            from aso.ftsd.staging import NEARLINE_ERRNO, nearline_message
+
+            raise CopyError("SOURCE", NEARLINE_ERRNO, nearline_message(self.path), recoverable=False)
+
     def size(self, full_read_next: bool = False) -> int:
+        self._online()
         try:
             return os.stat(self.path).st_size
         except OSError as exc:
             raise CopyError.from_os("SOURCE", exc, f"cannot stat {self.path}") from None
 
     def local_path(self) -> str:
+        self._online()
         check_roots(self.path, self.roots, "SOURCE")
         return self.path
 
     def read_from(self, offset: int, buffer_size: int) -> Iterator[memoryview]:
+        self._online()
         check_roots(self.path, self.roots, "SOURCE")
         try:
             fh = open(self.path, "rb", buffering=0)  # noqa: SIM115 - closed by the with below
