@@ -149,7 +149,7 @@ OPTIONS: list[Option] = [
     _o("transfer", "max_retry", 3, "Submission attempts before a row is FAILED instead of RETRY.", **_NON_NEGATIVE),
     _o("monitor", "threads", 4, "Bulk status requests in flight at once.", **_POSITIVE),
     _o("monitor", "job_timeout", 72000, "Seconds after submission before a job still unfinished is abandoned.", **_POSITIVE),
-    _o("monitor", "file_timeout", 18000, "Seconds without any change before a job is abandoned.", **_POSITIVE),
+    _o("monitor", "file_timeout", 18000, "Seconds without any change before a job is abandoned (not while FTS stages its files from tape: [staging] bring_online bounds that).", **_POSITIVE),
     _o("monitor", "poll_after", 300, "With a receiver ([receiver] brokers), poll only jobs FTS has said nothing about for this many seconds (Rucio's poller threshold): the messages report the rest.", **_NON_NEGATIVE),
     _o("receiver", "brokers", [], "STOMP brokers FTS publishes its completion messages to (host:port; an alias stands for all its addresses, one connection each). [] = no receiver: the monitor polls every job."),
     _o("receiver", "user", "", "User name on the brokers."),
@@ -380,7 +380,17 @@ def from_dict(data: dict[str, Any], base_dir: Path | None = None, path: Path | N
                 raise ConfigError(f"{section}.{name}: unknown option")
             values[section][name] = _resolve(option, check_value(option, _check_type(option, value)), base)
     links = _parse_links(links_body, sites) if links_body is not None else []
+    _check_staging(values, sites)
     return Config(values=values, sites=sites, path=path, links=links)
+
+
+def _check_staging(values: dict[str, dict[str, Any]], sites: dict[str, Site]) -> None:
+    """With tape sites, a staging job must be able to outlive its bring-online: the monitor
+    abandons any job older than monitor.job_timeout, even one FTS still stages."""
+    bring_online, job_timeout = values["staging"]["bring_online"], values["monitor"]["job_timeout"]
+    if any(s.tape for s in sites.values()) and bring_online >= job_timeout:
+        raise ConfigError(f"staging.bring_online: {bring_online} s must be less than monitor.job_timeout "
+                          f"({job_timeout} s), or the monitor abandons jobs FTS is still staging from tape")
 
 
 _SITE_KEYS = {"prefix": str, "fts": str, "available_for_multihop": bool, "hop_penalty": int, "scratch": str,

@@ -141,6 +141,13 @@ def test_staging_options_are_checked(option, value, message):
         from_dict({"staging": {option: value}})
 
 
+def test_bring_online_must_end_before_the_monitor_gives_up_with_tape_sites():
+    tape = {**_SITES, "A": {**_SITES["A"], "tape": True}}
+    with pytest.raises(ConfigError, match=r"staging.bring_online: 43200 s must be less than monitor.job_timeout"):
+        from_dict({"sites": tape, "monitor": {"job_timeout": 43200}})
+    from_dict({"sites": _SITES, "monitor": {"job_timeout": 60}})  # no tape: no staging job to outlive
+
+
 def test_staging_defaults_are_rucios():
     staging = from_dict({}).staging
     assert (staging.bring_online, staging.copy_pin_lifetime, staging.stagein_pin_lifetime) == (43200, 172800, -1)

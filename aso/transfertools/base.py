@@ -94,6 +94,12 @@ class JobResult:
     def terminal(self) -> bool:
         return self.state in JOB_TERMINAL
 
+    @property
+    def staging(self) -> bool:
+        """Files of the job are still being brought online from tape: FTS itself fails them
+        once the job's bring_online has passed, so the wait is not the monitor's to judge."""
+        return self.state == "STAGING" or any(f.state == "STAGING" for f in self.files)
+
 
 class TransferTool(ABC):
     name: str = "tool"

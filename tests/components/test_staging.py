@@ -1,18 +1,20 @@
 """Tape staging rules: which chunks carry bring_online (a tape source, also as a multi-hop
 path's first hop), how stage-in rows become staging-only chunks, what a job from tape sends
-FTS, and the records that carry a staged chunk through a replay."""
+FTS, the records that carry a staged chunk through a replay, and the monitor leaving a staging
+job's wait to FTS."""
 
 from __future__ import annotations
 
 import itertools
 
-from aso.components.handoffs import Chunk, SubmitRecord
+from aso.components.handoffs import Chunk, MonitorEntry, SubmitRecord
+from aso.components.monitor import MonitorPass
 from aso.components.pipeline import PipelineSettings
 from aso.components.staging import StagingSettings, plan_stageins, stagein_problem
 from aso.components.transfer import plan_chunks
 from aso.config import from_dict
 from aso.topology import Topology
-from aso.transfertools import JobOptions, Transfer
+from aso.transfertools import FileResult, JobOptions, JobResult, Transfer, TransferTool
 from aso.transfertools.fts3 import Fts3Tool
 
 STAGING = StagingSettings(bring_online=3600, copy_pin_lifetime=7200, stagein_pin_lifetime=600)
@@ -119,3 +121,64 @@ def test_a_staged_chunk_survives_its_write_ahead_record_and_a_disk_one_is_writte
     doc = record.to_json()
     assert [("bring_online" in c, "copy_pin_lifetime" in c) for c in doc["chunks"]] == [(False, False), (True, True)]
     assert SubmitRecord.from_json(doc).chunks == plan.chunks
+
+
+class _StillThere(TransferTool):
+    """FTS answering every job unfinished, in the state the test says (the tool interface,
+    not a patched component)."""
+
+    name = "still-there"
+    job_state = "STAGING"
+
+    def __init__(self, endpoint: str, proxy: str):
+        self.endpoint = endpoint
+
+    def delegate(self, lifetime, renew_below):
+        return None
+
+    def expected_job_id(self, sid):
+        return sid
+
+    def submit(self, transfers, options, sid, *, multihop=False):
+        return sid
+
+    def bulk_query(self, job_ids):
+        file_state = "STAGING" if self.job_state == "STAGING" else "SUBMITTED"
+        return {j: JobResult(j, self.job_state, None, (FileResult("r" * 56, file_state, None),)) for j in job_ids}
+
+    def cancel(self, job_id, file_ids=None):
+        pass
+
+
+class _Proxies:
+    def get_proxy(self, user):
+        return f"/proxies/{user}.pem"
+
+
+def test_the_monitor_leaves_a_staging_job_to_fts_until_job_timeout(tmp_path):
+    settings = PipelineSettings(sandbox_root=tmp_path, file_timeout=100, job_timeout=1000)
+    box = settings.sandbox("monitor")
+    box.write_record("alice", "job1", MonitorEntry.new("job1", "alice", "https://fts", 0,
+                                                       [Transfer("r" * 56, "file:///t/x", "file:///d/x")]))
+    # idle past file_timeout, but staging: FTS enforces bring_online, the job stays followed
+    summary = MonitorPass(_Proxies(), _StillThere, settings, now=lambda: 500).run()
+    assert (summary.timed_out_jobs, box.count()) == (0, 1)
+    # past job_timeout it is abandoned all the same
+    summary = MonitorPass(_Proxies(), _StillThere, settings, now=lambda: 1500).run()
+    assert (summary.timed_out_jobs, box.count()) == (1, 0)
+
+
+def test_the_monitor_still_abandons_an_idle_copy_past_file_timeout(tmp_path):
+    settings = PipelineSettings(sandbox_root=tmp_path, file_timeout=100, job_timeout=1000)
+    box = settings.sandbox("monitor")
+    box.write_record("alice", "job1", MonitorEntry.new("job1", "alice", "https://fts", 0,
+                                                       [Transfer("r" * 56, "file:///t/x", "file:///d/x")]))
+
+    class _Active(_StillThere):
+        job_state = "ACTIVE"
+
+    summary = MonitorPass(_Proxies(), _Active, settings, now=lambda: 500).run()
+    assert (summary.timed_out_jobs, box.count()) == (1, 0)
+    [entry] = settings.sandbox("reporter").entries()
+    [reported] = settings.sandbox("reporter").load_record(entry).files
+    assert "monitor.file_timeout" in reported.reason
