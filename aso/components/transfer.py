@@ -27,6 +27,11 @@ direct route goes to its link's endpoint; a multi-hop route makes the row a chun
 own, one FTS multihop job with a transfer per hop (all carrying the row id), recorded with
 the row's path (``tm_path``). A row no path reaches goes RETRY or FAILED (the retry policy)
 with a reason starting ``NO_PATH:``.
+
+Tape (:mod:`aso.components.staging`): a chunk whose source is a tape site carries
+bring_online and copy_pin_lifetime. ``aso stager`` is this pass over stage-in rows only
+(``kind`` 'stagein'): staging-only chunks per site, its own write-ahead records (``stage/``)
+and lock; ``aso transfer`` acquires every other row and never a stage-in.
 """
 
 from __future__ import annotations
