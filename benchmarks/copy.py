@@ -161,12 +161,13 @@ def staging_benchmark(args, work: Path) -> int:
                         "--workers", str(args.workers), "--per-link", str(args.workers), "--root", str(work), *extra),
             port, work / f"fts-{tag}.log").start()
 
+    cases = [("from disk", [], {}),
+             ("from tape, bring_online", ["--tape-root", str(tape), "--staging-delay", "0", str(args.staging_delay_max)],
+              {"bring_online": 3600})]
     for r in range(args.runs):
         console.print(f"run {r + 1}/{args.runs}")
-        for case, extra, params in (
-                ("from disk", [], {}),
-                ("from tape, bring_online", ["--tape-root", str(tape), "--staging-delay", "0",
-                                             str(args.staging_delay_max)], {"bring_online": 3600})):
+        # the order alternates, so neither case always follows the other's deletions
+        for case, extra, params in (cases if r % 2 == 0 else cases[::-1]):
             url, service = serve("tape" if params else "disk", extra)
             try:
                 flush(out)

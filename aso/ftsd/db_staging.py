@@ -32,11 +32,36 @@ CREATE INDEX IF NOT EXISTS ix_tape_state ON t_tape (state, ready_at);
 
 #: states of a staged file that will still read its source (its recall must stay online)
 _READING = ("SUBMITTED", "READY", "ACTIVE")
+#: staging files past their bring-online deadline whose recall did not end before it
+_LATE = (
+    "SELECT f.file_id FROM t_file f JOIN t_job j USING (job_id) LEFT JOIN t_tape t ON t.path = f.tape_path"
+    " WHERE f.file_state = 'STAGING' AND f.tape_path IS NOT NULL AND j.bring_online > 0"
+    " AND f.staging_start + j.bring_online <= ? AND (t.path IS NULL OR t.ready_at > f.staging_start + j.bring_online)"
+)
+#: a staging file needs no recall (not on tape), or its file is online
+_READY_WHERE = "tape_path IS NULL OR tape_path IN (SELECT path FROM t_tape WHERE state = 'ONLINE')"
+_READY = f"SELECT file_id FROM t_file WHERE file_state = 'STAGING' AND ({_READY_WHERE})"
+#: an online file whose pin expired and that no staging, queued or running copy needs
+_EVICTABLE_WHERE = (
+    f"state = 'ONLINE' AND pinned_until <= ? AND NOT EXISTS (SELECT 1 FROM t_file f"
+    f" WHERE f.tape_path = t_tape.path AND (f.file_state = 'STAGING'"
+    f" OR (f.file_state IN ({','.join('?' * len(_READING))}) AND f.staging_finished IS NOT NULL)))"
+)
+_EVICTABLE = f"SELECT path FROM t_tape WHERE {_EVICTABLE_WHERE}"
+
+
+def _chunks(items: list, size: int = 900) -> Iterable[list]:
+    """Pieces small enough for SQLite's bound-parameter limit."""
+    for i in range(0, len(items), size):
+        yield items[i:i + size]
 
 
 class StagingQueries:
     #: set by the service from [fts_server] tape_roots and staging_delay_*
     tape: st.TapeSettings = st.TapeSettings()
+    #: the highest file id a sweep has looked at: files submitted since are the only ones
+    #: that may be staged without a recall ending (0 after a start: all are looked at once)
+    _staging_mark: int = 0
 
     def _request_recalls(self, conn, paths: Iterable[str], pin_seconds: float, now: float) -> None:
         """Bring-online requests for these tape files (inside the submission's transaction):
@@ -55,8 +80,7 @@ class StagingQueries:
         """Which of these tape files are not online now (one read for all of them)."""
         paths = list(set(paths))
         online: set[str] = set()
-        for i in range(0, len(paths), 900):
-            part = paths[i:i + 900]
+        for part in _chunks(paths):
             online.update(r[0] for r in self._read(
                 f"SELECT path FROM t_tape WHERE state = 'ONLINE' AND path IN ({','.join('?' * len(part))})", part))
         return set(paths) - online
@@ -68,27 +92,29 @@ class StagingQueries:
 
     def staging_sweep(self, now: float | None = None, full: bool = True) -> st.Sweep:
         """One pass of the robot, in one transaction (the messages of its changes queued in
-        it): recalls that ended and the files waiting for them. A ``full`` pass also fails
-        the files past their bring-online deadline, stages the files that need no recall
-        (disk files, files online already: new submissions) and evicts expired pins; the
-        robot makes one when woken by a submission and at least every poll, and the quick
-        passes between touch only the files of the recalls that just ended."""
+        it): recalls that ended and the files waiting for them, and the files submitted since
+        the last pass that need no recall (disk files, files online already). A ``full``
+        pass (the robot makes one every poll) also fails the files past their bring-online
+        deadline, stages any staging file that is ready, and evicts expired pins; it finds
+        them first with reads, which hold up no writer, and the transaction then changes
+        only those, each guarded again (a file canceled meanwhile is left as it is)."""
         now = _now() if now is None else now
         events: list = []
         failed: list = []
         evicted = 0
+        late = ready = evictable = []
+        if full:
+            late = [r[0] for r in self._read(_LATE, (now,))]
+            ready = [r[0] for r in self._read(_READY)]
+            evictable = [r[0] for r in self._read(_EVICTABLE, (now, *_READING))]
         with self._tx() as conn:
-            if full:
-                # timeouts first: a file whose recall ends after its deadline never got it in time
-                failed = conn.execute(
-                    "UPDATE t_file SET file_state = 'FAILED', reason = ?, recoverable = 1, finish_time = ?"
-                    " WHERE file_id IN (SELECT f.file_id FROM t_file f JOIN t_job j USING (job_id)"
-                    "  LEFT JOIN t_tape t ON t.path = f.tape_path"
-                    "  WHERE f.file_state = 'STAGING' AND f.tape_path IS NOT NULL AND j.bring_online > 0"
-                    "  AND f.staging_start + j.bring_online <= ?"
-                    "  AND (t.path IS NULL OR t.ready_at > f.staging_start + j.bring_online))"
-                    " RETURNING file_id, job_id",
-                    (st.BRING_ONLINE_TIMEOUT_REASON, now, now),
+            # timeouts first: a file whose recall ends after its deadline never got it in time
+            for part in _chunks(late):
+                failed += conn.execute(
+                    f"UPDATE t_file NOT INDEXED SET file_state = 'FAILED', reason = ?, recoverable = 1, finish_time = ?"
+                    f" WHERE file_id IN ({','.join('?' * len(part))}) AND file_state = 'STAGING'"
+                    f" RETURNING file_id, job_id",
+                    (st.BRING_ONLINE_TIMEOUT_REASON, now, *part),
                 ).fetchall()
             online = [r[0] for r in conn.execute(
                 "UPDATE t_tape SET state = 'ONLINE', pinned_until = ready_at + pin_seconds"
@@ -96,31 +122,35 @@ class StagingQueries:
             # staged: disk files at once, tape files once online; a staging-only file (source
             # and destination the same URL) is done then, the others wait for a copy slot
             staged: list = []
-            if full:
-                staged = self._stage(conn, "tape_path IS NULL OR tape_path IN (SELECT path FROM t_tape WHERE state = 'ONLINE')",
-                                     [], now)
-            else:
-                for i in range(0, len(online), 900):
-                    part = online[i:i + 900]
-                    staged += self._stage(conn, f"tape_path IN ({','.join('?' * len(part))})", part, now)
-            if full:
-                evicted = conn.execute(
-                    f"DELETE FROM t_tape WHERE state = 'ONLINE' AND pinned_until <= ? AND NOT EXISTS ("
-                    f" SELECT 1 FROM t_file f WHERE f.tape_path = t_tape.path AND (f.file_state = 'STAGING'"
-                    f"  OR (f.file_state IN ({','.join('?' * len(_READING))}) AND f.staging_finished IS NOT NULL)))",
-                    (now, *_READING),
+            for part in _chunks(online):
+                staged += self._stage(conn, f"tape_path IN ({','.join('?' * len(part))})", part, now,
+                                      "INDEXED BY ix_file_tape")
+            top = conn.execute("SELECT MAX(file_id) FROM t_file").fetchone()[0] or 0
+            if top > self._staging_mark:  # (a range of the primary key, not the staging files)
+                staged += self._stage(conn, f"file_id > ? AND ({_READY_WHERE})", [self._staging_mark], now,
+                                      "NOT INDEXED")
+            for part in _chunks(ready):
+                staged += self._stage(conn, f"file_id IN ({','.join('?' * len(part))}) AND ({_READY_WHERE})", part,
+                                      now, "NOT INDEXED")
+            for part in _chunks(evictable):
+                evicted += conn.execute(
+                    f"DELETE FROM t_tape WHERE path IN ({','.join('?' * len(part))}) AND {_EVICTABLE_WHERE}",
+                    (*part, now, *_READING),
                 ).rowcount
             events += [(r[0], "FAILED", False) for r in failed]
             events += [(r[0], "FINISHED" if r[2] == "FINISHED" else None, False) for r in staged]
             self._staged_jobs(conn, failed, staged, now, events)
             self._queue(conn, events, now)
             next_ready = conn.execute("SELECT MIN(ready_at) FROM t_tape WHERE state = 'RECALLING'").fetchone()[0]
+        self._staging_mark = top  # (committed)
         return st.Sweep(staged=len(staged), timed_out=len(failed), evicted=evicted, next_ready=next_ready)
 
     @staticmethod
-    def _stage(conn, where: str, args: list, now: float) -> list:
+    def _stage(conn, where: str, args: list, now: float, index: str = "") -> list:
+        """Stage the STAGING files ``where`` says (``index``: how to find them; without
+        statistics SQLite would walk every staging file)."""
         return conn.execute(
-            "UPDATE t_file SET"
+            f"UPDATE t_file {index} SET"
             " staging_finished = MAX(staging_start, COALESCE((SELECT ready_at FROM t_tape t"
             "   WHERE t.path = t_file.tape_path), staging_start)),"
             " finish_time = CASE WHEN source_surl = dest_surl THEN ? END,"
@@ -147,8 +177,7 @@ class StagingQueries:
             for job_id in ended:
                 refresh_job(conn, job_id, now, hops.get(job_id) is not None, self.cleanup_delay)
         waiting = list({r[1] for r in staged} - ended)
-        for i in range(0, len(waiting), 900):
-            part = waiting[i:i + 900]
+        for part in _chunks(waiting):
             conn.execute(
                 f"UPDATE t_job SET job_state = 'SUBMITTED' WHERE job_id IN ({','.join('?' * len(part))})"
                 f" AND job_state = 'STAGING' AND NOT EXISTS (SELECT 1 FROM t_file f"

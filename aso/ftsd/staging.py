@@ -119,8 +119,6 @@ class Robot:
         self._wake = threading.Event()
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
-        #: a full sweep is due (a submission, or poll_seconds since the last one)
-        self._full = True
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._loop, name="fts-tape-robot", daemon=True)
@@ -133,8 +131,7 @@ class Robot:
             self._thread.join(timeout)
 
     def wake(self) -> None:
-        """A submission: stage what needs no recall, start the clock of what does."""
-        self._full = True
+        """A submission: stage at once what needs no recall."""
         self._wake.set()
 
     def _loop(self) -> None:
@@ -142,9 +139,8 @@ class Robot:
         while not self._stopping.is_set():
             wait = self.poll_seconds
             try:
-                full = self._full or time.monotonic() >= next_full
+                full = time.monotonic() >= next_full
                 if full:
-                    self._full = False
                     next_full = time.monotonic() + self.poll_seconds
                 done = self._sweep(time.time(), full)
                 if done.staged or done.timed_out:

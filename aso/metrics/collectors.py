@@ -84,7 +84,7 @@ def state_store_gauges(store) -> Callable[[], list[Any]]:
 
 
 #: FTS3's file states, all reported (0 when none), so the series are stable
-FTS_FILE_STATES = ("SUBMITTED", "READY", "ACTIVE", "FINISHED", "FAILED", "CANCELED", "NOT_USED")
+FTS_FILE_STATES = ("STAGING", "SUBMITTED", "READY", "ACTIVE", "FINISHED", "FAILED", "CANCELED", "NOT_USED")
 
 
 def fts_store_gauges(store) -> Callable[[], list[Any]]:

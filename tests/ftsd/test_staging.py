@@ -268,3 +268,14 @@ def test_bad_staging_values_are_refused_naming_the_field(tmp_path):
                 assert resp.status_code == 400, (field, value, resp.text)
                 assert field in resp.json()["message"]
         assert fts.request("GET", "/jobs?state_in=STAGING,SUBMITTED,FINISHED,FAILED").json() == []
+
+
+def test_a_job_canceled_while_staging_copies_nothing(tmp_path):
+    tape, files = _tape(tmp_path, ["c0.root", "c1.root"])
+    with _server(tmp_path, tape, (0.5, 0.5)) as fts:
+        job_id = fts.submit([transfer(_url(f), _url(tmp_path / f"{f.name}.copy")) for f in files], bring_online=30)
+        resp = fts.request("DELETE", f"/jobs/{job_id}")
+        assert resp.status_code == 200 and resp.json()["job_state"] == "CANCELED"
+        time.sleep(1.0)  # the recall ends meanwhile: nothing may start
+        assert {f["file_state"] for f in fts.files(job_id)} == {"CANCELED"}
+        assert not list(tmp_path.glob("*.copy"))
