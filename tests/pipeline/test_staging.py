@@ -1,6 +1,7 @@
 """Tape sites end to end, as an operator runs them, against a real ``aso fts-server`` (over
 HTTPS) whose tape emulation holds the tape site's folder: (a) files from a tape site to a
-disk site are staged (bring_online), then copied, and end DONE byte-identical; (b) stage-in
+disk site are staged (bring_online), then copied, and end DONE byte-identical, also over a
+multi-hop path whose first hop leaves tape; (b) stage-in
 requests are submitted by ``aso stager`` alone as staging-only jobs and end DONE, while
 ``aso transfer`` never takes them (over the REST state backend)."""
 
@@ -18,7 +19,7 @@ from tests.pipeline.harness import Installation, all_in
 from tests.pki import fts_server_https
 from tests.state.servers import start_state_server
 
-TAPE, DISK, DEST = "T1_XX_Tape", "T2_XX_Source", "T2_YY_Dest"
+TAPE, DISK, DEST, FAR = "T1_XX_Tape", "T2_XX_Source", "T2_YY_Dest", "T2_ZZ_Dest"
 
 
 @pytest.fixture(scope="module")
@@ -84,6 +85,32 @@ def test_files_from_a_tape_site_are_staged_then_copied(tmp_path, pki, tape_fts):
     [disk_job] = fts_jobs(tape_fts.db, disk_ids).values()
     assert not any(f["staging_start"] for f in disk_job["files"])
     assert inst.sandbox_entries() == {"monitor": 0, "reporter": 0, "submit": 0, "stage": 0}
+
+
+def test_a_multihop_path_from_tape_stages_its_first_hop(tmp_path, pki, tape_fts):
+    # FTS3 never retries a multihop hop; the embedded service would, after retry_delay: not here
+    inst = installation(tmp_path, tape_fts, "topology.default_distance=0", "fts.retry=-1")
+    with_tape_site(inst, tmp_path, tape_fts.url)
+    text = inst.config_path.read_text().replace(f"[sites.{DEST}]\n", f"[sites.{DEST}]\navailable_for_multihop = true\n")
+    text += "".join(f'\n[[links]]\nsource = "{a}"\ndestination = "{b}"\n' for a, b in ((TAPE, DEST), (DEST, FAR)))
+    inst.config_path.write_text(text)
+    inst.config = load_config(str(inst.config_path))
+    (user,) = users_for(pki, inst, 1)
+    requests = inst.make_requests([user], 2, links=[(TAPE, FAR)], task_prefix="hops")
+    inst.inject(requests)
+    out = json.loads(inst.aso("transfer", "--json").stdout)
+    assert (out["files"], out["jobs"]) == (2, 2)  # a multihop job per file
+    ids = {r["tm_id"] for r in inst.rows()}
+    jobs = fts_jobs(tape_fts.db, ids)
+    assert len(jobs) == 2 and all(j["bring_online"] == 43200 and len(j["files"]) == 2 for j in jobs.values())
+    inst.run_until(all_in("DONE"), components=("monitor", "reporter"))
+    assert {r["tm_path"] for r in inst.rows()} == {f"{TAPE}>{DEST}>{FAR}"}
+    for req in requests:
+        assert (inst.local_path(FAR, req["destination_lfn"]).read_bytes()
+                == inst.local_path(TAPE, req["source_lfn"]).read_bytes())
+    for job in fts_jobs(tape_fts.db, ids).values():
+        first, second = sorted(job["files"], key=lambda f: f["source_surl"].startswith(inst.config.site(DEST).prefix))
+        assert first["staging_finished"] and not second["staging_start"]  # only the hop leaving tape stages
 
 
 def stagein_requests(inst: Installation, user: str, n: int, site: str = TAPE) -> list[dict]:
