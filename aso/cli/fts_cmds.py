@@ -243,8 +243,8 @@ def fts_server(app, host, port, db_path, cert, key, ca_dir, workers, per_link, l
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, _terminate)
-    if roots:
-        log.info("file:// roots (from %s): %s", roots_from, ", ".join(roots))
+    if settings.roots:  # (the tape roots are among them: FtsService adds them)
+        log.info("file:// roots (from %s): %s", roots_from, ", ".join(settings.roots))
     else:
         log.warning("no local roots: every file:// URL is refused; start the service with --root DIR to allow them")
     if tape_roots:

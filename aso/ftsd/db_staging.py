@@ -180,7 +180,8 @@ class StagingQueries:
         for part in _chunks(waiting):
             conn.execute(
                 f"UPDATE t_job SET job_state = 'SUBMITTED' WHERE job_id IN ({','.join('?' * len(part))})"
-                f" AND job_state = 'STAGING' AND NOT EXISTS (SELECT 1 FROM t_file f"
+                # (through the job's files: SQLite would otherwise walk every staging file per job)
+                f" AND job_state = 'STAGING' AND NOT EXISTS (SELECT 1 FROM t_file f INDEXED BY ix_file_job"
                 f"  WHERE f.job_id = t_job.job_id AND f.file_state = 'STAGING')",
                 part,
             )

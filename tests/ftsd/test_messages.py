@@ -100,3 +100,29 @@ def test_the_outbox_keeps_messages_through_a_broker_away_and_a_kill_and_sends_ea
     finally:
         fts.stop()
         proxy.close()
+
+
+def test_state_messages_carry_the_staging_of_a_bring_online_job(tmp_path):
+    broker = require(rabbitmq())
+    tape = tmp_path / "tape"
+    tape.mkdir()
+    (tape / "t").write_bytes(b"on tape")
+    fts = _service(tmp_path / "fts", broker.address)
+    fts.args += ["--tape-root", str(tape), "--staging-delay", "0.3", "0.3"]
+    fts.start()
+    try:
+        with Client(broker) as spy:
+            _listen(spy)
+            job = fts.submit([transfer((tape / "t").as_uri(), (tmp_path / "copy").as_uri())], bring_online=30)
+            assert fts.wait(job)["job_state"] == "FINISHED"
+            got = _ours(spy, {job}, 3.0)
+    finally:
+        fts.stop()
+    states = [doc for dest, doc in got if dest == STATE]
+    assert [d["file_state"] for d in states] == ["STAGING", "SUBMITTED", "ACTIVE", "FINISHED"]
+    assert states[0]["staging"] == "true" and states[0]["staging_start"] > 0
+    assert states[0]["staging_finished"] == 0
+    done = states[-1]
+    assert done["staging"] == "false"
+    assert done["staging_finished"] - done["staging_start"] >= 250
+    assert [d["t_final_transfer_state"] for dest, d in got if dest == COMPLETE] == ["Ok"]

@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+import requests
 
 from aso.ftsd import jobs as fj
 from aso.ftsd.errors import FtsHttpError
@@ -279,3 +280,34 @@ def test_a_job_canceled_while_staging_copies_nothing(tmp_path):
         time.sleep(1.0)  # the recall ends meanwhile: nothing may start
         assert {f["file_state"] for f in fts.files(job_id)} == {"CANCELED"}
         assert not list(tmp_path.glob("*.copy"))
+
+
+def test_tape_roots_and_delays_from_the_configuration(tmp_path):
+    import subprocess
+
+    from tests.procs import Service, aso_command, free_port
+
+    tape, files = _tape(tmp_path, ["conf.root"])
+    config = tmp_path / "aso.toml"
+    config.write_text(f'[fts_server]\ntape_roots = ["{tape}"]\nstaging_delay_min = 0.1\nstaging_delay_max = 0.2\n')
+    port = free_port()
+    args = aso_command("--config", str(config), "fts-server", "--port", str(port), "--db", str(tmp_path / "c.db"),
+                       "--root", str(tmp_path), "--poll-seconds", "0.2")
+    service = Service(args, port, tmp_path / "c.log").start()
+    try:
+        http = requests.Session()
+        body = {"files": [transfer(_url(files[0]), _url(tmp_path / "c.copy"))]}
+        job_id = http.post(f"http://127.0.0.1:{port}/jobs", json=body, timeout=30).json()["job_id"]
+        deadline = time.monotonic() + 20
+        while (job := http.get(f"http://127.0.0.1:{port}/jobs/{job_id}", timeout=30).json())["job_state"] != "FAILED":
+            assert time.monotonic() < deadline, job
+            time.sleep(0.05)
+    finally:
+        service.stop()
+    assert "tape roots (from fts_server.tape_roots)" in (tmp_path / "c.log").read_text()
+    # a maximum below the minimum is a one-line error, exit code 2
+    config.write_text("[fts_server]\nstaging_delay_min = 3\nstaging_delay_max = 1\n")
+    res = subprocess.run(aso_command("--config", str(config), "fts-server", "--port", str(free_port()),
+                                     "--db", str(tmp_path / "d.db")), capture_output=True, text=True, timeout=60)
+    assert res.returncode == 2
+    assert res.stderr.strip().count("\n") == 0 and "staging_delay_max" in res.stderr
