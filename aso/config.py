@@ -149,7 +149,7 @@ OPTIONS: list[Option] = [
     _o("transfer", "max_retry", 3, "Submission attempts before a row is FAILED instead of RETRY.", **_NON_NEGATIVE),
     _o("monitor", "threads", 4, "Bulk status requests in flight at once.", **_POSITIVE),
     _o("monitor", "job_timeout", 72000, "Seconds after submission before a job still unfinished is abandoned.", **_POSITIVE),
-    _o("monitor", "file_timeout", 18000, "Seconds without any change before a job is abandoned.", **_POSITIVE),
+    _o("monitor", "file_timeout", 18000, "Seconds without any change before a job is abandoned (not while FTS stages its files from tape: [staging] bring_online bounds that).", **_POSITIVE),
     _o("monitor", "poll_after", 300, "With a receiver ([receiver] brokers), poll only jobs FTS has said nothing about for this many seconds (Rucio's poller threshold): the messages report the rest.", **_NON_NEGATIVE),
     _o("receiver", "brokers", [], "STOMP brokers FTS publishes its completion messages to (host:port; an alias stands for all its addresses, one connection each). [] = no receiver: the monitor polls every job."),
     _o("receiver", "user", "", "User name on the brokers."),
@@ -213,6 +213,10 @@ OPTIONS: list[Option] = [
     _o("globus", "max_retries", 5, "Retries of a Globus request answered 429, 5xx or not at all.", **_NON_NEGATIVE),
     _o("globus", "backoff", 1.0, "First back-off in seconds between Globus retries; it doubles each time.", **_NON_NEGATIVE),
     _o("globus", "max_backoff", 60.0, "Longest wait between Globus retries, a 429's Retry-After included.", **_NON_NEGATIVE),
+    # tape sites (docs/staging.md)
+    _o("staging", "bring_online", 43200, "Seconds FTS may take to bring a file from a tape site online (FTS3's bring_online; Rucio's default, 12 h): sent with every job whose source is a tape site, and with every stage-in job.", **_POSITIVE),
+    _o("staging", "copy_pin_lifetime", 172800, "Seconds a staged file stays pinned on the tape site's disk buffer for a transfer from tape (FTS3's copy_pin_lifetime; Rucio's submitter default, 48 h; -1 or 0 = not sent, the storage's default).", minimum=-1),
+    _o("staging", "stagein_pin_lifetime", -1, "copy_pin_lifetime of a stage-in request's job (aso stager); -1 or 0 = not sent, the storage's default, as Rucio's stager.", minimum=-1),
     _o("fts_server", "roots", [], "Local folders that file:// URLs may read and write ([] = the folders of the file:// site prefixes in [sites]); any other file:// URL is refused."),
     _o("fts_server", "tape_roots", [], "Local folders whose files are on (emulated) tape: nearline until a bring-online job stages them ([] = the folders of the file:// prefixes of the [sites] with tape = true). See docs/tape.md."),
     _o("fts_server", "staging_delay_min", 0.0, "Fewest seconds the emulated tape robot takes to recall a file (each file's delay is drawn from [min, max], the same for the same path on every run).", minimum=0),
@@ -239,6 +243,9 @@ class Site:
     max_outgoing: int = 0
     #: the site's Globus collection (endpoint) id ('': not served by Globus)
     globus_collection: str = ""
+    #: a tape site: transfers from it are staged first (bring_online), stage-in requests
+    #: name it; never an intermediate of a multi-hop path
+    tape: bool = False
 
     def pfn(self, lfn: str) -> str:
         """The storage URL of ``lfn`` at this site; never outside the site's prefix."""
@@ -391,17 +398,29 @@ def from_dict(data: dict[str, Any], base_dir: Path | None = None, path: Path | N
             if not values["globus"][name]:
                 first = next(i for i, spec in enumerate(links_body) if spec.get("transfertool") == "globus")
                 raise ConfigError(f"links[{first}].transfertool: 'globus' needs [globus] {name}")
+    _check_staging(values, sites)
     return Config(values=values, sites=sites, path=path, links=links)
 
 
+def _check_staging(values: dict[str, dict[str, Any]], sites: dict[str, Site]) -> None:
+    """With tape sites, a staging job must be able to outlive its bring-online: the monitor
+    abandons any job older than monitor.job_timeout, even one FTS still stages."""
+    bring_online, job_timeout = values["staging"]["bring_online"], values["monitor"]["job_timeout"]
+    if any(s.tape for s in sites.values()) and bring_online >= job_timeout:
+        raise ConfigError(f"staging.bring_online: {bring_online} s must be less than monitor.job_timeout "
+                          f"({job_timeout} s), or the monitor abandons jobs FTS is still staging from tape")
+
+
 _SITE_KEYS = {"prefix": str, "fts": str, "available_for_multihop": bool, "hop_penalty": int, "scratch": str,
-              "max_incoming": int, "max_outgoing": int, "globus_collection": str}
+              "max_incoming": int, "max_outgoing": int, "globus_collection": str, "tape": bool}
 _LINK_KEYS = {"source": str, "destination": str, "distance": int, "fts": str, "transfertool": str,
               "max_files": int, "both_ways": bool}
 TRANSFER_TOOLS = ("fts3", "globus")
 
 
 def _typed(where: str, key: str, value: Any, want: type) -> Any:
+    if want is bool and not isinstance(value, bool):
+        raise ConfigError(f"{where}.{key}: expected true or false, got {value!r}")
     if want is int and (isinstance(value, bool) or not isinstance(value, int)):
         raise ConfigError(f"{where}.{key}: expected an integer, got {value!r}")
     if not isinstance(value, want):
@@ -440,9 +459,13 @@ def _parse_sites(body: Any) -> dict[str, Site]:
         collection = spec.get("globus_collection", "")
         if collection:
             collection = _collection_id(f"sites.{name}.globus_collection", collection)
+        if spec.get("tape", False) and spec.get("available_for_multihop", False):
+            # as Rucio: multihop through tape is not allowed (a tape site is only ever a source)
+            raise ConfigError(f"sites.{name}.available_for_multihop: a tape site (tape = true) cannot be "
+                              "an intermediate site of a multi-hop path")
         sites[name] = Site(name, prefix, spec["fts"], spec.get("available_for_multihop", False),
                            spec.get("hop_penalty"), scratch, spec.get("max_incoming", 0), spec.get("max_outgoing", 0),
-                           collection)
+                           collection, spec.get("tape", False))
     return sites
 
 
@@ -680,6 +703,7 @@ def render_reference_markdown() -> str:
         "| `max_incoming` | `0` | Most files in flight into the site (0 = no limit). |",
         "| `max_outgoing` | `0` | Most files in flight out of the site (0 = no limit). |",
         "| `globus_collection` | `\"\"` | The site's Globus collection id (a UUID); both sites of a `globus` link need one. See docs/globus.md. |",
+        "| `tape` | `false` | A tape site: transfers from it are staged first (`[staging] bring_online`); stage-in requests name it; never `available_for_multihop`. See docs/staging.md. |",
         "",
         "## [[links]]",
         "",

@@ -36,7 +36,8 @@ from aso.errors import AsoError, ValidationError
 
 log = logging.getLogger("aso.sandbox")
 
-KINDS = ("monitor", "reporter", "submit")
+#: submit/ is aso transfer's write-ahead records, stage/ aso stager's (the same record kind)
+KINDS = ("monitor", "reporter", "submit", "stage")
 SUFFIX = ".json"
 
 

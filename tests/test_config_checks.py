@@ -111,7 +111,10 @@ def test_links_must_be_an_array_of_tables():
 @pytest.mark.parametrize(
     ("site", "message"),
     [
-        ({"available_for_multihop": "yes"}, "sites.A.available_for_multihop: expected bool"),
+        ({"available_for_multihop": "yes"}, "sites.A.available_for_multihop: expected true or false"),
+        ({"tape": "yes"}, "sites.A.tape: expected true or false, got 'yes'"),
+        ({"tape": 1}, "sites.A.tape: expected true or false, got 1"),
+        ({"tape": True, "available_for_multihop": True}, "sites.A.available_for_multihop: a tape site"),
         ({"hop_penalty": -1}, "sites.A.hop_penalty: must be at least 0"),
         ({"scratch": "relative/path"}, "sites.A.scratch"),
         ({"colour": "red"}, "sites.A.colour: unknown key"),
@@ -120,6 +123,36 @@ def test_links_must_be_an_array_of_tables():
 def test_site_topology_keys_are_checked(site, message):
     with pytest.raises(ConfigError, match=message):
         from_dict({"sites": {**_SITES, "A": {**_SITES["A"], **site}}})
+
+
+def test_a_tape_site_is_flagged_and_disk_is_the_default():
+    config = from_dict({"sites": {**_SITES, "A": {**_SITES["A"], "tape": True}}})
+    assert config.site("A").tape and not config.site("B").tape
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "message"),
+    [
+        ("bring_online", 0, "staging.bring_online: must be at least 1"),
+        ("copy_pin_lifetime", -2, "staging.copy_pin_lifetime: must be at least -1"),
+        ("stagein_pin_lifetime", "long", "staging.stagein_pin_lifetime: expected int"),
+    ],
+)
+def test_staging_options_are_checked(option, value, message):
+    with pytest.raises(ConfigError, match=message):
+        from_dict({"staging": {option: value}})
+
+
+def test_bring_online_must_end_before_the_monitor_gives_up_with_tape_sites():
+    tape = {**_SITES, "A": {**_SITES["A"], "tape": True}}
+    with pytest.raises(ConfigError, match=r"staging.bring_online: 43200 s must be less than monitor.job_timeout"):
+        from_dict({"sites": tape, "monitor": {"job_timeout": 43200}})
+    from_dict({"sites": _SITES, "monitor": {"job_timeout": 60}})  # no tape: no staging job to outlive
+
+
+def test_staging_defaults_are_rucios():
+    staging = from_dict({}).staging
+    assert (staging.bring_online, staging.copy_pin_lifetime, staging.stagein_pin_lifetime) == (43200, 172800, -1)
 
 
 def test_init_writes_a_commented_topology_example_that_loads(tmp_path):

@@ -8,7 +8,7 @@ from pathlib import Path
 from aso.cli import COMMANDS, cli
 
 CRONTAB = Path(__file__).resolve().parent.parent / "crontab.example"
-COMPONENTS = {"transfer", "monitor", "reporter", "retry-manager", "publisher"}
+COMPONENTS = {"transfer", "stager", "monitor", "reporter", "retry-manager", "publisher"}
 
 
 def test_crontab_runs_every_component_once_with_real_commands():

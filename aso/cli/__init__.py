@@ -23,6 +23,7 @@ COMMANDS: dict[str, str] = {
     "retry": "state_cmds:retry",
     "fts-server": "fts_cmds:fts_server",
     "transfer": "component_cmds:transfer",
+    "stager": "component_cmds:stager",
     "monitor": "component_cmds:monitor",
     "reporter": "component_cmds:reporter",
     "receiver": "receiver_cmds:receiver",

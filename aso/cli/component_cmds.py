@@ -1,4 +1,4 @@
-"""``aso transfer``, ``aso monitor``, ``aso reporter``, ``aso retry-manager`` (and ``aso
+"""``aso transfer``, ``aso stager``, ``aso monitor``, ``aso reporter``, ``aso retry-manager`` (and ``aso
 publisher``, in :mod:`aso.cli.publisher_cmds`): one pass each (or a loop of them), built by
 :func:`aso.components.build.build_pass` and run by :func:`aso.components.runner.run_passes`."""
 
@@ -178,6 +178,23 @@ def transfer(app, loop: bool, interval: float, as_json: bool, metrics_port: int 
     and waits for the next pass, 2 bad configuration, 3 the state backend or FTS unreachable.
     """
     run_component(app, "transfer", "submitting per user", loop, interval, as_json, metrics_port=metrics_port)
+
+
+@click.command()
+@_pass_options(600.0)
+@pass_app
+def stager(app, loop: bool, interval: float, as_json: bool, metrics_port: int | None) -> None:
+    """Submit stage-in requests (type stagein) to FTS as staging-only jobs: the file is
+    brought online from tape in place ([staging] bring_online, stagein_pin_lifetime).
+    The monitor and reporter then finish them like transfers (staged: DONE).
+
+    Only stage-in rows are acquired (aso transfer leaves them alone); a row whose site is
+    not a tape site (tape = true in [sites]) fails with a reason starting STAGEIN:.
+
+    Exit codes: 0 done (also when another pass holds the lock), 1 some of the work failed
+    and waits for the next pass, 2 bad configuration, 3 the state backend or FTS unreachable.
+    """
+    run_component(app, "stager", "staging per user", loop, interval, as_json, metrics_port=metrics_port)
 
 
 @click.command()

@@ -174,16 +174,69 @@ def _shift(field: str, offset: int) -> str:
 @pass_app
 def status(app, user, task, as_json: bool) -> None:
     """Counts of transfers per state, per user and task (and publication states); with
-    limits in the configuration, also which limits rows wait on (all users)."""
+    limits in the configuration, also which limits rows wait on (all users); with tape
+    sites, stage-in requests per state and transfers from tape in flight."""
     backend = app.backend()
     rows = backend.statistics(user=user, task=task)
     waiting = _waiting_on_limits(app, backend)
+    staging = _staging(app, backend, user, task)
     if as_json:
-        echo_json(rows if waiting is None else {"transfers": rows, "waiting_on_limits": waiting})
+        extra = {k: v for k, v in (("waiting_on_limits", waiting), ("staging", staging)) if v is not None}
+        echo_json({"transfers": rows, **extra} if extra else rows)
         return
     _print_counts(rows)
     if waiting is not None:
         _print_waiting(waiting)
+    if staging is not None:
+        _print_staging(staging)
+
+
+def _staging(app, backend, user: str | None, task: str | None) -> dict[str, Any] | None:
+    """With tape sites configured: stage-in requests per state, and the transfers from tape
+    sites in flight and waiting per link (every worker's; left out for a user's token, which
+    may not read those counts). None without tape sites."""
+    from aso.errors import ForbiddenError
+
+    tape = sorted(name for name, site in app.config.sites.items() if getattr(site, "tape", False))
+    if not tape:
+        return None
+    per_state: dict[str, int] = defaultdict(int)
+    for r in backend.statistics(user=user, task=task, request_type="stagein"):
+        per_state[r["transfer_state"]] += r["count"]
+    stagein = {s.name: per_state[s.name] for s in TransferState if per_state.get(s.name)}
+    from_tape: list[dict[str, Any]] | None = None
+    if task is None:  # the throttling counts are per user and link, not per task
+        try:
+            counts = backend.throttle_counts()
+        except ForbiddenError:
+            counts = None
+        if counts is not None:
+            links: dict[tuple[str, str], list[int]] = defaultdict(lambda: [0, 0])
+            for i, table in enumerate((counts.inflight, counts.waiting)):
+                for (u, src, dst), n in table.items():
+                    # source == destination at a tape site is a stage-in, counted above
+                    if src in tape and dst != src and user in (None, u):
+                        links[(src, dst)][i] += n
+            from_tape = [{"source": s, "destination": d, "in_flight": f, "waiting": w}
+                         for (s, d), (f, w) in sorted(links.items())]
+    return {"tape_sites": tape, "stagein": stagein, "from_tape": from_tape}
+
+
+def _print_staging(staging: dict[str, Any]) -> None:
+    stagein = staging["stagein"]
+    console.print(f"tape sites: {', '.join(staging['tape_sites'])}; stage-in requests: "
+                  + (", ".join(f"{n} {state}" for state, n in stagein.items()) if stagein else "none"))
+    if staging["from_tape"] is None:
+        return
+    if not staging["from_tape"]:
+        console.print("no transfers from tape sites in flight")
+        return
+    table = Table(title="transfers from tape sites")
+    for name in ("source", "destination", "in flight", "waiting"):
+        table.add_column(name, justify="right" if name in ("in flight", "waiting") else "left", no_wrap=True)
+    for e in staging["from_tape"]:
+        table.add_row(e["source"], e["destination"], str(e["in_flight"]), str(e["waiting"]))
+    console.print(table)
 
 
 def _print_counts(rows: list[dict[str, Any]]) -> None:

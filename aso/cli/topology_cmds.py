@@ -28,10 +28,10 @@ def topology(ctx: click.Context, app: AppContext, as_json: bool) -> None:
         echo_json(data)
         return
     sites = Table(title=f"sites (hop penalty {data['hop_penalty']}, at most {data['max_hops']} hop(s) per path)")
-    for column in ("site", "multihop", "penalty", "max in", "max out", "fts"):
+    for column in ("site", "tape", "multihop", "penalty", "max in", "max out", "fts"):
         sites.add_column(column, overflow="fold")
     for s in data["sites"]:
-        sites.add_row(s["name"], "yes" if s["available_for_multihop"] else "no", str(s["hop_penalty"]),
+        sites.add_row(s["name"], "yes" if s["tape"] else "no", "yes" if s["available_for_multihop"] else "no", str(s["hop_penalty"]),
                       _limit(s["max_incoming"]), _limit(s["max_outgoing"]), s["fts"])
     links = Table(title="links")
     for column in ("source", "destination", "distance", "endpoint", "tool", "max files", "origin"):

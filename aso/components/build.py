@@ -15,7 +15,7 @@ from typing import Any
 log = logging.getLogger("aso.build")
 
 #: the components in the order cron runs them
-COMPONENTS = ("transfer", "monitor", "reporter", "publisher", "retry-manager")
+COMPONENTS = ("transfer", "stager", "monitor", "reporter", "publisher", "retry-manager")
 
 Progress = Callable[[int, int], None]
 
@@ -104,13 +104,14 @@ class ComponentPass:
 
             return lambda progress: run_monitor(proxies, tools, settings, progress)
         backend = self.backend()
-        if self.name == "transfer":
-            from aso.components.transfer import run_transfer
+        if self.name in ("transfer", "stager"):
+            from aso.components.transfer import run_stager, run_transfer
 
             topologies = TopologySource(config)
+            run = run_transfer if self.name == "transfer" else run_stager
 
             def transfer_pass(progress):
-                return run_transfer(backend, proxies, tools, topologies(), settings, progress)
+                return run(backend, proxies, tools, topologies(), settings, progress)
 
             return transfer_pass
         from aso.components.retry_manager import run_retry_manager
@@ -154,7 +155,7 @@ class TopologySource:
 
 def build_pass(name: str, config: Any, backend: Any = None, *, catalog: Any = None, proxies: Any = None,
                tools: Any = None) -> ComponentPass:
-    """The pass of component ``name`` (``transfer``, ``monitor``, ``reporter``,
+    """The pass of component ``name`` (``transfer``, ``stager``, ``monitor``, ``reporter``,
     ``publisher``, ``retry-manager``) as ``config`` describes it; the backend, catalog,
     proxy source and tool factory may be given (the demo shares one backend and catalog),
     else they come from the configuration."""

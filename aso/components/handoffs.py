@@ -61,6 +61,11 @@ class Chunk:
     transfers: list[Transfer]
     #: the sites of a multi-hop path ("A>B>C"); '' for a chunk of direct transfers
     path: str = ""
+    #: FTS3's bring_online and copy_pin_lifetime of the job (seconds; 0 or less: not sent):
+    #: set for a chunk from a tape site and for stage-in chunks, decided when the chunk is
+    #: cut, so a replay submits the job as it was first meant
+    bring_online: int = 0
+    copy_pin_lifetime: int = 0
 
     @property
     def multihop(self) -> bool:
@@ -83,6 +88,9 @@ class Chunk:
         doc = {"sid": self.sid, "endpoint": self.endpoint, "transfers": [asdict(t) for t in self.transfers]}
         if self.path:  # only then: a direct chunk is written as before paths existed
             doc["path"] = self.path
+        if self.bring_online > 0:  # likewise: a disk chunk is written as before tape existed
+            doc["bring_online"] = self.bring_online
+            doc["copy_pin_lifetime"] = self.copy_pin_lifetime
         return doc
 
     @classmethod
@@ -98,8 +106,11 @@ class Chunk:
         path = doc.get("path", "")
         if not isinstance(path, str):
             raise HandoffShapeError("a chunk's 'path' must be a string")
+        staging = [doc.get(k, 0) for k in ("bring_online", "copy_pin_lifetime")]
+        if not all(isinstance(v, int) and not isinstance(v, bool) for v in staging):
+            raise HandoffShapeError("a chunk's 'bring_online' and 'copy_pin_lifetime' must be integers")
         return cls(doc["sid"], doc["endpoint"],
-                   [Transfer(**{k: t[k] for k in _TRANSFER_FIELDS if k in t}) for t in transfers], path)
+                   [Transfer(**{k: t[k] for k in _TRANSFER_FIELDS if k in t}) for t in transfers], path, *staging)
 
 
 @dataclass
@@ -278,4 +289,4 @@ class ReporterEntry:
 
 #: the record each sandbox kind holds
 RECORDS: dict[str, type[SubmitRecord] | type[MonitorEntry] | type[ReporterEntry]] = {
-    "submit": SubmitRecord, "monitor": MonitorEntry, "reporter": ReporterEntry}
+    "submit": SubmitRecord, "stage": SubmitRecord, "monitor": MonitorEntry, "reporter": ReporterEntry}

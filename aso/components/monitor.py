@@ -130,7 +130,9 @@ class MonitorPass:
                 expired = None
                 if age > self.settings.job_timeout:
                     expired = f"abandoned: FTS job {result.job_id} unfinished {int(age)} s after submission (monitor.job_timeout {self.settings.job_timeout} s)"
-                elif idle > self.settings.file_timeout and not new:
+                elif idle > self.settings.file_timeout and not new and not result.staging:
+                    # (a tape recall may take hours without a file finishing: FTS times
+                    # it out at bring_online, so only job_timeout bounds a staging job)
                     expired = f"abandoned: no file of FTS job {result.job_id} finished for {int(idle)} s (monitor.file_timeout {self.settings.file_timeout} s)"
                 if expired:
                     summary.timed_out_jobs += 1

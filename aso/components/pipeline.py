@@ -19,7 +19,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Generic, TypeVar
 
+from aso.components.handoffs import Chunk
 from aso.components.retry_policy import RetryPolicy
+from aso.components.staging import StagingSettings
 from aso.errors import BackendUnavailable
 from aso.sandbox import Sandbox
 from aso.transfertools import JobOptions, TransferTool
@@ -54,6 +56,8 @@ class PipelineSettings:
     #: with a receiver, the monitor polls only jobs with no news for this many seconds
     #: (0: every job at every pass)
     poll_after: int = 0
+    #: [staging]: bring_online and copy_pin_lifetime of jobs from tape and of stage-ins
+    staging: StagingSettings = field(default_factory=StagingSettings)
 
     @classmethod
     def from_config(cls, config) -> PipelineSettings:
@@ -69,6 +73,7 @@ class PipelineSettings:
             file_timeout=mon.file_timeout,
             reporter_threads=rep.threads,
             poll_after=mon.poll_after if config.receiver.brokers else 0,
+            staging=StagingSettings.from_config(config),
             retry=RetryPolicy.for_transfers(config),
             cooloff=rm.cooloff,
             stuck_after=rm.stuck_after,
@@ -85,10 +90,12 @@ class PipelineSettings:
             ),
         )
 
-    def options_for(self, user: str) -> JobOptions:
+    def options_for(self, user: str, chunk: Chunk | None = None) -> JobOptions:
         """A user's job options: the job metadata names the user, so that a completion
-        message (which carries it) leads the receiver to the user's monitor entry."""
-        return dataclasses.replace(self.job_options, metadata={**self.job_options.metadata, "user": user})
+        message (which carries it) leads the receiver to the user's monitor entry; a
+        chunk from tape (or a stage-in chunk) adds its bring_online and copy_pin_lifetime."""
+        staging = {"bring_online": chunk.bring_online, "copy_pin_lifetime": chunk.copy_pin_lifetime} if chunk else {}
+        return dataclasses.replace(self.job_options, metadata={**self.job_options.metadata, "user": user}, **staging)
 
     def sandbox(self, kind: str) -> Sandbox:
         return Sandbox(self.sandbox_root, kind)

@@ -20,10 +20,12 @@ import logging
 import time
 from collections import defaultdict
 from collections.abc import Callable
+from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field
 
 from aso.components.handoffs import MonitorEntry
 from aso.components.pipeline import PipelineSettings, ToolCache, ToolFactory
+from aso.components.transfer import LOCKS, SUBMIT_BOXES
 from aso.errors import AsoError
 from aso.locking import LockHeld, component_lock
 from aso.state import StateBackend, TransferUpdate
@@ -68,6 +70,10 @@ class RetryManagerPass:
         self.tools = ToolCache(tools)
         self.settings = settings
 
+    def _pending_submissions(self) -> set[str]:
+        """Rows the write-ahead records of aso transfer and aso stager name."""
+        return set().union(*(self._named_in(box) for box in SUBMIT_BOXES.values()))
+
     def _named_in(self, kind: str) -> set[str]:
         box = self.settings.sandbox(kind)
         ids: set[str] = set()
@@ -85,7 +91,7 @@ class RetryManagerPass:
         # submission, or FTS unreachable when it tried), whatever FTS job an earlier attempt
         # left in tm_fts_id: the transfer component's replay leaves it out, records the job
         # its chunk went to (the row stays KILL) and cancels it there; this waits for that.
-        pending = self._named_in("submit")
+        pending = self._pending_submissions()
         by_job: dict[tuple[str, str, str], list[dict]] = defaultdict(list)
         killed: list[str] = []
         waiting = 0
@@ -224,17 +230,20 @@ class RetryManagerPass:
         """ACQUIRED rows no write-ahead record names go back to NEW. Done while holding the
         transfer component's lock: a transfer pass running now could be writing a record for
         these very rows between our reading the records and releasing them, and the released
-        rows would then be submitted twice."""
+        rows would then be submitted twice. The stager's lock too: it acquires and records
+        stage-in rows the same way."""
         if self.settings.lock_dir is None:
             return
         try:
-            with component_lock(self.settings.lock_dir, "transfer"):
-                pending = self._named_in("submit")
+            with ExitStack() as locks:
+                for name in LOCKS.values():
+                    locks.enter_context(component_lock(self.settings.lock_dir, name))
+                pending = self._pending_submissions()
                 release = [r["tm_id"] for r in acquired if r["tm_id"] not in pending]
                 if release:
                     summary.released = self.backend.release_transfers(release)
         except LockHeld:
-            log.info("a transfer pass is running: stuck ACQUIRED rows are looked at next pass")
+            log.info("a transfer or stager pass is running: stuck ACQUIRED rows are looked at next pass")
             return
         if summary.released:
             log.warning("%d row(s) ACQUIRED for more than %d s with no submission record went back to NEW",

@@ -27,6 +27,11 @@ direct route goes to its link's endpoint; a multi-hop route makes the row a chun
 own, one FTS multihop job with a transfer per hop (all carrying the row id), recorded with
 the row's path (``tm_path``). A row no path reaches goes RETRY or FAILED (the retry policy)
 with a reason starting ``NO_PATH:``.
+
+Tape (:mod:`aso.components.staging`): a chunk whose source is a tape site carries
+bring_online and copy_pin_lifetime. ``aso stager`` is this pass over stage-in rows only
+(``kind`` 'stagein'): staging-only chunks per site, its own write-ahead records (``stage/``)
+and lock; ``aso transfer`` acquires every other row and never a stage-in.
 """
 
 from __future__ import annotations
@@ -41,6 +46,7 @@ from dataclasses import asdict, dataclass, field
 
 from aso.components.handoffs import Chunk, MonitorEntry, SubmitRecord
 from aso.components.pipeline import GroupCommit, PipelineSettings, ToolCache, ToolFactory
+from aso.components.staging import STAGEIN_KIND, TRANSFER_KIND, StagingSettings, plan_stageins
 from aso.errors import AsoError, ConfigError
 from aso.logs import log_context
 from aso.sandbox import SandboxError
@@ -73,9 +79,13 @@ class TransferSummary:
     #: back to NEW untouched, to go once the configuration is fixed
     misconfigured: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+    #: the component whose pass this is (transfer or stager): its summary line says so
+    component: str = "transfer"
 
     def as_dict(self) -> dict:
-        return asdict(self)
+        doc = asdict(self)
+        del doc["component"]  # the command says which; the JSON stays as it was
+        return doc
 
     def files_handled(self) -> int:
         """Files this pass handled (aso_pass_files): submitted to FTS, or sent to RETRY or FAILED."""
@@ -94,7 +104,7 @@ class TransferSummary:
 
     def line(self) -> str:
         skipped = f", {len(self.users_skipped)} user(s) skipped (no proxy)" if self.users_skipped else ""
-        return (f"transfer: {self.acquired} acquired{f' ({self.held} held back by limits)' if self.held else ''}, {self.files} files submitted in {self.jobs} FTS jobs for "
+        return (f"{self.component}: {self.acquired} acquired{f' ({self.held} held back by limits)' if self.held else ''}, {self.files} files submitted in {self.jobs} FTS jobs for "
                 f"{self.users} user(s), {self.replayed} interrupted submission(s) completed, {self.retry} to retry, "
                 f"{self.failed} failed{skipped}"
                 + (f"; {self.no_path} with no path between their sites (NO_PATH)" if self.no_path else "")
@@ -148,11 +158,15 @@ class Plan:
 
 
 def plan_chunks(rows: Iterable[dict], topology: Topology, max_files_per_job: int,
-                new_sid: Callable[[], str] = lambda: uuid.uuid4().hex) -> Plan:
+                new_sid: Callable[[], str] = lambda: uuid.uuid4().hex,
+                staging: StagingSettings | None = None) -> Plan:
     """Cut rows into chunks, one FTS job each: direct rows grouped per link (source site,
     destination site, endpoint) in chunks of at most ``max_files_per_job``; every multi-hop
     row a chunk of its own (one FTS multihop job per path, as Rucio submits them). The
-    route of a site pair is chosen once (the topology caches it for the pass)."""
+    route of a site pair is chosen once (the topology caches it for the pass). A chunk
+    whose source (a path's first hop's source: a tape site is never intermediate) is a
+    tape site carries ``staging``'s bring_online and copy_pin_lifetime."""
+    staging = staging or StagingSettings()
     plan = Plan()
     by_link: dict[tuple[str, str, str], list[Transfer]] = defaultdict(list)
     multihop: list[Chunk] = []
@@ -170,12 +184,14 @@ def plan_chunks(rows: Iterable[dict], topology: Topology, max_files_per_job: int
             plan.bad.append((row, str(exc)))
             continue
         if route.is_multihop:
-            multihop.append(Chunk(new_sid(), route.endpoint, transfers, route.path.text()))
+            multihop.append(Chunk(new_sid(), route.endpoint, transfers, route.path.text(),
+                                  *staging.for_source(topology.site(route.path.sites[0]))))
         else:
             by_link[(row["tm_source"], row["tm_destination"], route.endpoint)].extend(transfers)
     plan.chunks = [
-        Chunk(new_sid(), endpoint, transfers[i:i + max_files_per_job])
-        for (_, _, endpoint), transfers in sorted(by_link.items())
+        Chunk(new_sid(), endpoint, transfers[i:i + max_files_per_job], "",
+              *staging.for_source(topology.site(source)))
+        for (source, _, endpoint), transfers in sorted(by_link.items())
         for i in range(0, len(transfers), max_files_per_job)
     ] + multihop
     return plan
@@ -210,14 +226,30 @@ def _rows(item: _Pending) -> int:
     return sum(len(c.ids()) for c, _ in item.batch.submitted) + sum(len(c.ids()) for c, _ in item.batch.refused)
 
 
+#: the write-ahead records of each kind of pass: a transfer pass and a stager pass run at
+#: the same time, under their own locks, and each replays only its own records
+SUBMIT_BOXES = {TRANSFER_KIND: "submit", STAGEIN_KIND: "stage"}
+#: the lock of each kind of pass (the component's name)
+LOCKS = {TRANSFER_KIND: "transfer", STAGEIN_KIND: "stager"}
+
+
 class TransferPass:
-    def __init__(self, backend: StateBackend, proxies, tools: ToolFactory, topology: Topology, settings: PipelineSettings):
+    """One pass of ``aso transfer`` (``kind`` 'transfer': output and log rows) or of
+    ``aso stager`` (``kind`` 'stagein': stage-in rows, staging-only jobs). The kinds share
+    everything but what they acquire, how rows become chunks and their write-ahead
+    records, as Rucio's stager is its submitter restricted to STAGEIN requests."""
+
+    def __init__(self, backend: StateBackend, proxies, tools: ToolFactory, topology: Topology, settings: PipelineSettings,
+                 kind: str = TRANSFER_KIND):
+        if kind not in SUBMIT_BOXES:
+            raise ValueError(f"unknown kind of pass {kind!r} (one of {', '.join(SUBMIT_BOXES)})")
+        self.kind = kind
         self.backend = backend
         self.proxies = proxies
         self.tools = ToolCache(tools)
         self.topology = topology
         self.settings = settings
-        self.submit_box = settings.sandbox("submit")
+        self.submit_box = settings.sandbox(SUBMIT_BOXES[kind])
         self.monitor_box = settings.sandbox("monitor")
         self._group: GroupCommit | None = None
         #: endpoints found unreachable during this pass (set.add is atomic under the GIL)
@@ -242,7 +274,8 @@ class TransferPass:
                 tool = self.tools.delegated(chunk.endpoint, user, proxy, self.settings)
                 live = chunk.live(dead)
                 if live:
-                    job_id = tool.submit(live, self.settings.options_for(user), chunk.sid, multihop=chunk.multihop)
+                    job_id = tool.submit(live, self.settings.options_for(user, chunk), chunk.sid,
+                                         multihop=chunk.multihop)
                     # one line per FTS job (not per file): where a file's trail through the logs starts
                     # (a multihop job's transfers are the hops of one file)
                     files = 1 if chunk.multihop else len(live)
@@ -429,7 +462,8 @@ class TransferPass:
 
     def _run_user(self, user: str, pending: set[str]) -> _UserResult:
         result = _UserResult()
-        rows = [r for r in self.backend.acquired_transfers(user, self.settings.acquire_limit) if r["tm_id"] not in pending]
+        rows = [r for r in self.backend.acquired_transfers(user, self.settings.acquire_limit, request_type=self.kind)
+                if r["tm_id"] not in pending]
         if not rows:
             return result
         proxy = self._proxy(user)
@@ -437,7 +471,10 @@ class TransferPass:
             result.skipped = True
             return result
         rows_by_id = {row["tm_id"]: row for row in rows}
-        plan = plan_chunks(rows, self.topology, self.settings.max_files_per_job)
+        if self.kind == STAGEIN_KIND:
+            plan = plan_stageins(rows, self.topology, self.settings.max_files_per_job, self.settings.staging)
+        else:
+            plan = plan_chunks(rows, self.topology, self.settings.max_files_per_job, staging=self.settings.staging)
         if plan.unconfigured:
             # This host's configuration lacks a site the rows name: not the rows' fault, so
             # they go back to NEW untouched and the pass says what to fix (exit 2).
@@ -475,13 +512,15 @@ class TransferPass:
         return result
 
     def run(self, progress: Callable[[int, int], None] | None = None) -> TransferSummary:
-        summary = TransferSummary()
+        summary = TransferSummary(component=LOCKS[self.kind])
         try:
             summary.replayed = self.replay(summary)
-            users = self.backend.active_users()
-            # the limits of the same topology the pass routes over (both re-read together)
-            limits = ThrottleLimits.from_topology(self.topology)
-            acquired = self.backend.acquire_transfers(users, self.settings.acquire_limit, limits) if users else 0
+            users = self.backend.active_users(request_type=self.kind)
+            # the limits of the same topology the pass routes over (both re-read together);
+            # a stage-in copies nothing over a link: not throttled, as Rucio's stager
+            limits = ThrottleLimits.from_topology(self.topology) if self.kind == TRANSFER_KIND else None
+            acquired = (self.backend.acquire_transfers(users, self.settings.acquire_limit, limits,
+                                                       request_type=self.kind) if users else 0)
             summary.acquired, summary.held = int(acquired), getattr(acquired, "held", 0)
             pending = self.pending_ids()
             users = sorted(set(users))
@@ -525,3 +564,9 @@ def run_transfer(backend: StateBackend, proxies, tools: ToolFactory, topology: T
     """One ``aso transfer`` pass over ``topology`` (the configuration's sites, links and
     routes: :meth:`aso.config.Config.topology`)."""
     return TransferPass(backend, proxies, tools, topology, settings).run(progress)
+
+
+def run_stager(backend: StateBackend, proxies, tools: ToolFactory, topology: Topology, settings: PipelineSettings,
+               progress: Callable[[int, int], None] | None = None) -> TransferSummary:
+    """One ``aso stager`` pass: the transfer pass over stage-in rows only."""
+    return TransferPass(backend, proxies, tools, topology, settings, STAGEIN_KIND).run(progress)

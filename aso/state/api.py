@@ -21,6 +21,7 @@ from aso.state.namespaces import Namespaces
 from aso.state.operations import PASS_COLUMNS, THROTTLE_COLUMNS
 from aso.state.params import Params, blank_to_none, parse_flag, parse_json_body
 from aso.state.records import TRANSFER_COLUMNS, PassRecord, PublicationUpdate, TransferUpdate
+from aso.state.requests import request_type
 from aso.state.schema import TASK_COLUMNS
 from aso.state.store import Store
 from aso.topology.throttle import ThrottleLimits
@@ -94,10 +95,12 @@ class Api:
     # filetransfers: the pipeline
     def acquire_transfers(self, p: Params, who: Identity) -> Any:
         worker = self._worker(p)
-        users = p.getlist("username") or p.getlist("users") or self.store.active_users(worker=worker)
+        kind = request_type(p.get("request_type"))
+        users = (p.getlist("username") or p.getlist("users")
+                 or self.store.active_users(worker=worker, request_type=kind))
         limit = p.integer("limit", 1000)
         limits = _limits(p.get("limits"))
-        acquired = self.store.acquire_transfers(users, limit, worker=worker, limits=limits)
+        acquired = self.store.acquire_transfers(users, limit, worker=worker, limits=limits, request_type=kind)
         return {"result": [{"modified": int(acquired), "held": acquired.held}]}
 
     def throttle_counts(self, p: Params, who: Identity) -> Any:
@@ -120,11 +123,12 @@ class Api:
 
     def acquired_transfers(self, p: Params, who: Identity) -> Any:
         worker = self._worker(p)
-        rows = self.store.acquired_transfers(p.get("username"), p.integer("limit", 1000), worker=worker)
+        rows = self.store.acquired_transfers(p.get("username"), p.integer("limit", 1000), worker=worker,
+                                             request_type=request_type(p.get("request_type")))
         return _table(TRANSFER_COLUMNS, rows)
 
     def active_users(self, p: Params, who: Identity) -> Any:
-        users = self.store.active_users(worker=self._worker(p))
+        users = self.store.active_users(worker=self._worker(p), request_type=request_type(p.get("request_type")))
         return _table(["username"], [{"username": u} for u in users])
 
     def update_transfers(self, p: Params, who: Identity) -> Any:
@@ -232,7 +236,8 @@ class Api:
 
     # reads
     def statistics(self, p: Params, who: Identity) -> Any:
-        rows = self.store.statistics(user=p.get("username"), task=p.get("taskname"), owner=who.owner_filter)
+        rows = self.store.statistics(user=p.get("username"), task=p.get("taskname"), owner=who.owner_filter,
+                                     request_type=request_type(p.get("request_type")))
         return _table(["username", "taskname", "transfer_state", "publication_state", "count"], rows)
 
     def grouped_publish_statistics(self, p: Params, who: Identity) -> Any:

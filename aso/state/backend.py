@@ -64,23 +64,29 @@ class StateBackend(ABC):
         """Rows filtered by user, task and transfer states, oldest first."""
 
     @abstractmethod
-    def statistics(self, *, user: str | None = None, task: str | None = None) -> list[dict[str, Any]]:
-        """Counts: [{"username", "taskname", "transfer_state", "publication_state", "count"}]."""
+    def statistics(self, *, user: str | None = None, task: str | None = None,
+                   request_type: str | None = None) -> list[dict[str, Any]]:
+        """Counts: [{"username", "taskname", "transfer_state", "publication_state", "count"}]
+        (with ``request_type``, of rows of that kind only, as :meth:`active_users`)."""
 
     # -- the transfer pipeline -----------------------------------------------------------
     @abstractmethod
-    def active_users(self) -> list[str]:
-        """Users with NEW rows nobody owns, or ACQUIRED rows owned by this worker."""
+    def active_users(self, *, request_type: str | None = None) -> list[str]:
+        """Users with NEW rows nobody owns, or ACQUIRED rows owned by this worker; with
+        ``request_type``, counting only rows of that kind ('transfer': output and log rows,
+        what aso transfer submits; 'stagein': stage-in rows, aso stager's)."""
 
     @abstractmethod
-    def acquire_transfers(self, users: list[str], limit: int, limits: ThrottleLimits | None = None) -> int:
+    def acquire_transfers(self, users: list[str], limit: int, limits: ThrottleLimits | None = None, *,
+                          request_type: str | None = None) -> int:
         """NEW rows with no worker → ACQUIRED by this worker, at most ``limit`` per user,
         oldest first. Safe against concurrent acquirers (no row is acquired twice).
         With ``limits``, only as many rows per (user, source, destination) as the sites and
         links have room for, counting every worker's files in flight (ACQUIRED, SUBMITTED),
         shared fairly between users (:func:`aso.topology.throttle.allocate`); the oldest of
         each group first. Returns the number acquired (an :class:`~aso.state.records.Acquired`
-        whose ``held`` counts the rows left waiting on a full site or link)."""
+        whose ``held`` counts the rows left waiting on a full site or link). With
+        ``request_type``, only rows of that kind (as :meth:`active_users`)."""
 
     @abstractmethod
     def throttle_counts(self) -> ThrottleCounts:
@@ -88,8 +94,10 @@ class StateBackend(ABC):
         destination), every worker's: what throttling reckons with (status)."""
 
     @abstractmethod
-    def acquired_transfers(self, user: str | None = None, limit: int = 10000) -> list[dict[str, Any]]:
-        """ACQUIRED rows of this worker (optionally one user), at most ``limit`` (exact)."""
+    def acquired_transfers(self, user: str | None = None, limit: int = 10000, *,
+                           request_type: str | None = None) -> list[dict[str, Any]]:
+        """ACQUIRED rows of this worker (optionally one user; with ``request_type``, of that
+        kind only, as :meth:`active_users`), at most ``limit`` (exact)."""
 
     @abstractmethod
     def update_transfers(self, updates: list[TransferUpdate]) -> UpdateResult:

@@ -32,20 +32,21 @@ class LocalBackend(StateBackend):
     def list_transfers(self, *, user=None, task=None, states=None, limit: int = 10000) -> list[dict[str, Any]]:
         return self.store.list_transfers(user=user, task=task, states=states, limit=limit)
 
-    def statistics(self, *, user=None, task=None) -> list[dict[str, Any]]:
-        return self.store.statistics(user=user, task=task)
+    def statistics(self, *, user=None, task=None, request_type: str | None = None) -> list[dict[str, Any]]:
+        return self.store.statistics(user=user, task=task, request_type=request_type)
 
-    def active_users(self) -> list[str]:
-        return self.store.active_users(worker=self.worker)
+    def active_users(self, *, request_type: str | None = None) -> list[str]:
+        return self.store.active_users(worker=self.worker, request_type=request_type)
 
-    def acquire_transfers(self, users: list[str], limit: int, limits: ThrottleLimits | None = None) -> int:
-        return self.store.acquire_transfers(users, limit, worker=self.worker, limits=limits)
+    def acquire_transfers(self, users: list[str], limit: int, limits: ThrottleLimits | None = None, *,
+                          request_type: str | None = None) -> int:
+        return self.store.acquire_transfers(users, limit, worker=self.worker, limits=limits, request_type=request_type)
 
     def throttle_counts(self) -> ThrottleCounts:
         return self.store.throttle_counts()
 
-    def acquired_transfers(self, user=None, limit: int = 10000) -> list[dict[str, Any]]:
-        return self.store.acquired_transfers(user, limit, worker=self.worker)
+    def acquired_transfers(self, user=None, limit: int = 10000, *, request_type: str | None = None) -> list[dict[str, Any]]:
+        return self.store.acquired_transfers(user, limit, worker=self.worker, request_type=request_type)
 
     def update_transfers(self, updates: list[TransferUpdate]) -> UpdateResult:
         return self.store.update_transfers(updates, worker=self.worker)

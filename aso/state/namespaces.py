@@ -9,7 +9,8 @@ injected row, before anything is written:
   the namespace of the user the row names;
 - a **user** injects only rows of their own ``username``, whose source LFN lies in one of
   their source areas and whose destination LFN lies under one of their destination
-  prefixes, into tasks that are theirs.
+  prefixes, into tasks that are theirs (a stage-in's one LFN only under a destination
+  prefix: it stages a file the user already stores).
 
 Every refusal is a :class:`~aso.errors.ForbiddenError` naming the field and the rule.
 """
@@ -80,7 +81,9 @@ class Namespaces:
         if who.role == "user" and user != who.name:
             raise ForbiddenError(f"{where}.username: {who.name} may inject only its own transfers, not {user}'s")
         sources = self.sources_of(user)
-        if not any(validate.lfn_under(row["tm_source_lfn"], a) for a in sources):
+        # A stage-in brings one of the user's own stored files online in place: its LFN (source
+        # and destination alike) must lie under the user's destination areas, not in a temporary one.
+        if row.get("tm_type") != "stagein" and not any(validate.lfn_under(row["tm_source_lfn"], a) for a in sources):
             raise ForbiddenError(f"{where}.source_lfn: must lie in {' or '.join(sources)} (followed by '/' or '.')")
         destinations = self.destinations_of(user)
         if not any(validate.lfn_under(row["tm_destination_lfn"], a) for a in destinations):

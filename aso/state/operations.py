@@ -77,7 +77,9 @@ TRANSFER_REQUEST = {
         "publish": FLAG,
         "job_id": {"type": "string", "maxLength": 64},
         "job_retry_count": INT,
-        "type": {"type": "string", "enum": ["output", "log"]},
+        "type": {"type": "string", "enum": ["output", "log", "stagein"],
+                 "description": "stagein: bring the file online at a tape site in place (source = destination, "
+                                "destination_lfn = source_lfn, publish 0)"},
         "start_time": INT,
         "transfer_state": {"type": "string", "enum": ["NEW", "DONE"]},
         "max_retry": INT,
@@ -149,6 +151,9 @@ PARAMETERS: dict[str, tuple[dict[str, Any], str]] = {
     "files": (_PASS_NUMBER, "files the pass handled"),
     "failures": (_PASS_NUMBER, "errors the pass met"),
     "summary": (TEXT, "the pass's summary line"),
+    "request_type": ({"type": "string", "enum": ["transfer", "stagein"]},
+                     "only rows of this kind: 'transfer' (output and log rows, aso transfer's) or 'stagein' "
+                     "(stage-in rows, aso stager's); absent: every row"),
     "limits": (THROTTLE_LIMITS, "throttling: take only what sites and links have room for (JSON only)"),
     "time_to": (INT, "seconds a RETRY row waits before going back to NEW"),
     "older_than": (INT, "seconds since the last update"),
@@ -318,7 +323,8 @@ OPERATIONS: dict[tuple[str, str, str], Operation] = {
     # filetransfers: the pipeline (service)
     ("filetransfers", "POST", "acquireTransfers"): Operation(
         "NEW rows with no worker become ACQUIRED by asoworker, oldest first, limit per user",
-        {"asoworker": True, "usernames": False, "users": False, "limit": False, "limits": False}, write(ACQUIRED),
+        {"asoworker": True, "usernames": False, "users": False, "limit": False, "limits": False,
+         "request_type": False}, write(ACQUIRED),
         notes="with limits, only what the sites and links have room for"),
     ("filetransfers", "POST", "updateTransfers"): Operation(
         "change the transfer state of rows of the worker",
@@ -348,12 +354,14 @@ OPERATIONS: dict[tuple[str, str, str], Operation] = {
     ("filetransfers", "POST", "retryPublication"): Operation(
         "publication FAILED back to NEW", _TASK_OR_IDS, write(MODIFIED), notes=_TASK_OR_IDS_NOTE),
     ("filetransfers", "GET", "acquiredTransfers"): _q(
-        "ACQUIRED rows of the worker", {"asoworker": True, "username": False, "limit": False}, table(TRANSFER_COLUMNS)),
+        "ACQUIRED rows of the worker", {"asoworker": True, "username": False, "limit": False, "request_type": False},
+        table(TRANSFER_COLUMNS)),
     ("filetransfers", "GET", "acquiredPublication"): _q(
         "publication ACQUIRED rows of the worker", {"asoworker": True, "username": False, "limit": False},
         table(TRANSFER_COLUMNS)),
     ("filetransfers", "GET", "activeUsers"): _q(
-        "users with unowned NEW rows or ACQUIRED rows of the worker", {"asoworker": True}, table(["username"])),
+        "users with unowned NEW rows or ACQUIRED rows of the worker", {"asoworker": True, "request_type": False},
+        table(["username"])),
     ("filetransfers", "GET", "stuckTransfers"): _q(
         "rows of the worker in `state` not updated for older_than seconds",
         {"asoworker": True, "state": False, "older_than": True, "limit": False}, table(TRANSFER_COLUMNS)),
@@ -370,8 +378,8 @@ OPERATIONS: dict[tuple[str, str, str], Operation] = {
     ("filetransfers", "GET", "getTransfersToKill"): _q(
         "rows in KILL, oldest first (at most 5000)", {"limit": False}, table(TRANSFER_COLUMNS)),
     ("filetransfers", "GET", "groupedTransferStatistics"): _q(
-        "row counts per user, task, transfer and publication state", {"username": False, "taskname": False},
-        table(STATISTICS_COLUMNS)),
+        "row counts per user, task, transfer and publication state",
+        {"username": False, "taskname": False, "request_type": False}, table(STATISTICS_COLUMNS)),
     ("filetransfers", "GET", "groupedPublishStatistics"): _q(
         "row counts per user, task and publication state", {"username": False, "taskname": False},
         table(PUBLISH_STATISTICS_COLUMNS)),
@@ -408,8 +416,8 @@ OPERATIONS: dict[tuple[str, str, str], Operation] = {
         "rows filtered by user, task and state",
         {"username": False, "taskname": False, "state": False, "limit": False}, table(TRANSFER_COLUMNS)),
     ("fileusertransfers", "GET", "groupedTransferStatistics"): _q(
-        "row counts per user, task, transfer and publication state", {"username": False, "taskname": False},
-        table(STATISTICS_COLUMNS)),
+        "row counts per user, task, transfer and publication state",
+        {"username": False, "taskname": False, "request_type": False}, table(STATISTICS_COLUMNS)),
     # tasks
     ("task", "GET", "search"): _q(
         "the task row (none if absent, or another user's for a user)", {"workflow": False, "taskname": False},

@@ -91,7 +91,7 @@ class KillResult:
 
 
 #: the components whose passes are recorded (the names of their commands)
-COMPONENTS = ("transfer", "monitor", "reporter", "retry-manager", "publisher", "receiver")
+COMPONENTS = ("transfer", "stager", "monitor", "reporter", "retry-manager", "publisher", "receiver")
 HOST_RE = re.compile(r"^[A-Za-z0-9_.-]{1,255}$")
 #: the largest time (and count) a pass record takes: year 2286 in epoch milliseconds, far
 #: inside every column's range and exact as a float of seconds

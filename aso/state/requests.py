@@ -21,6 +21,35 @@ DEFAULT_MAX_RETRY = 3
 MAX_RETRY_LIMIT = 1000
 
 
+#: ``tm_type`` values: a job's output, its log, or a stage-in (bring a file online from tape)
+TYPES = ("output", "log", "stagein")
+STAGEIN = "stagein"
+#: what a pipeline pass acquires (``request_type``): ordinary transfers (output and log
+#: rows: aso transfer) or stage-ins (aso stager); None (no filter) takes both
+REQUEST_TYPES = ("transfer", "stagein")
+
+
+def request_type(value: Any, field: str = "request_type") -> str | None:
+    """A pass's ``request_type`` filter (None or '' when absent), or a ValidationError."""
+    if value in (None, ""):
+        return None
+    if value not in REQUEST_TYPES:
+        raise ValidationError(field, f"expected 'transfer' or 'stagein', got {str(value)[:100]!r}")
+    return value
+
+
+def _check_stagein(req: dict, publish: int, f) -> None:
+    """What the state server can check of a stage-in (it does not know which sites are tape;
+    ``aso stager`` fails a row whose site is not): one site, one LFN, nothing to publish."""
+    if req["destination"] != req["source"]:
+        raise ValidationError(f("destination"), f"a stage-in stages a file in place: must be the source site "
+                                                f"{str(req['source'])[:100]!r}, got {str(req['destination'])[:100]!r}")
+    if req["destination_lfn"] != req["source_lfn"]:
+        raise ValidationError(f("destination_lfn"), "a stage-in stages a file in place: must be source_lfn")
+    if publish:
+        raise ValidationError(f("publish"), "a stage-in publishes nothing: must be 0")
+
+
 def transfer_row(
     i: int, req: Any, now: int, max_retry: int = DEFAULT_MAX_RETRY, publication_max_retry: int = DEFAULT_MAX_RETRY
 ) -> dict[str, Any]:
@@ -50,8 +79,10 @@ def transfer_row(
     if publish not in (0, 1):
         raise ValidationError(f("publish"), f"expected 0 or 1, got {publish!r}")
     kind = req.get("type", "output")
-    if kind not in ("output", "log"):
-        raise ValidationError(f("type"), f"expected 'output' or 'log', got {kind!r}")
+    if kind not in TYPES:
+        raise ValidationError(f("type"), f"expected 'output', 'log' or 'stagein', got {kind!r}")
+    if kind == STAGEIN:
+        _check_stagein(req, publish, f)
     state = T.parse(req.get("transfer_state", "NEW"), f("transfer_state"))
     if state not in (T.NEW, T.DONE):
         raise ValidationError(f("transfer_state"), "a new transfer is NEW, or DONE for a direct stage-out")

@@ -36,6 +36,7 @@ from aso.state.records import (
     TransferUpdate,
     UpdateResult,
 )
+from aso.state.requests import request_type as _request_type
 from aso.state.requests import transfer_row
 from aso.state.states import PublicationState, TransferState
 from aso.topology.throttle import ThrottleCounts, ThrottleLimits
@@ -229,17 +230,22 @@ class RestBackend(StateBackend):
             state=[_name(s) for s in states] if states else None, limit=limit,
         )
 
-    def statistics(self, *, user=None, task=None) -> list[dict[str, Any]]:
-        return self._get_rows("filetransfers", "groupedTransferStatistics", username=user, taskname=task)
+    def statistics(self, *, user=None, task=None, request_type: str | None = None) -> list[dict[str, Any]]:
+        return self._get_rows("filetransfers", "groupedTransferStatistics", username=user, taskname=task,
+                              request_type=_request_type(request_type))
 
     # -- pipeline ------------------------------------------------------------------------
-    def active_users(self) -> list[str]:
-        return [r["username"] for r in self._get_rows("filetransfers", "activeUsers", asoworker=self.worker)]
+    def active_users(self, *, request_type: str | None = None) -> list[str]:
+        return [r["username"] for r in self._get_rows("filetransfers", "activeUsers", asoworker=self.worker,
+                                                      request_type=_request_type(request_type))]
 
-    def acquire_transfers(self, users: list[str], limit: int, limits: ThrottleLimits | None = None) -> int:
+    def acquire_transfers(self, users: list[str], limit: int, limits: ThrottleLimits | None = None, *,
+                          request_type: str | None = None) -> int:
         if not users:
             return 0
         body: dict[str, Any] = {"asoworker": self.worker, "username": list(users), "limit": limit}
+        if _request_type(request_type) is not None:
+            body["request_type"] = request_type
         if limits is not None and not limits.is_empty():
             body["limits"] = limits.to_json()
         answer = self._post("filetransfers", "acquireTransfers", **body)
@@ -255,8 +261,9 @@ class RestBackend(StateBackend):
                 counts.waiting[group] = row["waiting"]
         return counts
 
-    def acquired_transfers(self, user=None, limit: int = 10000) -> list[dict[str, Any]]:
-        return self._get_rows("filetransfers", "acquiredTransfers", asoworker=self.worker, username=user, limit=limit)
+    def acquired_transfers(self, user=None, limit: int = 10000, *, request_type: str | None = None) -> list[dict[str, Any]]:
+        return self._get_rows("filetransfers", "acquiredTransfers", asoworker=self.worker, username=user, limit=limit,
+                              request_type=_request_type(request_type))
 
     def update_transfers(self, updates: list[TransferUpdate]) -> UpdateResult:
         result = UpdateResult()

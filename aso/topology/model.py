@@ -114,7 +114,7 @@ class Topology:
         sites = [{"name": name, "prefix": site.prefix, "fts": site.fts,
                   "available_for_multihop": site.available_for_multihop, "hop_penalty": self.penalty(name),
                   "scratch": site.scratch or self.scratch, "max_incoming": site.max_incoming,
-                  "max_outgoing": site.max_outgoing}
+                  "max_outgoing": site.max_outgoing, "tape": site.tape}
                  for name, site in sorted(self.sites.items())]
         return {"hop_penalty": self.hop_penalty, "max_hops": self.max_hops, "scratch": self.scratch,
                 "sites": sites, "links": [self.links[pair].as_dict() for pair in sorted(self.links)]}

@@ -57,6 +57,11 @@ class JobOptions:
     max_time_in_queue: int = 10
     priority: int = 3
     metadata: dict[str, Any] = field(default_factory=dict)
+    #: seconds FTS may take to bring the source online from tape (FTS3's bring_online;
+    #: 0 or less: not sent, a disk source)
+    bring_online: int = 0
+    #: seconds the staged file stays pinned (FTS3's copy_pin_lifetime; 0 or less: not sent)
+    copy_pin_lifetime: int = 0
 
 
 @dataclass(frozen=True)
@@ -92,6 +97,12 @@ class JobResult:
     @property
     def terminal(self) -> bool:
         return self.state in JOB_TERMINAL
+
+    @property
+    def staging(self) -> bool:
+        """Files of the job are still being brought online from tape: FTS itself fails them
+        once the job's bring_online has passed, so the wait is not the monitor's to judge."""
+        return self.state == "STAGING" or any(f.state == "STAGING" for f in self.files)
 
 
 class TransferTool(ABC):

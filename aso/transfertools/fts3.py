@@ -162,6 +162,11 @@ class Fts3Tool(TransferTool):
             "id_generator": "deterministic",
             "sid": sid,
         }
+        # only for a tape source (or a stage-in): FTS3 stages a job that carries bring_online
+        if options.bring_online > 0:
+            params["bring_online"] = options.bring_online
+        if options.copy_pin_lifetime > 0:
+            params["copy_pin_lifetime"] = options.copy_pin_lifetime
         if multihop:  # the files are the hops, in order: FTS3 runs them one after the other
             params["multihop"] = True
             # The intermediate copies are aso's own (a scratch name per row): one an earlier

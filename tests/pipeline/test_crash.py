@@ -44,4 +44,4 @@ def test_components_killed_at_random_moments(tmp_path, pki, fts, backend_setting
     for req in requests:
         assert inst.local_path(req["destination"], req["destination_lfn"]).read_bytes() == \
             inst.local_path(req["source"], req["source_lfn"]).read_bytes()
-    assert inst.sandbox_entries() == {"monitor": 0, "reporter": 0, "submit": 0}
+    assert inst.sandbox_entries() == {"monitor": 0, "reporter": 0, "submit": 0, "stage": 0}

@@ -38,7 +38,7 @@ def test_300_files_3_users_3_links(tmp_path, pki, fts, myproxy, backend_settings
         src = inst.local_path(req["source"], req["source_lfn"])
         dst = inst.local_path(req["destination"], req["destination_lfn"])
         assert dst.read_bytes() == src.read_bytes(), dst
-    assert inst.sandbox_entries() == {"monitor": 0, "reporter": 0, "submit": 0}
+    assert inst.sandbox_entries() == {"monitor": 0, "reporter": 0, "submit": 0, "stage": 0}
     # one FTS job per user, link and chunk of at most 50: every row in exactly one job
     jobs = fts_jobs_by_row(fts.db)
     assert all(len(jobs[r["tm_id"]]) == 1 for r in rows)

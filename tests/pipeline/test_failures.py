@@ -41,7 +41,7 @@ def test_missing_source_is_retried_after_the_cooloff_then_failed(tmp_path, pki, 
     assert "No such file or directory" in failed["tm_transfer_failure_reason"]
     assert {r["tm_transfer_state"] for r in rows.values()} == {"DONE"}
     assert len(fts_jobs_by_row(fts.db)[missing_id]) == 4
-    assert inst.sandbox_entries() == {"monitor": 0, "reporter": 0, "submit": 0}
+    assert inst.sandbox_entries() == {"monitor": 0, "reporter": 0, "submit": 0, "stage": 0}
 
 
 def test_a_permanent_error_fails_at_once(tmp_path, pki, fts, backend_settings):
@@ -87,10 +87,10 @@ def test_kill_mid_transfer_cancels_in_fts_and_ends_killed(tmp_path, pki, fts, ba
         # FTS says CANCELED; the monitor and the reporter drain their sandboxes and change nothing
         for _ in range(20):
             inst.round("monitor", "reporter")
-            if inst.sandbox_entries() == {"monitor": 0, "reporter": 0, "submit": 0}:
+            if inst.sandbox_entries() == {"monitor": 0, "reporter": 0, "submit": 0, "stage": 0}:
                 break
             time.sleep(0.2)
-        assert inst.sandbox_entries() == {"monitor": 0, "reporter": 0, "submit": 0}
+        assert inst.sandbox_entries() == {"monitor": 0, "reporter": 0, "submit": 0, "stage": 0}
         assert set(inst.states().values()) == {"KILLED"}
         with sqlite3.connect(fts.db) as conn:
             assert conn.execute("SELECT job_state FROM t_job WHERE job_id = ?", (job_id,)).fetchone()[0] == "CANCELED"
@@ -131,7 +131,7 @@ def test_fts_down_during_monitor_loses_nothing(tmp_path, pki, backend_settings):
         assert set(inst.states().values()) == {"SUBMITTED"}
         fts.start()
         inst.run_until(all_in("DONE"))
-        assert inst.sandbox_entries() == {"monitor": 0, "reporter": 0, "submit": 0}
+        assert inst.sandbox_entries() == {"monitor": 0, "reporter": 0, "submit": 0, "stage": 0}
     finally:
         fts.stop()
 
@@ -151,11 +151,11 @@ def test_fts_down_during_transfer_keeps_the_chunks_and_submits_them_once(tmp_pat
         assert summary["unreachable"] == [fts.url]
         # the first user to find it down waits out the client's retries; the others do not try
         assert sum("unreachable earlier in this pass" in e for e in summary["errors"]) == 2
-        assert inst.sandbox_entries() == {"monitor": 0, "reporter": 0, "submit": 3}  # each user's chunks, kept
+        assert inst.sandbox_entries() == {"monitor": 0, "reporter": 0, "submit": 3, "stage": 0}  # each user's chunks, kept
         assert set(inst.states().values()) == {"ACQUIRED"}
         fts.start()
         inst.run_until(all_in("DONE"))
-        assert inst.sandbox_entries() == {"monitor": 0, "reporter": 0, "submit": 0}
+        assert inst.sandbox_entries() == {"monitor": 0, "reporter": 0, "submit": 0, "stage": 0}
         jobs = fts_jobs_by_row(fts.db)
         assert all(len(jobs[r["tm_id"]]) == 1 for r in inst.rows())
         assert len({j for js in jobs.values() for j in js}) == 3 * 3  # per user: 3 files on one link, 2 on the other
@@ -199,7 +199,7 @@ def test_jobs_fts_forgot_and_jobs_past_their_timeout(tmp_path, pki, backend_sett
             timed_out = {r["tm_id"]: r for r in inst.rows()}[rows[1]["tm_id"]]
             assert timed_out["tm_transfer_state"] == "RETRY"
             assert "monitor.job_timeout" in timed_out["tm_transfer_failure_reason"]
-            assert inst.sandbox_entries() == {"monitor": 0, "reporter": 0, "submit": 0}
+            assert inst.sandbox_entries() == {"monitor": 0, "reporter": 0, "submit": 0, "stage": 0}
         finally:
             storage.behaviour.gate.set()
             fts.stop()

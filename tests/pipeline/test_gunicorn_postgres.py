@@ -74,4 +74,4 @@ def test_two_hosts_on_gunicorn_and_postgresql(tmp_path, pki, fts, postgres_url):
         catalog.close()
     assert published == Counter(r["destination_lfn"] for r in requests)
     for host in (host_a, host_b):
-        assert host.sandbox_entries() == {"monitor": 0, "reporter": 0, "submit": 0}
+        assert host.sandbox_entries() == {"monitor": 0, "reporter": 0, "submit": 0, "stage": 0}

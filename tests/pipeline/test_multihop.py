@@ -64,7 +64,7 @@ def test_a_file_goes_a_b_c_as_one_multihop_job(tmp_path, pki, fts):
     assert failed["tm_transfer_state"] == "RETRY", failed
     assert failed["tm_transfer_failure_reason"].startswith(f"hop 1/2 ({A} -> {B}): "), failed
     assert "Unused hop" not in failed["tm_transfer_failure_reason"]
-    assert inst.sandbox_entries() == {"monitor": 0, "reporter": 0, "submit": 0}
+    assert inst.sandbox_entries() == {"monitor": 0, "reporter": 0, "submit": 0, "stage": 0}
     # the copy at B is removed once the last hop finished
     scratch = inst.local_path(B, f"/store/temp/aso/multihop/{good['tm_id']}/out_2.root")
     deadline = time.monotonic() + 15

@@ -117,7 +117,7 @@ def test_receiver_alone_finishes_every_file_and_shrugs_off_duplicates_and_junk(t
             inst.run_until(all_in("DONE"), rounds=60, components=("transfer", "reporter"), pause=0.3)
         finally:
             summary = receiver.stop()
-    assert len(inst.rows()) == 60 and inst.sandbox_entries() == {"monitor": 0, "reporter": 0, "submit": 0}
+    assert len(inst.rows()) == 60 and inst.sandbox_entries() == {"monitor": 0, "reporter": 0, "submit": 0, "stage": 0}
     assert summary["handed_over"] == {"FINISHED": 60}
     assert summary["malformed"] >= 1 and summary["foreign"] >= 1 and summary["duplicates"] >= 1
     log = receiver.log.read_text()
@@ -168,7 +168,7 @@ def test_broker_down_then_back_delivers_the_kept_messages_and_the_monitor_finish
     finally:
         to_fts.close()
         to_receiver.close()
-    assert len(inst.rows()) == 60 and inst.sandbox_entries() == {"monitor": 0, "reporter": 0, "submit": 0}
+    assert len(inst.rows()) == 60 and inst.sandbox_entries() == {"monitor": 0, "reporter": 0, "submit": 0, "stage": 0}
 
 
 def test_a_receiver_killed_mid_batch_loses_nothing(tmp_path, pki):
@@ -193,7 +193,7 @@ def test_a_receiver_killed_mid_batch_loses_nothing(tmp_path, pki):
             receiver.stop()
         finally:
             _drop_durable(broker, name)
-    assert len(inst.rows()) == 90 and inst.sandbox_entries() == {"monitor": 0, "reporter": 0, "submit": 0}
+    assert len(inst.rows()) == 90 and inst.sandbox_entries() == {"monitor": 0, "reporter": 0, "submit": 0, "stage": 0}
 
 
 def _drop_durable(broker: Broker, name: str) -> None:

@@ -68,7 +68,7 @@ def test_a_kill_while_the_submission_is_pending_is_not_ignored(tmp_path, pki, ba
             time.sleep(1)
             for req in requests:
                 assert not inst.local_path(req["destination"], req["destination_lfn"]).exists()
-            assert inst.sandbox_entries() == {"monitor": 0, "reporter": 0, "submit": 0}
+            assert inst.sandbox_entries() == {"monitor": 0, "reporter": 0, "submit": 0, "stage": 0}
         finally:
             storage.behaviour.gate.set()
             fts.stop()
@@ -103,7 +103,7 @@ def test_a_kill_after_fts_finished_the_copy_ends_done(tmp_path, pki, fts, backen
     # the reporter recorded nothing (the rows were DONE already): its summary says so
     assert summary["states"] == {} and summary["entries"] == 1
     assert set(inst.states().values()) == {"DONE"}
-    assert inst.sandbox_entries() == {"monitor": 0, "reporter": 0, "submit": 0}
+    assert inst.sandbox_entries() == {"monitor": 0, "reporter": 0, "submit": 0, "stage": 0}
 
 
 def test_bad_sandbox_entries_are_quarantined_and_everyone_else_goes_on(tmp_path, pki, fts, backend_settings):
@@ -130,7 +130,7 @@ def test_bad_sandbox_entries_are_quarantined_and_everyone_else_goes_on(tmp_path,
         assert f"mallory/bad-{kind}" in logs
     assert (root / "reporter" / ".quarantine" / user / "a-folder.json").is_dir()
     assert "ERROR" in logs and "Traceback" not in logs
-    assert inst.sandbox_entries() == {"monitor": 0, "reporter": 0, "submit": 0}
+    assert inst.sandbox_entries() == {"monitor": 0, "reporter": 0, "submit": 0, "stage": 0}
 
 
 def test_an_unwritable_sandbox_is_one_clear_error_and_loses_nothing(tmp_path, pki, fts, backend_settings):
@@ -150,7 +150,7 @@ def test_an_unwritable_sandbox_is_one_clear_error_and_loses_nothing(tmp_path, pk
     monitor_dir.unlink()
     inst.run_until(all_in("DONE"))
     assert all(len(jobs) == 1 for jobs in fts_jobs_by_row(fts.db).values())  # submitted once
-    assert inst.sandbox_entries() == {"monitor": 0, "reporter": 0, "submit": 0}
+    assert inst.sandbox_entries() == {"monitor": 0, "reporter": 0, "submit": 0, "stage": 0}
 
 
 def test_max_retry_zero_is_not_read_as_missing(tmp_path, pki, fts, backend_settings):

@@ -49,6 +49,6 @@ def test_files_move_between_two_xrootd_sites(tmp_path, pki, fts):
             for lfn, data in blobs.items():
                 assert (dest.root / lfn.lstrip("/")).read_bytes() == data, lfn
             assert not list(dest.root.rglob("*.part"))
-            assert inst.sandbox_entries() == {"monitor": 0, "reporter": 0, "submit": 0}
+            assert inst.sandbox_entries() == {"monitor": 0, "reporter": 0, "stage": 0, "submit": 0}
     finally:
         service.stop()

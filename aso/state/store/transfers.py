@@ -24,7 +24,8 @@ from sqlalchemy import (
 from aso import validate
 from aso.errors import TransitionError, ValidationError
 from aso.state.records import Acquired, TransferUpdate, UpdateResult
-from aso.state.requests import MAX_RETRY_LIMIT
+from aso.state.requests import MAX_RETRY_LIMIT, STAGEIN
+from aso.state.requests import request_type as _request_type
 from aso.state.schema import LIVE_STATES, transfers
 from aso.state.states import TRANSFER_TRANSITIONS
 from aso.state.store.engine import (
@@ -91,10 +92,12 @@ class Transfers(StoreEngine):
         with self._read() as conn:
             return [_row(r) for r in conn.execute(query).mappings()]
 
-    def statistics(self, *, user: str | None = None, task: str | None = None, owner: str | None = None) -> list[dict[str, Any]]:
+    def statistics(self, *, user: str | None = None, task: str | None = None, owner: str | None = None,
+                   request_type: str | None = None) -> list[dict[str, Any]]:
         query = select(
             _c.tm_username, _c.tm_taskname, _c.tm_transfer_state, _c.tm_publication_state, func.count().label("n")
-        ).group_by(_c.tm_username, _c.tm_taskname, _c.tm_transfer_state, _c.tm_publication_state)
+        ).where(*_of_type(request_type)).group_by(_c.tm_username, _c.tm_taskname, _c.tm_transfer_state,
+                                                  _c.tm_publication_state)
         if user is not None:
             query = query.where(_c.tm_username == validate.username(user))
         if task is not None:
@@ -135,15 +138,17 @@ class Transfers(StoreEngine):
             return {(s, d): n for s, d, n in conn.execute(query)}
 
     # -- transfer pipeline ---------------------------------------------------------------
-    def active_users(self, *, worker: str) -> list[str]:
+    def active_users(self, *, worker: str, request_type: str | None = None) -> list[str]:
         validate.worker(worker)
+        kind = _of_type(request_type)
         query = (
             select(_c.tm_username)
             .where(
                 or_(
                     and_(_c.tm_transfer_state == int(T.NEW), _free_or_mine(worker)),
                     and_(_c.tm_transfer_state == int(T.ACQUIRED), _c.tm_aso_worker == worker),
-                )
+                ),
+                *kind,
             )
             .distinct()
             .order_by(_c.tm_username)
@@ -152,17 +157,19 @@ class Transfers(StoreEngine):
             return list(conn.execute(query).scalars())
 
     def acquire_transfers(self, users: list[str], limit: int, *, worker: str,
-                          limits: ThrottleLimits | None = None) -> Acquired:
+                          limits: ThrottleLimits | None = None, request_type: str | None = None) -> Acquired:
         """NEW rows of ``users`` → ACQUIRED by ``worker``, at most ``limit`` per user, oldest
         first; with ``limits``, only what the sites and links have room for (see
-        :meth:`_acquire_throttled`), and the answer's ``held`` says how many rows wait on them."""
+        :meth:`_acquire_throttled`), and the answer's ``held`` says how many rows wait on them.
+        ``request_type`` ('transfer' or 'stagein') takes only rows of that kind."""
         validate.worker(worker)
+        kind = _of_type(request_type)
         limit = validate.non_negative_int(limit, "limit")
         users = [validate.username(u, f"users[{i}]") for i, u in enumerate(users)]
         if not users or limit == 0:
             return Acquired(0)
         if limits is not None and not limits.is_empty():
-            return self._acquire_throttled(users, limit, worker, limits)
+            return self._acquire_throttled(users, limit, worker, limits, kind)
         now = _now()
         total = 0
         # One transaction per chunk of users: a row taken is this worker's whichever chunk a
@@ -185,6 +192,7 @@ class Transfers(StoreEngine):
                         _c.tm_username.in_(chunk),
                         _c.tm_transfer_state == int(T.NEW),
                         _free_or_mine(worker),
+                        *kind,
                     )
                     .subquery()
                 )
@@ -211,7 +219,8 @@ class Transfers(StoreEngine):
                 total += result.rowcount
         return Acquired(total)
 
-    def _acquire_throttled(self, users: list[str], limit: int, worker: str, limits: ThrottleLimits) -> Acquired:
+    def _acquire_throttled(self, users: list[str], limit: int, worker: str, limits: ThrottleLimits,
+                           kind: tuple = ()) -> Acquired:
         """Acquisition under limits, in one transaction: count the files in flight (every
         worker) and the users' takeable NEW rows per (user, source, destination), let
         :func:`aso.topology.throttle.allocate` say how many of each group to take, and take
@@ -229,7 +238,7 @@ class Transfers(StoreEngine):
             for chunk in _chunks(users):
                 query = (
                     select(_c.tm_username, _c.tm_source, _c.tm_destination, func.count(), func.min(_c.tm_creation_time))
-                    .where(_c.tm_username.in_(chunk), _c.tm_transfer_state == int(T.NEW), _free_or_mine(worker))
+                    .where(_c.tm_username.in_(chunk), _c.tm_transfer_state == int(T.NEW), _free_or_mine(worker), *kind)
                     .group_by(_c.tm_username, _c.tm_source, _c.tm_destination)
                 )
                 for user, src, dst, n, first in conn.execute(query):
@@ -238,13 +247,13 @@ class Transfers(StoreEngine):
             alloc = allocate(inflight, waiting, limits, limit, oldest)
             taken = 0
             for chunk in _chunks(sorted(alloc.items()), ALLOWANCES_PER_STATEMENT):
-                result = conn.execute(self._take_oldest(chunk, worker, now))
+                result = conn.execute(self._take_oldest(chunk, worker, now, kind))
                 # Python's sqlite3 answers -1 for a statement that starts with WITH: ask SQLite
                 taken += conn.execute(text("SELECT changes()")).scalar() if self.is_sqlite else result.rowcount
         held = sum(held_back(inflight, waiting, alloc, limits).values())
         return Acquired(taken, held)
 
-    def _take_oldest(self, allowances, worker: str, now: int):
+    def _take_oldest(self, allowances, worker: str, now: int, kind: tuple = ()):
         """One UPDATE taking the oldest ``n`` takeable NEW rows of each (user, source,
         destination, n) of ``allowances``: a VALUES table joined to the rows, ranked per group."""
         allow = (
@@ -265,7 +274,7 @@ class Transfers(StoreEngine):
             .select_from(transfers.join(allow, and_(_c.tm_username == allow.c.a_user,
                                                      _c.tm_source == allow.c.a_source,
                                                      _c.tm_destination == allow.c.a_destination)))
-            .where(_c.tm_transfer_state == int(T.NEW), _free_or_mine(worker))
+            .where(_c.tm_transfer_state == int(T.NEW), _free_or_mine(worker), *kind)
             .subquery()
         )
         picked = select(ranked.c.tm_id).where(ranked.c.rn <= ranked.c.a_n)
@@ -295,9 +304,11 @@ class Transfers(StoreEngine):
             waiting = {(u, s, d): n for u, s, d, n in conn.execute(query)}
         return ThrottleCounts(inflight, waiting)
 
-    def acquired_transfers(self, user: str | None = None, limit: int = 10000, *, worker: str) -> list[dict[str, Any]]:
+    def acquired_transfers(self, user: str | None = None, limit: int = 10000, *, worker: str,
+                           request_type: str | None = None) -> list[dict[str, Any]]:
         validate.worker(worker)
-        query = select(transfers).where(_c.tm_transfer_state == int(T.ACQUIRED), _c.tm_aso_worker == worker)
+        query = select(transfers).where(_c.tm_transfer_state == int(T.ACQUIRED), _c.tm_aso_worker == worker,
+                                        *_of_type(request_type))
         if user is not None:
             query = query.where(_c.tm_username == validate.username(user))
         query = query.order_by(_c.tm_creation_time, _c.tm_id).limit(validate.non_negative_int(limit, "limit"))
@@ -455,6 +466,16 @@ def _inflight_counts(conn) -> dict[Group, int]:
         .group_by(_c.tm_source, _c.tm_destination, _c.tm_username)
     )
     return {(u, s, d): n for s, d, u, n in conn.execute(query)}
+
+
+def _of_type(request_type: str | None) -> tuple:
+    """The one request-type filter of the pipeline's reads and acquisitions (a tuple of
+    WHERE terms; empty: every row): 'stagein' takes stage-in rows only (aso stager),
+    'transfer' everything else (aso transfer: output and log rows)."""
+    kind = _request_type(request_type)
+    if kind is None:
+        return ()
+    return (_c.tm_type == STAGEIN,) if kind == STAGEIN else (_c.tm_type != STAGEIN,)
 
 
 def _free_or_mine(worker: str):
