@@ -55,8 +55,7 @@ def _tape_roots(app, given: tuple[str, ...]) -> tuple[tuple[str, ...], str]:
         paths = [os.path.expanduser(str(r)) for r in configured]
         return normalise_roots(p if os.path.isabs(p) else os.path.join(config.base_dir, p) for p in paths), \
             "fts_server.tape_roots"
-    # (getattr: a Site may have no tape flag at all)
-    from_sites = roots_from_site_prefixes(s.prefix for s in config.sites.values() if getattr(s, "tape", False))
+    from_sites = roots_from_site_prefixes(s.prefix for s in config.sites.values() if s.tape)
     return (from_sites, "the file:// prefixes of the tape sites in [sites]") if from_sites else ((), "none")
 
 

@@ -197,7 +197,7 @@ def _staging(app, backend, user: str | None, task: str | None) -> dict[str, Any]
     may not read those counts). None without tape sites."""
     from aso.errors import ForbiddenError
 
-    tape = sorted(name for name, site in app.config.sites.items() if getattr(site, "tape", False))
+    tape = sorted(name for name, site in app.config.sites.items() if site.tape)
     if not tape:
         return None
     per_state: dict[str, int] = defaultdict(int)

@@ -51,7 +51,7 @@ class StagingSettings:
     def for_source(self, site: Site) -> tuple[int, int]:
         """(bring_online, copy_pin_lifetime) of a job whose first hop leaves ``site``:
         Rucio's submitter values from a tape site, (0, 0) (nothing sent) from disk."""
-        if getattr(site, "tape", False):
+        if site.tape:
             return self.bring_online, self.copy_pin_lifetime
         return 0, 0
 
@@ -64,7 +64,7 @@ def stagein_problem(row: dict, site: Site) -> str | None:
     """Why a stage-in row cannot be staged at ``site`` (its source), or None. The state
     server checked the rest at injection (same site, same LFN, nothing to publish); it
     does not know which sites are tape, so this is checked when the row is submitted."""
-    if not getattr(site, "tape", False):
+    if not site.tape:
         return (f"STAGEIN: site {site.name} is not a tape site (tape = false in [sites.{site.name}]): "
                 "nothing to stage")
     if row["tm_destination"] != row["tm_source"] or row["tm_destination_lfn"] != row["tm_source_lfn"]:

@@ -311,3 +311,40 @@ def test_tape_roots_and_delays_from_the_configuration(tmp_path):
                                      "--db", str(tmp_path / "d.db")), capture_output=True, text=True, timeout=60)
     assert res.returncode == 2
     assert res.stderr.strip().count("\n") == 0 and "staging_delay_max" in res.stderr
+
+
+def test_tape_roots_default_to_the_tape_sites_file_prefixes(tmp_path):
+    """With no tape_roots, the service takes the folders of the sites marked tape = true
+    (and only those): a file there is nearline, a file at a disk site is not."""
+    from tests.procs import Service, aso_command, free_port
+
+    tape, (on_tape,) = _tape(tmp_path, ["site.root"])
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    on_disk = disk / "plain.root"
+    on_disk.write_bytes(b"d" * 4096)
+    config = tmp_path / "aso.toml"
+    config.write_text(f'[sites.T1_TAPE]\nprefix = "{tape.as_uri()}"\nfts = "https://fts.invalid:8446"\ntape = true\n\n'
+                      f'[sites.T2_DISK]\nprefix = "{disk.as_uri()}"\nfts = "https://fts.invalid:8446"\n\n'
+                      '[monitor]\njob_timeout = 86400\n')
+    port = free_port()
+    args = aso_command("--config", str(config), "fts-server", "--port", str(port), "--db", str(tmp_path / "c.db"),
+                       "--root", str(tmp_path), "--poll-seconds", "0.2")
+    service = Service(args, port, tmp_path / "c.log").start()
+    try:
+        http = requests.Session()
+        ends = {}
+        for source in (on_tape, on_disk):
+            body = {"files": [transfer(_url(source), _url(tmp_path / f"{source.name}.copy"))]}
+            job_id = http.post(f"http://127.0.0.1:{port}/jobs", json=body, timeout=30).json()["job_id"]
+            deadline = time.monotonic() + 20
+            while (job := http.get(f"http://127.0.0.1:{port}/jobs/{job_id}?files=file_state,reason",
+                                   timeout=30).json())["job_state"] not in ("FINISHED", "FAILED"):
+                assert time.monotonic() < deadline, job
+                time.sleep(0.05)
+            ends[source.name] = job
+    finally:
+        service.stop()
+    assert "tape roots (from the file:// prefixes of the tape sites in [sites])" in (tmp_path / "c.log").read_text()
+    assert ends["site.root"]["job_state"] == "FAILED" and "NEARLINE" in ends["site.root"]["files"][0]["reason"]
+    assert ends["plain.root"]["job_state"] == "FINISHED"
