@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import os
 import random
+import sqlite3
 import time
 import zlib
 
@@ -237,7 +238,14 @@ def test_killed_mid_copy_resumes_from_its_checkpoint(tmp_path):
                 if parts and parts[0].stat().st_size > 5 * 1024 * 1024:
                     break
                 time.sleep(0.05)
-            time.sleep(0.5)  # at least one checkpoint after that
+            # kill only once a checkpoint past 2 MiB is recorded (a fixed sleep was not
+            # enough on a loaded machine: the restart then began from zero)
+            while time.monotonic() < deadline:
+                with sqlite3.connect(fts.db) as conn:
+                    (recorded,) = conn.execute("SELECT MAX(transferred) FROM t_file").fetchone()
+                if (recorded or 0) >= 2 * 1024 * 1024:
+                    break
+                time.sleep(0.05)
             fts.kill9()
             (part,) = parts_in(dest.root)
             written = part.stat().st_size
