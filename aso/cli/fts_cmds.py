@@ -13,50 +13,30 @@ def _default(app, name: str):
     return getattr(app.config.fts_server, name)
 
 
-def _roots(app, given: tuple[str, ...]) -> tuple[tuple[str, ...], str]:
-    """The folders file:// URLs may use, and where they came from: --root options, else
-    fts_server.roots, else the folders of the file:// prefixes of [sites], else none."""
+def _folders(app, given: tuple[str, ...], flag: str, option: str, tape: bool) -> tuple[tuple[str, ...], str]:
+    """Local folders and where they came from: the ``flag`` options, else the configured
+    ``fts_server.<option>``, else the folders of the file:// prefixes of [sites] (of the tape
+    sites only with ``tape``), else none. Used for the roots file:// URLs may use and for
+    the roots whose files are on tape."""
     import os
 
     from aso.ftsd.urls import normalise_roots, roots_from_site_prefixes
 
     if given:
-        return normalise_roots(given), "--root"
+        return normalise_roots(given), flag
     try:
         config = app.config
     except Exception:  # no usable configuration file: nothing configured
         return (), "none"
-    base = config.base_dir
-    configured = getattr(config.fts_server, "roots", []) or []
+    configured = getattr(config.fts_server, option, []) or []
     if configured:
         paths = [os.path.expanduser(str(r)) for r in configured]
-        return normalise_roots(p if os.path.isabs(p) else os.path.join(base, p) for p in paths), "fts_server.roots"
-    from_sites = roots_from_site_prefixes(site.prefix for site in config.sites.values())
+        return (normalise_roots(p if os.path.isabs(p) else os.path.join(config.base_dir, p) for p in paths),
+                f"fts_server.{option}")
+    from_sites = roots_from_site_prefixes(site.prefix for site in config.sites.values() if site.tape or not tape)
     if from_sites:
-        return from_sites, "the file:// prefixes of [sites]"
+        return from_sites, "the file:// prefixes of the tape sites in [sites]" if tape else "the file:// prefixes of [sites]"
     return (), "none"
-
-
-def _tape_roots(app, given: tuple[str, ...]) -> tuple[tuple[str, ...], str]:
-    """The folders whose files are on tape, and where they came from: --tape-root options,
-    else fts_server.tape_roots, else the folders of the file:// prefixes of the tape sites."""
-    import os
-
-    from aso.ftsd.urls import normalise_roots, roots_from_site_prefixes
-
-    if given:
-        return normalise_roots(given), "--tape-root"
-    try:
-        config = app.config
-    except Exception:  # no usable configuration file: nothing configured
-        return (), "none"
-    configured = getattr(config.fts_server, "tape_roots", []) or []
-    if configured:
-        paths = [os.path.expanduser(str(r)) for r in configured]
-        return normalise_roots(p if os.path.isabs(p) else os.path.join(config.base_dir, p) for p in paths), \
-            "fts_server.tape_roots"
-    from_sites = roots_from_site_prefixes(s.prefix for s in config.sites.values() if s.tape)
-    return (from_sites, "the file:// prefixes of the tape sites in [sites]") if from_sites else ((), "none")
 
 
 def _message_settings(app, brokers: tuple[str, ...], served_url: str):
@@ -183,8 +163,8 @@ def fts_server(app, host, port, db_path, cert, key, ca_dir, workers, per_link, l
     if all(tls) and local_user_dn:
         fail("--local-user-dn is for plain HTTP; over HTTPS the user is the client certificate's DN", EXIT_BAD_INPUT)
     https = all(tls)
-    roots, roots_from = _roots(app, roots)
-    tape_roots, tape_from = _tape_roots(app, tape_roots)
+    roots, roots_from = _folders(app, roots, "--root", "roots", tape=False)
+    tape_roots, tape_from = _folders(app, tape_roots, "--tape-root", "tape_roots", tape=True)
     delay_min, delay_max = staging_delay or (float(_default(app, "staging_delay_min")),
                                              float(_default(app, "staging_delay_max")))
     if delay_max < delay_min:

@@ -82,6 +82,30 @@ def check_url(value: str) -> str:
     return value
 
 
+def _plain_url(url: str, kind: str) -> None:
+    """What a local or root URL must not carry, before it is split: a query (``kind``
+    URLs take none), a fragment, a control character."""
+    if "?" in url:
+        raise UrlError(f"{kind} URLs take no '?' query" + (" (CGI)" if kind == "root" else ""))
+    if "#" in url:
+        raise UrlError("contains a '#' fragment")
+    bad = _control(url)
+    if bad is not None:
+        raise UrlError(f"contains the control character {bad!r}")
+
+
+def _decoded_file_path(raw: str, kind: str) -> str:
+    """The path of a file or root URL decoded once and checked: no encoded '/', no control
+    character after decoding, no '.' or '..' segment, not a folder."""
+    if "%2f" in raw.lower():
+        raise UrlError(f"{kind} URLs may not encode '/' (%2F) in their path")
+    path = _decoded_path(raw)
+    bad = _control(path)
+    if bad is not None:
+        raise UrlError(f"its decoded path contains the control character {bad!r}")
+    return path
+
+
 def file_path(url: str) -> str:
     """The local path a ``file://`` URL names: decoded once, checked, normalised.
 
@@ -90,24 +114,13 @@ def file_path(url: str) -> str:
     (NUL included) before or after decoding, a '.' or '..' segment after decoding, a path
     ending in '/' (a folder, not a file).
     """
-    if "?" in url:
-        raise UrlError("file URLs take no '?' query")
-    if "#" in url:
-        raise UrlError("contains a '#' fragment")
-    bad = _control(url)
-    if bad is not None:
-        raise UrlError(f"contains the control character {bad!r}")
+    _plain_url(url, "file")
     parts = urlsplit(url)
     if parts.scheme != "file":
         raise UrlError("is not a file:// URL")
     if parts.netloc not in ("", "localhost"):
         raise UrlError("file URLs are local (file:///path)")
-    if "%2f" in parts.path.lower():
-        raise UrlError("file URLs may not encode '/' (%2F) in their path")
-    path = _decoded_path(parts.path)
-    bad = _control(path)
-    if bad is not None:
-        raise UrlError(f"its decoded path contains the control character {bad!r}")
+    path = _decoded_file_path(parts.path, "file")
     if not path.startswith("/"):
         raise UrlError("its path is not absolute")
     _check_segments(path)
@@ -132,13 +145,7 @@ def root_parts(url: str) -> tuple[str, str]:
     after decoding, a path ending in '/' (a folder). ``root://host//store/x`` and
     ``root://host/store/x`` both name ``/store/x``.
     """
-    if "?" in url:
-        raise UrlError("root URLs take no '?' query (CGI)")
-    if "#" in url:
-        raise UrlError("contains a '#' fragment")
-    bad = _control(url)
-    if bad is not None:
-        raise UrlError(f"contains the control character {bad!r}")
+    _plain_url(url, "root")
     try:
         parts = urlsplit(url)
         port = parts.port
@@ -150,12 +157,7 @@ def root_parts(url: str) -> tuple[str, str]:
         raise UrlError("has no host")
     if "@" in parts.netloc:
         raise UrlError("root URLs take no user name")
-    if "%2f" in parts.path.lower():
-        raise UrlError("root URLs may not encode '/' (%2F) in their path")
-    path = _decoded_path(parts.path)
-    bad = _control(path)
-    if bad is not None:
-        raise UrlError(f"its decoded path contains the control character {bad!r}")
+    path = _decoded_file_path(parts.path, "root")
     for char in "?#":
         if char in path:
             raise UrlError(f"its decoded path contains {char!r}")

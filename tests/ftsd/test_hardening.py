@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from aso.cli.common import AppContext
-from aso.cli.fts_cmds import _roots
+from aso.cli.fts_cmds import _folders
 from aso.ftsd import urls
 from aso.ftsd.errors import FtsHttpError
 from aso.ftsd.jobs import parse_submission
@@ -313,6 +313,14 @@ def _config(tmp_path: Path, text: str) -> AppContext:
     return AppContext(config_path=str(path))
 
 
+def _roots(app, given):
+    return _folders(app, given, "--root", "roots", tape=False)
+
+
+def _tape_roots(app, given):
+    return _folders(app, given, "--tape-root", "tape_roots", tape=True)
+
+
 def test_roots_precedence(tmp_path):
     sites = '[sites.A]\nprefix = "file:///data/a/"\nfts = "https://f"\n[sites.B]\nprefix = "https://h/x"\nfts = "https://f"\n'
     app = _config(tmp_path, sites)
@@ -322,3 +330,17 @@ def test_roots_precedence(tmp_path):
     assert _roots(app, ()) == (("/srv/one", str(tmp_path / "rel")), "fts_server.roots")
     app = _config(tmp_path, '[sites.B]\nprefix = "https://h/x"\nfts = "https://f"\n')
     assert _roots(app, ()) == ((), "none")
+
+
+def test_tape_roots_precedence(tmp_path):
+    """Tape roots come from the same places, but only tape sites' prefixes count."""
+    sites = ('[monitor]\njob_timeout = 86400\n[sites.T]\nprefix = "file:///data/tape/"\nfts = "https://f"\ntape = true\n'
+             '[sites.D]\nprefix = "file:///data/disk/"\nfts = "https://f"\n')
+    app = _config(tmp_path, sites)
+    assert _tape_roots(app, ()) == (("/data/tape",), "the file:// prefixes of the tape sites in [sites]")
+    assert _roots(app, ()) == (("/data/tape", "/data/disk"), "the file:// prefixes of [sites]")
+    assert _tape_roots(app, ("/t",)) == (("/t",), "--tape-root")
+    app = _config(tmp_path, '[fts_server]\ntape_roots = ["/srv/tape"]\n' + sites)
+    assert _tape_roots(app, ()) == (("/srv/tape",), "fts_server.tape_roots")
+    app = _config(tmp_path, '[sites.D]\nprefix = "file:///data/disk/"\nfts = "https://f"\n')
+    assert _tape_roots(app, ()) == ((), "none")
