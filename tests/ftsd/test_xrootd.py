@@ -223,7 +223,9 @@ def test_killed_mid_copy_resumes_from_its_checkpoint(tmp_path):
     """SIGKILL of aso fts-server while it copies a large file from a slow XRootD site to
     another: after the restart the copy continues from the partial file on the destination
     server (not from zero), and the result is byte-identical."""
-    size = 16 * 1024 * 1024
+    # 32 MiB at 4 MiB/s: the plug-in reads 8 MiB at a time, so the first checkpoint comes
+    # after about 2 s and the copy ends after about 8 s, leaving a wide window for the kill
+    size = 32 * 1024 * 1024
     data = blob(size, 5)
     with xrootd_server("slow", rate=4 * 1024 * 1024) as slow, xrootd_server("dest") as dest:
         slow.put("big.bin", data)
@@ -232,7 +234,7 @@ def test_killed_mid_copy_resumes_from_its_checkpoint(tmp_path):
         try:
             job_id = fts.submit([transfer(slow.url_of("big.bin"), dest.url_of("out/big.bin"),
                                           checksum=f"ADLER32:{adler(data)}")], verify_checksum="target")
-            deadline = time.monotonic() + 20
+            deadline = time.monotonic() + 30
             while time.monotonic() < deadline:
                 parts = parts_in(dest.root)
                 if parts and parts[0].stat().st_size > 5 * 1024 * 1024:
