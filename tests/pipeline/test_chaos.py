@@ -9,7 +9,7 @@ from tests.pipeline.chaos import ChaosSettings, run_chaos
 
 
 def test_chaos_short_seeded_run(tmp_path, pki):
-    report = run_chaos(pki, tmp_path, ChaosSettings(seed=20261130, users=3, files_per_user=40, seconds=40))
+    report = run_chaos(pki, tmp_path, ChaosSettings(seed=20261130, users=3, files_per_user=40, seconds=30))
     print(f"chaos: {report.files} files, passes {dict(report.passes)}, {report.sigkills} SIGKILLs, "
           f"{report.fts_restarts} FTS and {report.state_restarts} state-server restarts, "
           f"killed tasks {report.killed_tasks}, drained in {report.drain_rounds} rounds, states {dict(report.states)}")
@@ -33,7 +33,7 @@ def test_chaos_with_push_monitoring(tmp_path, pki):
 def test_chaos_with_multihop_paths(tmp_path, pki):
     """The same chaos when a third of the files can only go over a two-hop path (no direct
     link): every one DONE once, over its path, and no intermediate copy left behind."""
-    report = run_chaos(pki, tmp_path, ChaosSettings(seed=20261202, users=3, files_per_user=30, seconds=35, multihop=True))
+    report = run_chaos(pki, tmp_path, ChaosSettings(seed=20261202, users=3, files_per_user=30, seconds=25, multihop=True))
     print(f"chaos with multihop: {report.files} files, passes {dict(report.passes)}, {report.sigkills} SIGKILLs, "
           f"drained in {report.drain_rounds} rounds, states {dict(report.states)}")
     assert report.sigkills >= 10
