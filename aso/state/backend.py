@@ -45,6 +45,8 @@ class StateBackend(ABC):
     generation: int | None = None
     #: the last heartbeat's answer (None: no heartbeat yet, or it failed)
     membership: Membership | None = None
+    #: the last heartbeat failed: this instance does not know its share
+    heartbeat_failed: bool = False
 
     # -- injection and user-facing reads -------------------------------------------------
     @abstractmethod
@@ -204,9 +206,23 @@ class StateBackend(ABC):
         same transaction the store takes over every worker silent for longer than
         ``beat.timeout``. Remembers the answer (:attr:`membership`) and its generation,
         which this backend's pipeline writes carry from then on."""
-        membership = self._heartbeat(beat)
-        self.membership, self.generation = membership, membership.generation
+        try:
+            membership = self._heartbeat(beat)
+        except Exception:
+            self.membership, self.heartbeat_failed = None, True
+            raise
+        self.membership, self.generation, self.heartbeat_failed = membership, membership.generation, False
         return membership
+
+    def share(self, users: list[str]) -> tuple[list[str], list[str]]:
+        """(users whose new work this worker takes, the others) by the last heartbeat's
+        live workers (:func:`aso.state.shares.mine`): everyone when it never heartbeat (a
+        single host, a library caller), nobody when its last heartbeat failed."""
+        from aso.state.shares import mine
+
+        if self.heartbeat_failed:
+            return [], list(users)
+        return mine(users, self.worker, None if self.membership is None else self.membership.live)
 
     @abstractmethod
     def _heartbeat(self, beat: Heartbeat) -> Membership:
