@@ -109,7 +109,9 @@ class Heartbeats(StoreEngine):
                 rows += conn.execute(
                     update(transfers)
                     .where(_c.tm_aso_worker == dead, _c.tm_username.in_(chunk), _UNFINISHED)
-                    .values(tm_aso_worker=owner, tm_last_update=now)
+                    # tm_last_update is kept: it is in the status page's indexes (a write each
+                    # per row), and the rows' ages say how long they have waited, whoever holds them
+                    .values(tm_aso_worker=owner)
                     .execution_options(synchronize_session=False)
                 ).rowcount
         return TakenOver(dead, by, generation, rows, len(users))
