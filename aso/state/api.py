@@ -114,11 +114,16 @@ class Api:
     def acquire_transfers(self, p: Params, who: Identity) -> Any:
         worker = self._worker(p)
         kind = request_type(p.get("request_type"))
-        users = (p.getlist("username") or p.getlist("users")
-                 or self.store.active_users(worker=worker, request_type=kind))
+        users = p.getlist("username")
+        if not users:
+            users = p.getlist("users") or users
+        pinned = p.getlist("pinned_only")
+        if users is None or (not users and pinned is None):
+            # CRAB's call names no users: every active one (an empty list with pinned_only
+            # means none of this worker's share, only pinned rows of the others)
+            users = self.store.active_users(worker=worker, request_type=kind)
         limit = p.integer("limit", 1000)
         limits = _limits(p.get("limits"))
-        pinned = p.getlist("pinned_only")
         if pinned is not None:
             self._batch("pinned_only", pinned)
         acquired = self.store.acquire_transfers(users, limit, worker=worker, limits=limits, request_type=kind,

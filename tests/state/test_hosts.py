@@ -134,6 +134,10 @@ def test_acquisition_of_other_workers_shares_takes_only_pinned_rows(make_backend
     assert a.acquire_transfers(["alice"], 10, pinned_only=["bob", "carol"]) == 2
     assert sorted((r["tm_username"], r["tm_job_retry_count"]) for r in a.acquired_transfers()) == [("alice", 0), ("bob", 0)]
     assert {r["tm_username"] for r in a.list_transfers(states=["NEW"])} == {"bob", "carol"}
+    # none of the users in this worker's share: only what is pinned to it
+    a.inject([request(4, "dave"), request(5, "dave", asoworker="host-a")])
+    assert a.acquire_transfers([], 10, pinned_only=["bob", "carol", "dave"]) == 1
+    assert {r["tm_username"] for r in a.list_transfers(states=["NEW"])} == {"bob", "carol", "dave"}
 
 
 def test_submission_ids_and_the_jobs_of_submitted_rows(make_backend):
