@@ -206,8 +206,8 @@ class MonitorPass:
         over. One grouped query a pass; the rows of the missing jobs only are read, and each
         job's entry is written on its own (a kill half-way leaves the rest to the next pass,
         which finds them missing again)."""
-        if self.backend is None:
-            return
+        if self.backend is None or self.backend.heartbeat_failed:
+            return  # the backend did not take this pass's heartbeat: polling FTS comes first
         try:
             jobs = self.backend.submitted_jobs()
             followed = {e.name for e in self.monitor_box.entries()}
