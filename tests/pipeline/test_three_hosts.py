@@ -1,0 +1,137 @@
+"""Three ASO hosts sharing one ``aso server`` (gunicorn, PostgreSQL), one ``aso fts-server``
+copying real bytes between file:// sites, and one catalog, every component of every host
+looping as a real process (issue 17). Whatever happens to a host, at the end every file is
+DONE exactly once, byte-identical at its destination, published exactly once, and in no
+more FTS jobs than its retries allow."""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+from dataclasses import dataclass
+
+import pytest
+
+from aso.state import open_backend
+from tests.pipeline.conftest import installation, users_for
+from tests.pipeline.harness import Installation, fts_jobs_by_row
+from tests.pipeline.hosts import (
+    Host,
+    fts_files_by_source,
+    published_lfns,
+    state_summary,
+    wait_until,
+)
+from tests.state.conftest import fresh_postgres
+from tests.state.servers import start_gunicorn_server
+
+USERS = 6
+FILES_PER_TASK = 25  # two tasks per user: 300 files
+SEED = 17
+
+
+@dataclass
+class Cluster:
+    hosts: list[Host]
+    service: object
+    requests: list[dict]
+    catalog_url: str
+    fts: object
+
+    def rows(self) -> list[dict]:
+        return self.service.list_transfers(limit=100000)
+
+    def finished(self) -> list[dict] | None:
+        rows = self.rows()
+        done = len(rows) == len(self.requests) and all(r["tm_transfer_state"] == "DONE" for r in rows) and all(
+            r["tm_publication_state"] == "DONE" for r in rows if r["tm_publish"])
+        return rows if done else None
+
+    def wait(self, what: str, predicate, timeout: float):
+        try:
+            return wait_until(what, predicate, timeout, self.hosts)
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\nstate: {state_summary(self.rows())}") from None
+
+
+@pytest.fixture
+def cluster(tmp_path, pki, fts, postgres_url):
+    fresh_postgres(postgres_url)
+    (tmp_path / "server").mkdir()
+    server, url = start_gunicorn_server(tmp_path / "server", postgres_url)
+    hosts: list[Host] = []
+    service = None
+    try:
+        catalog_url = f"sqlite:///{tmp_path / 'catalog.db'}"  # the one catalog all three publish into
+        common = (f"state.url={url}", 'state.token="service-token"', 'aso.instance="test"', "transfer.acquire_limit=30",
+                  f'publisher.catalog_url="{catalog_url}"', "publisher.max_files_per_block=20",
+                  "retry_manager.cooloff=1")
+        first = installation(tmp_path / "host-a", fts, *common, 'aso.worker="host-a"')
+        sites = {name: site.prefix for name, site in first.config.sites.items()}
+        installs = [first] + [
+            Installation(tmp_path / f"host-{n}" / "aso", fts.url, f'fts.ca_dir="{fts.ca_dir}"', "transfer.max_files_per_job=50",
+                         *common, f'aso.worker="host-{n}"', sites=sites)
+            for n in ("b", "c")]
+        users = users_for(pki, first, USERS)
+        for inst in installs[1:]:
+            for user in users:
+                inst.add_proxy(user, pki.users[user].proxy_path)
+        requests = []
+        for task in ("pub", "nopub"):
+            batch = first.make_requests(users, FILES_PER_TASK, task_prefix=task)
+            for r in batch:
+                r["publish"] = int(task == "pub")
+            requests += batch
+        random.Random(SEED).shuffle(requests)  # users and tasks interleaved in injection order
+        first.inject(requests)
+        service = open_backend(url, worker="test", token="service-token", instance="test")
+        tasks = sorted({r["taskname"]: r["username"] for r in requests}.items())
+        service.upsert_tasks([{"tm_taskname": t, "tm_username": u, "tm_task_status": "COMPLETED",
+                               "tm_publish_name": f"/Hosts/{u}-v1/USER"} for t, u in tasks])
+        service.put_file_metadata([{"lfn": r["destination_lfn"], "taskname": r["taskname"],
+                                    "metadata": {"outdataset": f"/Hosts/{r['username']}-v1/USER"}}
+                                   for r in requests if r["publish"]])
+        hosts = [Host(inst, f"host-{n}", interval=0.5) for inst, n in zip(installs, "abc", strict=True)]
+        yield Cluster(hosts, service, requests, catalog_url, fts)
+    finally:
+        for host in hosts:
+            host.stop()
+        if service is not None:
+            service.close()
+        server.stop()
+
+
+def check_outcome(cluster: Cluster, rows: list[dict]) -> None:
+    requests = cluster.requests
+    first = cluster.hosts[0].installation
+    # every file DONE exactly once in the state backend
+    assert Counter(r["tm_destination_lfn"] for r in rows) == Counter(r["destination_lfn"] for r in requests)
+    assert Counter(r["tm_transfer_state"] for r in rows) == {"DONE": len(requests)}
+    # byte-identical at its destination
+    for r in requests:
+        source = first.local_path(r["source"], r["source_lfn"]).read_bytes()
+        assert first.local_path(r["destination"], r["destination_lfn"]).read_bytes() == source, r["destination_lfn"]
+    # every publishable file in the shared catalog exactly once, no other file there
+    assert published_lfns(cluster.catalog_url) == Counter(r["destination_lfn"] for r in requests if r["publish"])
+    # no file in two FTS jobs beyond its retries: per row id, and per source file
+    jobs = fts_jobs_by_row(cluster.fts.db)
+    by_source = fts_files_by_source(cluster.fts.db)
+    for row in rows:
+        allowed = 1 + row["tm_transfer_retry_count"]
+        assert 1 <= len(jobs.get(row["tm_id"], [])) <= allowed, (row["tm_id"], jobs.get(row["tm_id"]))
+        source = first.local_path(row["tm_source"], row["tm_source_lfn"]).as_uri()
+        assert 1 <= by_source[source] <= allowed, (source, by_source[source])
+    for host in cluster.hosts:
+        assert not host.exited(), f"{host.name}: components exited {host.exited()}\n{host.logs()}"
+
+
+def test_three_hosts_share_the_work(cluster):
+    """Nobody killed: three hosts run side by side and the files go through once."""
+    for host in cluster.hosts:
+        host.start()
+    rows = cluster.wait("every file DONE and published", cluster.finished, timeout=60)
+    assert len(Counter(r["tm_aso_worker"] for r in rows)) >= 2, state_summary(rows)  # the work was shared
+    check_outcome(cluster, rows)
+    for host in cluster.hosts:
+        host.stop()
+        assert host.installation.sandbox_entries() == {"monitor": 0, "reporter": 0, "submit": 0, "stage": 0}
