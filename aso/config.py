@@ -89,6 +89,7 @@ OPTIONS: list[Option] = [
     _o("aso", "log_level", "INFO", "Log level of every component.", choices=("DEBUG", "INFO", "WARNING", "ERROR"), any_case=True),
     _o("aso", "log_format", "text", "Log lines: 'text' (one readable line per event) or 'json' (one object per line with ts, level, logger, message, component, pass_id, user, task, fts_job).", choices=("text", "json")),
     _o("aso", "lock_dir", "locks", "Folder of the per-component lock files.", "path"),
+    _o("aso", "heartbeat_timeout", 600, "Seconds after which a component instance that has not heartbeat is dead; a worker all of whose instances are dead has its work taken over by the live workers (see docs/hosts.md). Longer than the longest pass's gap between heartbeats (a quarter of this).", minimum=1, maximum=7 * 86400),
     # state backend
     _o("state", "url", "sqlite:///state.db", "State backend: a database URL (sqlite:///PATH, postgresql+psycopg://...) for the local backend, or http(s)://host:port for an aso server.", "url", schemes=("sqlite", "postgresql", "http", "https")),
     _o("state", "token", "", "Bearer token sent to the aso server (REST backend only)."),

@@ -61,3 +61,18 @@ class BackendUnavailable(AsoError):
     """The state backend (database or REST server) could not be reached after retries."""
 
     http_status = 503
+
+
+class FencedError(AsoError):
+    """A pipeline write sent with a generation that is no longer the worker's: another
+    worker took this worker's work over meanwhile (see docs/hosts.md). Nothing was written;
+    the pass must stop and the next one heartbeat again."""
+
+    http_status = 409
+
+    def __init__(self, worker: str, generation: int, current: int):
+        self.worker = worker
+        self.generation = generation
+        self.current = current
+        super().__init__(f"generation {generation} of worker {worker} is fenced (current generation {current}): "
+                         f"another worker took this worker's work over; nothing was written")

@@ -29,6 +29,7 @@ from aso.errors import (
     AuthenticationError,
     BackendUnavailable,
     ConfigError,
+    FencedError,
     ForbiddenError,
     ValidationError,
 )
@@ -37,6 +38,7 @@ EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_BAD_INPUT = 2
 EXIT_UNAVAILABLE = 3
+EXIT_FENCED = 4
 
 console = Console()
 #: progress bars on a terminal only; messages go through click.echo, never wrapped
@@ -156,7 +158,7 @@ def _usage_line(exc: click.UsageError) -> str:
 def as_cli_error(exc: BaseException) -> CliError:
     """THE mapping from an exception to the README's exit codes:
     2 bad input or configuration (also a state server refusing our token or role),
-    3 a backend unreachable, 1 anything else; unexpected exceptions are internal errors."""
+    3 a backend unreachable, 4 fenced (another worker took this one's work over), 1 anything else; unexpected exceptions are internal errors."""
     if isinstance(exc, CliError):
         return exc
     if isinstance(exc, click.UsageError):
@@ -169,6 +171,8 @@ def as_cli_error(exc: BaseException) -> CliError:
         return CliError(f"state server refused the request: {exc} (check state.token and its role)", EXIT_BAD_INPUT)
     if isinstance(exc, BackendUnavailable):
         return CliError(str(exc), EXIT_UNAVAILABLE)
+    if isinstance(exc, FencedError):
+        return CliError(f"{exc}; this pass stopped (the next one heartbeats and rejoins)", EXIT_FENCED)
     if isinstance(exc, AsoError):
         return CliError(str(exc) or type(exc).__name__, EXIT_FAILED)
     return CliError(f"internal error: {type(exc).__name__}: {exc} (run with --log-level DEBUG / see log)", EXIT_FAILED)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from collections import defaultdict
 from typing import Any
 
@@ -170,13 +171,26 @@ def _shift(field: str, offset: int) -> str:
 @click.command()
 @click.option("--user", default=None, help="Only this user.")
 @click.option("--task", default=None, help="Only this task.")
+@click.option("--hosts", is_flag=True,
+              help="Instead: every component instance (worker, host, pid), its last heartbeat, whether it is live "
+                   "([aso] heartbeat_timeout), its worker's generation and how many active users each live one owns.")
 @click.option("--json", "as_json", is_flag=True, help="Print counts as JSON.")
 @pass_app
-def status(app, user, task, as_json: bool) -> None:
+def status(app, user, task, hosts: bool, as_json: bool) -> None:
     """Counts of transfers per state, per user and task (and publication states); with
     limits in the configuration, also which limits rows wait on (all users); with tape
-    sites, stage-in requests per state and transfers from tape in flight."""
+    sites, stage-in requests per state and transfers from tape in flight. With --hosts,
+    the component instances of every host sharing the state backend instead (service or
+    operator token)."""
     backend = app.backend()
+    if hosts:
+        entries = host_entries(backend.instances(app.config.aso.heartbeat_timeout),
+                               _active_users(backend.statistics()), time.time())
+        if as_json:
+            echo_json({"heartbeat_timeout": app.config.aso.heartbeat_timeout, "instances": entries})
+        else:
+            _print_hosts(entries, app.config.aso.heartbeat_timeout)
+        return
     rows = backend.statistics(user=user, task=task)
     waiting = _waiting_on_limits(app, backend)
     staging = _staging(app, backend, user, task)
@@ -189,6 +203,44 @@ def status(app, user, task, as_json: bool) -> None:
         _print_waiting(waiting)
     if staging is not None:
         _print_staging(staging)
+
+
+#: the transfer states of a user with work in hand (what a share divides)
+_ACTIVE = {"NEW", "ACQUIRED", "SUBMITTED", "RETRY", "KILL"}
+
+
+def _active_users(statistics: list[dict[str, Any]]) -> list[str]:
+    return sorted({r["username"] for r in statistics if r["transfer_state"] in _ACTIVE})
+
+
+def host_entries(instances: list, users: list[str], now: float) -> list[dict[str, Any]]:
+    """One entry per instance: its record, the age of its heartbeat, and (live ones) how
+    many of ``users`` its worker owns among the live workers of its component."""
+    from aso.state.shares import shares
+
+    live: dict[str, set[str]] = defaultdict(set)
+    for i in instances:
+        if i.live:
+            live[i.component].add(i.worker)
+    owned = {component: {w: len(us) for w, us in shares(users, workers).items()} for component, workers in live.items()}
+    return [{**i.as_dict(), "age": max(0.0, now - i.heartbeat),
+             "users": owned[i.component].get(i.worker, 0) if i.live else None, "active_users": len(users)}
+            for i in instances]
+
+
+def _print_hosts(entries: list[dict[str, Any]], timeout: int) -> None:
+    if not entries:
+        console.print("no heartbeats: no component has run against this state backend since it learnt them")
+        return
+    table = Table(title=f"component instances (live: heard from within {timeout} s)")
+    for name in ("worker", "host", "component", "pid", "last heartbeat", "live", "generation", "state", "share"):
+        table.add_column(name, justify="right" if name in ("pid", "generation") else "left", no_wrap=True)
+    for e in entries:
+        share = f"{e['users']}/{e['active_users']} users" if e["users"] is not None else "-"
+        state = e["state"] + (f" by {e['taken_over_by']}" if e["state"] != "live" and e["taken_over_by"] else "")
+        table.add_row(e["worker"], e["host"], e["component"], str(e["pid"]), f"{e['age']:.0f} s ago",
+                      "[green]yes" if e["live"] else "[red]no", str(e["generation"]), state, share)
+    console.print(table)
 
 
 def _staging(app, backend, user: str | None, task: str | None) -> dict[str, Any] | None:

@@ -34,11 +34,23 @@ class ComponentPass:
         self._backend, self._catalog, self._proxies, self._tools = backend, catalog, proxies, tools
         self._owned: list[Any] = []
         self._run: Callable[[Progress | None], Any] | None = None
+        self._heartbeater: Any = None
 
     def __call__(self, progress: Progress | None = None) -> Any:
         if self._run is None:
             self._run = self._build()
-        return self._run(progress)
+        # the heartbeat comes first: it says this worker's share and generation for the pass
+        beats = self.heartbeater()
+        beats.beat()
+        with beats.during():
+            return self._run(progress)
+
+    def heartbeater(self):
+        if self._heartbeater is None:
+            from aso.components.passes import Heartbeater
+
+            self._heartbeater = Heartbeater(self.backend(), self.name, self.config.aso.heartbeat_timeout)
+        return self._heartbeater
 
     def close(self) -> None:
         while self._owned:
@@ -102,7 +114,8 @@ class ComponentPass:
         if self.name == "monitor":
             from aso.components.monitor import run_monitor
 
-            return lambda progress: run_monitor(proxies, tools, settings, progress)
+            backend = self.backend()
+            return lambda progress: run_monitor(proxies, tools, settings, progress, backend=backend)
         backend = self.backend()
         if self.name in ("transfer", "stager"):
             from aso.components.transfer import run_stager, run_transfer

@@ -25,6 +25,7 @@ from collections import Counter, defaultdict
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 from aso.components.handoffs import MonitorEntry, ReportedFile, ReporterEntry
 from aso.components.pipeline import PipelineSettings, ToolCache, ToolFactory
@@ -47,6 +48,9 @@ class MonitorSummary:
     active_jobs: int = 0
     lost_jobs: int = 0
     timed_out_jobs: int = 0
+    #: FTS jobs of this worker's SUBMITTED rows that nothing on this disk followed (taken
+    #: over from a dead host): monitor entries rebuilt for them
+    adopted_jobs: int = 0
     handed_over: Counter = field(default_factory=Counter)
     unreachable: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
@@ -77,6 +81,8 @@ class MonitorSummary:
                 + (f" ({self.quiet_skipped} with recent news left to the receiver)" if self.quiet_skipped else "") + ": "
                 f"{self.finished_jobs} done, {self.active_jobs} still active, {self.lost_jobs} unknown to FTS, "
                 f"{self.timed_out_jobs} timed out; files handed to the reporter: {handed}")
+        if self.adopted_jobs:
+            text += f"; {self.adopted_jobs} job(s) taken over from another host now followed"
         if self.unreachable:
             text += f"; unreachable: {', '.join(self.unreachable)}"
         return text
@@ -94,7 +100,9 @@ def unlisted_outcome(result: JobResult) -> tuple[str, str | None]:
 
 
 class MonitorPass:
-    def __init__(self, proxies, tools: ToolFactory, settings: PipelineSettings, now: Callable[[], float] = time.time):
+    def __init__(self, proxies, tools: ToolFactory, settings: PipelineSettings, now: Callable[[], float] = time.time,
+                 backend: Any = None):
+        self.backend = backend
         self.proxies = proxies
         self.tools = ToolCache(tools)
         self.settings = settings
@@ -192,8 +200,49 @@ class MonitorPass:
                     with log_context(fts_job=job.job_id):
                         self._apply(entry, job, result, summary)
 
+    def adopt(self, summary: MonitorSummary) -> None:
+        """Follow the FTS jobs of this worker's SUBMITTED (and KILL) rows that no monitor or
+        reporter entry on this disk names: jobs a dead host submitted and this worker took
+        over. One grouped query a pass; the rows of the missing jobs only are read, and each
+        job's entry is written on its own (a kill half-way leaves the rest to the next pass,
+        which finds them missing again)."""
+        if self.backend is None:
+            return
+        try:
+            jobs = self.backend.submitted_jobs()
+            followed = {e.name for e in self.monitor_box.entries()}
+            missing = [(u, j, e) for u, j, e in jobs if j not in followed and e]
+            if missing:
+                for entry in self.reporter_box.entries():
+                    record = self.reporter_box.load_record(entry)
+                    if record is not None:
+                        followed.update(job for job, _ in record.results())
+                missing = [(u, j, e) for u, j, e in missing if j not in followed]
+            if not missing:
+                return
+            rows: dict[str, list[str]] = defaultdict(list)
+            for row in self.backend.transfers_of_jobs([j for _, j, _ in missing]):
+                rows[row["tm_fts_id"]].append(row["tm_id"])
+        except AsoError as exc:  # following the jobs already here matters more
+            log.warning("jobs taken over from other hosts not looked for this pass: %s", exc)
+            return
+        now = int(self.now())
+        for user, job_id, endpoint in missing:
+            if not rows.get(job_id):
+                continue  # finished meanwhile
+            # the receiver and the retry manager change a user's entries under this lock too
+            with self.monitor_box.user_lock(user):
+                job = (self.monitor_box.load_record(self.monitor_box.entry(user, job_id))
+                       if self.monitor_box.exists(user, job_id) else None) or MonitorEntry.new(job_id, user, endpoint, now)
+                job.watch(i for i in rows[job_id] if i not in job.files)
+                self.monitor_box.write_record(user, job_id, job)
+            summary.adopted_jobs += 1
+            log.info("user %s: FTS job %s (%d file(s)) taken over from another host: followed from now on", user,
+                     job_id, len(rows[job_id]), extra={"user": user, "fts_job": job_id})
+
     def run(self, progress: Callable[[int, int], None] | None = None) -> MonitorSummary:
         summary = MonitorSummary()
+        self.adopt(summary)
         groups: dict[tuple[str, str], list[tuple[Entry, MonitorEntry]]] = defaultdict(list)
         poll_after, now = self.settings.poll_after, self.now()
         for entry in self.monitor_box.entries():
@@ -223,6 +272,7 @@ class MonitorPass:
 
 
 def run_monitor(proxies, tools: ToolFactory, settings: PipelineSettings,
-                progress: Callable[[int, int], None] | None = None) -> MonitorSummary:
-    """One ``aso monitor`` pass."""
-    return MonitorPass(proxies, tools, settings).run(progress)
+                progress: Callable[[int, int], None] | None = None, *, backend: Any = None) -> MonitorSummary:
+    """One ``aso monitor`` pass (with ``backend``, also following the jobs this worker took
+    over from other hosts)."""
+    return MonitorPass(proxies, tools, settings, backend=backend).run(progress)

@@ -10,12 +10,14 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from aso.errors import AsoError
-from aso.state.records import PassRecord
+from aso.state.records import Heartbeat, Membership, PassRecord
 
 log = logging.getLogger("aso.passes")
 
@@ -71,6 +73,59 @@ class PassReporter:
         if self._backend is not None:
             self._backend.close()
             self._backend = None
+
+
+class Heartbeater:
+    """The heartbeats of one component instance (this host and process), on the backend its
+    passes use, so that the generation a heartbeat answers is the one their writes carry.
+
+    Best effort, as pass records: a heartbeat that cannot be written costs a warning, and
+    the backend then knows its share is unknown (:meth:`StateBackend.share` gives it nobody
+    new). :meth:`during` refreshes the heartbeat every ``timeout / 4`` seconds of a long
+    pass, so a busy instance is never taken for dead."""
+
+    def __init__(self, backend: Any, component: str, timeout: int, host: str | None = None):
+        self.backend = backend
+        self.component = component
+        self.timeout = int(timeout)
+        self.host = host or socket.gethostname()
+        self.pid = os.getpid()
+        self.started = time.time()
+        self._warned = False
+
+    def beat(self) -> Membership | None:
+        try:
+            membership = self.backend.heartbeat(Heartbeat(self.host, self.component, self.pid, self.started,
+                                                          self.timeout))
+        except (AsoError, OSError) as exc:
+            (log.debug if self._warned else log.warning)(
+                "%s: heartbeat not recorded in the state backend (%s); no new users' work is taken this pass",
+                self.component, exc)
+            self._warned = True
+            return None
+        self._warned = False
+        for taken in membership.taken_over:
+            log.warning("worker %s silent for more than %d s: taken over by %s (%d row(s) of %d user(s) reassigned, "
+                        "its generation is now %d)", taken.worker, self.timeout, taken.by, taken.rows, taken.users,
+                        taken.generation)
+        return membership
+
+    @contextmanager
+    def during(self) -> Iterator[None]:
+        """Heartbeat again every timeout/4 until the block ends."""
+        stop = threading.Event()
+
+        def refresh() -> None:
+            while not stop.wait(self.timeout / 4):
+                self.beat()
+
+        thread = threading.Thread(target=refresh, name=f"{self.component}-heartbeat", daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            thread.join()
 
 
 def reporter_for(config: Any, component: str) -> PassReporter:

@@ -18,7 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 
 from aso.components.pipeline import GroupCommit, PipelineSettings
-from aso.errors import AsoError, BackendUnavailable
+from aso.errors import AsoError, BackendUnavailable, FencedError
 from aso.logs import log_context
 from aso.sandbox import SandboxError
 from aso.state import StateBackend, TransferUpdate
@@ -168,6 +168,8 @@ class ReporterPass:
                         summary.errors.append(f"state backend unreachable: {exc}; results stay for the next pass")
                         log.error("%s", summary.errors[-1])
                     continue
+                except FencedError:
+                    raise  # taken over: the whole pass stops
                 except AsoError as exc:
                     summary.errors.append(f"{user}: {exc}; their results stay for the next pass")
                     log.error("%s", summary.errors[-1], extra={"user": user})

@@ -83,8 +83,21 @@ class RetryManagerPass:
                 ids.update(record.ids())
         return ids
 
+    def _mine_to_kill(self, rows: list[dict]) -> list[dict]:
+        """The rows to kill that are this worker's to cancel, so two hosts never both cancel
+        the same files: its own, and nobody's of the users in its share. Alone (no
+        heartbeat data), every row, as a single host always did."""
+        if self.backend.membership is None and not self.backend.heartbeat_failed:
+            return rows
+        me = self.backend.worker
+        free_users = sorted({r["tm_username"] for r in rows if r.get("tm_aso_worker") is None})
+        own, _ = self.backend.share(free_users)
+        share = set(own)
+        return [r for r in rows if r.get("tm_aso_worker") == me
+                or (r.get("tm_aso_worker") is None and r["tm_username"] in share)]
+
     def kill(self, summary: RetryManagerSummary) -> None:
-        rows = self.backend.transfers_to_kill()
+        rows = self._mine_to_kill(self.backend.transfers_to_kill())
         if not rows:
             return
         # A row a write-ahead record names may be on its way to FTS (a pass killed mid-
@@ -239,7 +252,9 @@ class RetryManagerPass:
                 for name in LOCKS.values():
                     locks.enter_context(component_lock(self.settings.lock_dir, name))
                 pending = self._pending_submissions()
-                release = [r["tm_id"] for r in acquired if r["tm_id"] not in pending]
+                # a row with a submission id may have reached FTS under it: the transfer pass
+                # resubmits that sid (FTS answers with the job if it went), never anew
+                release = [r["tm_id"] for r in acquired if r["tm_id"] not in pending and not r.get("tm_sid")]
                 if release:
                     summary.released = self.backend.release_transfers(release)
         except LockHeld:

@@ -47,7 +47,7 @@ from dataclasses import asdict, dataclass, field
 from aso.components.handoffs import Chunk, MonitorEntry, SubmitRecord
 from aso.components.pipeline import GroupCommit, PipelineSettings, ToolCache, ToolFactory
 from aso.components.staging import STAGEIN_KIND, TRANSFER_KIND, StagingSettings, plan_stageins
-from aso.errors import AsoError, ConfigError
+from aso.errors import AsoError, ConfigError, FencedError
 from aso.logs import log_context
 from aso.sandbox import SandboxError
 from aso.state import StateBackend, TransferUpdate
@@ -72,6 +72,9 @@ class TransferSummary:
     failed: int = 0
     #: rows no link or multi-hop path reaches (among retry and failed, reason NO_PATH: ...)
     no_path: int = 0
+    #: ACQUIRED rows planned elsewhere (a dead host, an interrupted pass) resubmitted
+    #: under their recorded sids
+    adopted: int = 0
     users_skipped: list[str] = field(default_factory=list)
     #: FTS endpoints that could not be reached (their chunks wait for the next pass)
     unreachable: list[str] = field(default_factory=list)
@@ -98,6 +101,7 @@ class TransferSummary:
         self.retry += r.retry
         self.failed += r.failed
         self.no_path += r.no_path
+        self.adopted += r.adopted
         self.errors.extend(r.errors)
         self.unreachable = sorted(set(self.unreachable) | r.unreachable)
         self.misconfigured = sorted(set(self.misconfigured) | r.misconfigured)
@@ -108,6 +112,7 @@ class TransferSummary:
                 f"{self.users} user(s), {self.replayed} interrupted submission(s) completed, {self.retry} to retry, "
                 f"{self.failed} failed{skipped}"
                 + (f"; {self.no_path} with no path between their sites (NO_PATH)" if self.no_path else "")
+                + (f"; {self.adopted} planned elsewhere resubmitted under their sids" if self.adopted else "")
                 + (f"; FTS unreachable: {', '.join(self.unreachable)}" if self.unreachable else "")
                 + (f"; not configured: {'; '.join(self.misconfigured)}" if self.misconfigured else ""))
 
@@ -119,6 +124,7 @@ class _UserResult:
     retry: int = 0
     failed: int = 0
     no_path: int = 0
+    adopted: int = 0
     skipped: bool = False
     unreachable: set[str] = field(default_factory=set)
     misconfigured: set[str] = field(default_factory=set)
@@ -214,8 +220,10 @@ class _Pending:
     rows_by_id: dict[str, dict]
     result: _UserResult
     proxy: str = ""
-    #: rows killed before this (replayed) submission: not submitted
+    #: rows left out of this (replayed) submission: killed, or taken over by another worker
     dead: frozenset[str] = frozenset()
+    #: the killed ones among them (their FTS job is recorded and canceled if they went)
+    killed: frozenset[str] = frozenset()
 
 
 #: row states a submission must leave out (the user asked for a kill)
@@ -326,7 +334,10 @@ class TransferPass:
         if updates:
             outcome = self.backend.update_transfers(updates)
             for skip in outcome.skipped:
-                if skip.get("state") in _KILLED_STATES:
+                if str(skip.get("reason", "")).startswith("owned by"):
+                    log.info("row %s was taken over by another worker (%s); its new owner follows it",
+                             skip.get("id"), skip.get("reason"), extra={"rows": skip.get("id")})
+                elif skip.get("state") in _KILLED_STATES:
                     killed_now.add(skip.get("id"))
                 elif skip.get("state") != "SUBMITTED":
                     log.info("row %s was %s when its FTS job was recorded; the monitor will ignore its result",
@@ -359,7 +370,7 @@ class TransferPass:
         for item in items:
             for chunk, job_id in item.batch.submitted:
                 ids = set(chunk.ids())
-                late = (ids & item.dead) | (ids & killed_now)
+                late = (ids & item.killed) | (ids & killed_now)
                 if not late:
                     continue
                 updates.extend(TransferUpdate(id=i, state="SUBMITTED", fts_id=job_id, fts_instance=chunk.endpoint,
@@ -392,9 +403,10 @@ class TransferPass:
             log.warning("user %s: cannot cancel killed files of FTS job %s yet: %s", item.user, job_id, exc)
 
     def _run_record(self, user: str, name: str, chunks: list[Chunk], proxy: str, rows_by_id: dict[str, dict],
-                    result: _UserResult, group: GroupCommit | None = None, dead: frozenset[str] = frozenset()) -> None:
+                    result: _UserResult, group: GroupCommit | None = None, dead: frozenset[str] = frozenset(),
+                    killed: frozenset[str] = frozenset()) -> None:
         batch = self._submit_chunks(user, chunks, proxy, result, dead)
-        item = _Pending(user, name, batch, rows_by_id, result, proxy, dead)
+        item = _Pending(user, name, batch, rows_by_id, result, proxy, dead, killed)
         if group is None:
             self._apply([item])
         else:
@@ -432,11 +444,18 @@ class TransferPass:
         rows_by_id = {r["tm_id"]: r for r in self.backend.get_transfers(ids)}
         # killed since the record was written: not submitted (their FTS job is recorded
         # if an earlier attempt submitted them, so the retry manager cancels them there)
-        dead = frozenset(i for i, r in rows_by_id.items() if r["tm_transfer_state"] in _KILLED_STATES)
+        # taken over by another worker since (or gone): not this worker's to submit; the new
+        # owner resubmits their chunk's sid, which FTS answers with the same job
+        gone = frozenset(i for i in ids if rows_by_id.get(i, {}).get("tm_aso_worker") != self.backend.worker)
+        if gone:
+            log.warning("user %s: %d row(s) of interrupted submissions now belong to another worker: left out",
+                        user, len(gone))
+        killed = frozenset(i for i, r in rows_by_id.items() if r["tm_transfer_state"] in _KILLED_STATES) - gone
+        dead = killed | gone
         try:
             for name, record in user_records:
                 result = _UserResult()
-                self._run_record(user, name, record.chunks, proxy, rows_by_id, result, dead=dead)
+                self._run_record(user, name, record.chunks, proxy, rows_by_id, result, dead=dead, killed=killed)
                 done += result.jobs
                 if summary is not None:  # replayed jobs count among the pass's jobs too
                     summary.add(result)
@@ -471,10 +490,15 @@ class TransferPass:
             result.skipped = True
             return result
         rows_by_id = {row["tm_id"]: row for row in rows}
-        if self.kind == STAGEIN_KIND:
-            plan = plan_stageins(rows, self.topology, self.settings.max_files_per_job, self.settings.staging)
-        else:
-            plan = plan_chunks(rows, self.topology, self.settings.max_files_per_job, staging=self.settings.staging)
+        # Rows with a submission id but no write-ahead record here were planned by a host that
+        # died (or by this one, killed between the two records): their chunks are rebuilt
+        # with the same sids, so FTS answers a chunk that went with its job instead of
+        # running it twice.
+        planned = [r for r in rows if r.get("tm_sid")]
+        plan = self._plan([r for r in rows if not r.get("tm_sid")])
+        if planned:
+            self._replan(user, planned, plan)
+            result.adopted += len(planned)
         if plan.unconfigured:
             # This host's configuration lacks a site the rows name: not the rows' fault, so
             # they go back to NEW untouched and the pass says what to fix (exit 2).
@@ -504,12 +528,42 @@ class TransferPass:
         chunks = plan.chunks
         if not chunks:
             return result
-        # One write-ahead record for all of this user's chunks: written before any submission,
-        # shrunk or removed only once the submissions' effects are recorded.
+        # Each row's sid in the state backend first (whoever holds the row later resubmits
+        # that sid), then one write-ahead record here for all of this user's chunks; both
+        # before any submission, the record shrunk or removed only once the submissions'
+        # effects are recorded.
+        self.backend.set_submission_ids({t.id: chunk.sid for chunk in chunks for t in chunk.transfers})
         name = uuid.uuid4().hex
         self.submit_box.write_record(user, name, SubmitRecord(user, int(time.time()), chunks))
         self._run_record(user, name, chunks, proxy, rows_by_id, result, self._group)
         return result
+
+    def _plan(self, rows: list[dict], new_sid: Callable[[], str] | None = None) -> Plan:
+        sid = new_sid or (lambda: uuid.uuid4().hex)
+        if self.kind == STAGEIN_KIND:
+            return plan_stageins(rows, self.topology, self.settings.max_files_per_job, self.settings.staging, sid)
+        return plan_chunks(rows, self.topology, self.settings.max_files_per_job, sid, self.settings.staging)
+
+    def _replan(self, user: str, rows: list[dict], plan: Plan) -> None:
+        """Rebuild the chunks of rows planned elsewhere, one per recorded sid, into ``plan``."""
+        by_sid: dict[str, list[dict]] = defaultdict(list)
+        for row in rows:
+            by_sid[row["tm_sid"]].append(row)
+        for sid, group in sorted(by_sid.items()):
+            again = self._plan(group, lambda sid=sid: sid)
+            if len(again.chunks) > 1:
+                # the links or job size changed since the chunk was cut: one sid cannot name
+                # two jobs, so the rows are planned afresh (if the first chunk did reach FTS,
+                # its files are copied a second time: overwrite is on, nothing is lost)
+                log.warning("user %s: chunk %s cannot be rebuilt as it was (configuration changed): planned anew",
+                            user, sid)
+                again = self._plan(group)
+            plan.chunks += again.chunks
+            plan.no_path += again.no_path
+            plan.unconfigured += again.unconfigured
+            plan.bad += again.bad
+        log.info("user %s: %d row(s) planned by another host (or an interrupted pass) resubmitted under their "
+                 "recorded sid(s)", user, len(rows))
 
     def run(self, progress: Callable[[int, int], None] | None = None) -> TransferSummary:
         summary = TransferSummary(component=LOCKS[self.kind])
@@ -519,8 +573,11 @@ class TransferPass:
             # the limits of the same topology the pass routes over (both re-read together);
             # a stage-in copies nothing over a link: not throttled, as Rucio's stager
             limits = ThrottleLimits.from_topology(self.topology) if self.kind == TRANSFER_KIND else None
-            acquired = (self.backend.acquire_transfers(users, self.settings.acquire_limit, limits,
-                                                       request_type=self.kind) if users else 0)
+            # new work of this worker's share of the users (all of them when it is alone);
+            # of the others', only rows pinned to it by name
+            own, others = self.backend.share(users)
+            acquired = (self.backend.acquire_transfers(own, self.settings.acquire_limit, limits,
+                                                       request_type=self.kind, pinned_only=others) if users else 0)
             summary.acquired, summary.held = int(acquired), getattr(acquired, "held", 0)
             pending = self.pending_ids()
             users = sorted(set(users))
@@ -532,8 +589,8 @@ class TransferPass:
                 for done, (user, future) in enumerate(futures.items(), 1):
                     try:
                         r = future.result()
-                    except SandboxError:
-                        raise  # the sandbox itself is broken: one clear error, not one per user
+                    except (SandboxError, FencedError):
+                        raise  # the sandbox is broken, or this worker was taken over: the pass stops
                     except AsoError as exc:
                         summary.errors.append(f"{user}: {exc}")
                         log.error("user %s: %s", user, exc, extra={"user": user})

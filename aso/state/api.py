@@ -18,9 +18,21 @@ from aso import validate
 from aso.errors import ValidationError
 from aso.state.auth import Identity
 from aso.state.namespaces import Namespaces
-from aso.state.operations import PASS_COLUMNS, THROTTLE_COLUMNS
+from aso.state.operations import (
+    INSTANCE_COLUMNS,
+    PASS_COLUMNS,
+    SUBMITTED_JOB_COLUMNS,
+    THROTTLE_COLUMNS,
+)
 from aso.state.params import Params, blank_to_none, parse_flag, parse_json_body
-from aso.state.records import TRANSFER_COLUMNS, PassRecord, PublicationUpdate, TransferUpdate
+from aso.state.records import (
+    DEFAULT_HEARTBEAT_TIMEOUT,
+    TRANSFER_COLUMNS,
+    Heartbeat,
+    PassRecord,
+    PublicationUpdate,
+    TransferUpdate,
+)
 from aso.state.requests import request_type
 from aso.state.schema import TASK_COLUMNS
 from aso.state.store import Store
@@ -70,6 +82,12 @@ class Api:
     def _worker(p: Params) -> str:
         return validate.worker(p.get("asoworker", required=True))
 
+    @staticmethod
+    def _generation(p: Params) -> int | None:
+        """The fencing generation a pipeline write carries (absent: not checked)."""
+        value = p.integer("generation")
+        return None if value is None else validate.non_negative_int(value, "generation", validate.MAX_INT32)
+
     def _aligned(self, p: Params, required: str, optional: list[str]) -> tuple[list, Callable[[str, int], Any]]:
         """``list_of_ids`` and the lists aligned with it (CRAB's parallel-list encoding).
 
@@ -100,7 +118,11 @@ class Api:
                  or self.store.active_users(worker=worker, request_type=kind))
         limit = p.integer("limit", 1000)
         limits = _limits(p.get("limits"))
-        acquired = self.store.acquire_transfers(users, limit, worker=worker, limits=limits, request_type=kind)
+        pinned = p.getlist("pinned_only")
+        if pinned is not None:
+            self._batch("pinned_only", pinned)
+        acquired = self.store.acquire_transfers(users, limit, worker=worker, limits=limits, request_type=kind,
+                                                pinned_only=pinned, generation=self._generation(p))
         return {"result": [{"modified": int(acquired), "held": acquired.held}]}
 
     def throttle_counts(self, p: Params, who: Identity) -> Any:
@@ -120,6 +142,38 @@ class Api:
             row["last_success_ms"] = None if r.last_success is None else int(r.last_success * 1000)
             rows.append(row)
         return _table(PASS_COLUMNS, rows)
+
+    # several hosts
+    def heartbeat(self, p: Params, who: Identity) -> Any:
+        worker = self._worker(p)
+        return {"result": [self.store.heartbeat(Heartbeat.from_params(p.get), worker=worker).as_dict()]}
+
+    def instances(self, p: Params, who: Identity) -> Any:
+        timeout = p.integer("timeout", DEFAULT_HEARTBEAT_TIMEOUT)
+        return _table(INSTANCE_COLUMNS, [i.to_row() for i in self.store.instances(timeout)])
+
+    def set_submission_ids(self, p: Params, who: Identity) -> Any:
+        worker = self._worker(p)
+        ids, at = self._aligned(p, "list_of_sid", [])
+        sids: dict[str, str] = {}
+        for i, row_id in enumerate(ids):
+            sid = at("list_of_sid", i)
+            if sid is None:
+                raise ValidationError(f"list_of_sid[{i}]", "is required")
+            if not isinstance(row_id, str) or row_id in sids:
+                raise ValidationError(f"list_of_ids[{i}]", f"{str(row_id)[:60]!r} appears twice or is not an id")
+            sids[row_id] = sid
+        return {"result": [{"modified": self.store.set_submission_ids(sids, worker=worker,
+                                                                      generation=self._generation(p))}]}
+
+    def submitted_jobs(self, p: Params, who: Identity) -> Any:
+        jobs = self.store.submitted_jobs(worker=self._worker(p), request_type=request_type(p.get("request_type")))
+        return _table(SUBMITTED_JOB_COLUMNS, [dict(zip(SUBMITTED_JOB_COLUMNS, j, strict=True)) for j in jobs])
+
+    def transfers_of_jobs(self, p: Params, who: Identity) -> Any:
+        worker = self._worker(p)
+        ids = self._batch("list_of_fts_id", p.getlist("list_of_fts_id"))
+        return _table(TRANSFER_COLUMNS, self.store.transfers_of_jobs(ids, worker=worker))
 
     def acquired_transfers(self, p: Params, who: Identity) -> Any:
         worker = self._worker(p)
@@ -151,11 +205,12 @@ class Api:
             )
             for i, row_id in enumerate(ids)
         ]
-        result = self.store.update_transfers(updates, worker=worker)
+        result = self.store.update_transfers(updates, worker=worker, generation=self._generation(p))
         return {"result": [{"modified": len(result.updated), "updated": result.updated, "skipped": result.skipped}]}
 
     def retry_transfers(self, p: Params, who: Identity) -> Any:
-        modified = self.store.retry_transfers(p.integer("time_to", required=True), worker=self._worker(p))
+        modified = self.store.retry_transfers(p.integer("time_to", required=True), worker=self._worker(p),
+                                              generation=self._generation(p))
         return {"result": [{"modified": modified}]}
 
     def stuck_transfers(self, p: Params, who: Identity) -> Any:
@@ -167,7 +222,8 @@ class Api:
 
     def release_transfers(self, p: Params, who: Identity) -> Any:
         ids = self._batch("list_of_ids", p.getlist("list_of_ids"))
-        return {"result": [{"modified": self.store.release_transfers(ids, worker=self._worker(p))}]}
+        return {"result": [{"modified": self.store.release_transfers(ids, worker=self._worker(p),
+                                                                     generation=self._generation(p))}]}
 
     def transfers_to_kill(self, p: Params, who: Identity) -> Any:
         limit = min(p.integer("limit", 5000), 5000)
@@ -205,7 +261,8 @@ class Api:
 
     # publication
     def acquire_publication(self, p: Params, who: Identity) -> Any:
-        return {"result": [{"modified": self.store.acquire_publication(worker=self._worker(p))}]}
+        return {"result": [{"modified": self.store.acquire_publication(worker=self._worker(p),
+                                                                       generation=self._generation(p))}]}
 
     def acquired_publication(self, p: Params, who: Identity) -> Any:
         rows = self.store.acquired_publication(p.get("username"), p.integer("limit", 100000), worker=self._worker(p))
@@ -231,7 +288,7 @@ class Api:
                     publish_flag=publish,
                 )
             )
-        result = self.store.update_publication(updates, worker=worker)
+        result = self.store.update_publication(updates, worker=worker, generation=self._generation(p))
         return {"result": [{"modified": len(result.updated), "updated": result.updated, "skipped": result.skipped}]}
 
     # reads
@@ -345,6 +402,11 @@ ROUTES: dict[tuple[str, str, str], tuple[str, frozenset[str]]] = {
     ("filetransfers", "GET", "throttleCounts"): ("throttle_counts", STAFF),
     ("filetransfers", "POST", "recordPass"): ("record_pass", SERVICE),
     ("filetransfers", "GET", "componentPasses"): ("component_passes", STAFF),
+    ("filetransfers", "POST", "heartbeat"): ("heartbeat", SERVICE),
+    ("filetransfers", "GET", "instances"): ("instances", STAFF),
+    ("filetransfers", "POST", "setSubmissionIds"): ("set_submission_ids", SERVICE),
+    ("filetransfers", "GET", "submittedJobs"): ("submitted_jobs", SERVICE),
+    ("filetransfers", "POST", "transfersOfJobs"): ("transfers_of_jobs", SERVICE),
     ("filetransfers", "GET", "getTransfersToKill"): ("transfers_to_kill", SERVICE),
     ("filetransfers", "GET", "groupedTransferStatistics"): ("statistics", ANYONE),
     ("filetransfers", "GET", "groupedPublishStatistics"): ("grouped_publish_statistics", ANYONE),

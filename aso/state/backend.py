@@ -23,8 +23,11 @@ from abc import ABC, abstractmethod
 from typing import Any
 
 from aso.state.records import (
+    Heartbeat,
     InjectResult,
+    Instance,
     KillResult,
+    Membership,
     PassRecord,
     PublicationUpdate,
     TransferUpdate,
@@ -36,6 +39,14 @@ from aso.topology.throttle import ThrottleCounts, ThrottleLimits
 
 class StateBackend(ABC):
     worker: str
+    #: the fencing generation the last heartbeat answered (None: no heartbeat, no check);
+    #: the pipeline writes (acquire, update, retry, release, publication) carry it, and the
+    #: store refuses them with FencedError once another worker took this one over
+    generation: int | None = None
+    #: the last heartbeat's answer (None: no heartbeat yet, or it failed)
+    membership: Membership | None = None
+    #: the last heartbeat failed: this instance does not know its share
+    heartbeat_failed: bool = False
 
     # -- injection and user-facing reads -------------------------------------------------
     @abstractmethod
@@ -78,7 +89,7 @@ class StateBackend(ABC):
 
     @abstractmethod
     def acquire_transfers(self, users: list[str], limit: int, limits: ThrottleLimits | None = None, *,
-                          request_type: str | None = None) -> int:
+                          request_type: str | None = None, pinned_only: list[str] | None = None) -> int:
         """NEW rows with no worker → ACQUIRED by this worker, at most ``limit`` per user,
         oldest first. Safe against concurrent acquirers (no row is acquired twice).
         With ``limits``, only as many rows per (user, source, destination) as the sites and
@@ -86,7 +97,9 @@ class StateBackend(ABC):
         shared fairly between users (:func:`aso.topology.throttle.allocate`); the oldest of
         each group first. Returns the number acquired (an :class:`~aso.state.records.Acquired`
         whose ``held`` counts the rows left waiting on a full site or link). With
-        ``request_type``, only rows of that kind (as :meth:`active_users`)."""
+        ``request_type``, only rows of that kind (as :meth:`active_users`). Of the users of
+        ``pinned_only`` (other workers' shares, :mod:`aso.state.shares`) only the rows pinned
+        to this worker by name are taken."""
 
     @abstractmethod
     def throttle_counts(self) -> ThrottleCounts:
@@ -186,6 +199,54 @@ class StateBackend(ABC):
     @abstractmethod
     def component_passes(self) -> list[PassRecord]:
         """Every component instance's latest pass (service and operator roles)."""
+
+    # -- several hosts -------------------------------------------------------------------
+    def heartbeat(self, beat: Heartbeat) -> Membership:
+        """Say this worker's instance ``beat`` is alive (service role over REST); in the
+        same transaction the store takes over every worker silent for longer than
+        ``beat.timeout``. Remembers the answer (:attr:`membership`) and its generation,
+        which this backend's pipeline writes carry from then on."""
+        try:
+            membership = self._heartbeat(beat)
+        except Exception:
+            self.membership, self.heartbeat_failed = None, True
+            raise
+        self.membership, self.generation, self.heartbeat_failed = membership, membership.generation, False
+        return membership
+
+    def share(self, users: list[str]) -> tuple[list[str], list[str]]:
+        """(users whose new work this worker takes, the others) by the last heartbeat's
+        live workers (:func:`aso.state.shares.mine`): everyone when it never heartbeat (a
+        single host, a library caller), nobody when its last heartbeat failed."""
+        from aso.state.shares import mine
+
+        if self.heartbeat_failed:
+            return [], list(users)
+        return mine(users, self.worker, None if self.membership is None else self.membership.live)
+
+    @abstractmethod
+    def _heartbeat(self, beat: Heartbeat) -> Membership:
+        """The store's answer to ``beat`` (see :meth:`heartbeat`)."""
+
+    @abstractmethod
+    def instances(self, timeout: int) -> list[Instance]:
+        """Every component instance's last heartbeat, live if heard from within ``timeout``
+        seconds, with its worker's generation and state (service and operator roles)."""
+
+    @abstractmethod
+    def set_submission_ids(self, sids: dict[str, str]) -> int:
+        """Row id → the submission id (FTS sid) of the chunk it was planned into, recorded
+        before the chunk is submitted, on rows ACQUIRED by this worker (fenced). Returns how
+        many rows took it."""
+
+    @abstractmethod
+    def submitted_jobs(self, *, request_type: str | None = None) -> list[tuple[str, str, str]]:
+        """(user, FTS job id, FTS endpoint) of the jobs holding this worker's SUBMITTED (or
+        KILL) rows: what its monitor should be following."""
+
+    @abstractmethod
+    def transfers_of_jobs(self, fts_ids: list[str]) -> list[dict[str, Any]]:
+        """This worker's SUBMITTED (or KILL) rows in the FTS jobs ``fts_ids``."""
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections."""

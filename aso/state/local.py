@@ -7,8 +7,11 @@ from typing import Any
 from aso import validate
 from aso.state.backend import StateBackend
 from aso.state.records import (
+    Heartbeat,
     InjectResult,
+    Instance,
     KillResult,
+    Membership,
     PassRecord,
     PublicationUpdate,
     TransferUpdate,
@@ -39,8 +42,9 @@ class LocalBackend(StateBackend):
         return self.store.active_users(worker=self.worker, request_type=request_type)
 
     def acquire_transfers(self, users: list[str], limit: int, limits: ThrottleLimits | None = None, *,
-                          request_type: str | None = None) -> int:
-        return self.store.acquire_transfers(users, limit, worker=self.worker, limits=limits, request_type=request_type)
+                          request_type: str | None = None, pinned_only: list[str] | None = None) -> int:
+        return self.store.acquire_transfers(users, limit, worker=self.worker, limits=limits, request_type=request_type,
+                                            pinned_only=pinned_only, generation=self.generation)
 
     def throttle_counts(self) -> ThrottleCounts:
         return self.store.throttle_counts()
@@ -49,16 +53,16 @@ class LocalBackend(StateBackend):
         return self.store.acquired_transfers(user, limit, worker=self.worker, request_type=request_type)
 
     def update_transfers(self, updates: list[TransferUpdate]) -> UpdateResult:
-        return self.store.update_transfers(updates, worker=self.worker)
+        return self.store.update_transfers(updates, worker=self.worker, generation=self.generation)
 
     def retry_transfers(self, cooloff: int) -> int:
-        return self.store.retry_transfers(cooloff, worker=self.worker)
+        return self.store.retry_transfers(cooloff, worker=self.worker, generation=self.generation)
 
     def stuck_transfers(self, states, older_than: int, limit: int = 10000) -> list[dict[str, Any]]:
         return self.store.stuck_transfers(states, older_than, limit, worker=self.worker)
 
     def release_transfers(self, ids: list[str]) -> int:
-        return self.store.release_transfers(ids, worker=self.worker)
+        return self.store.release_transfers(ids, worker=self.worker, generation=self.generation)
 
     def request_kill(self, *, task=None, ids=None) -> KillResult:
         return self.store.request_kill(task=task, ids=ids)
@@ -73,13 +77,13 @@ class LocalBackend(StateBackend):
         return self.store.retry_failed(task=task, ids=ids)
 
     def acquire_publication(self) -> int:
-        return self.store.acquire_publication(worker=self.worker)
+        return self.store.acquire_publication(worker=self.worker, generation=self.generation)
 
     def acquired_publication(self, user=None, limit: int = 100000) -> list[dict[str, Any]]:
         return self.store.acquired_publication(user, limit, worker=self.worker)
 
     def update_publication(self, updates: list[PublicationUpdate]) -> UpdateResult:
-        return self.store.update_publication(updates, worker=self.worker)
+        return self.store.update_publication(updates, worker=self.worker, generation=self.generation)
 
     def retry_publication(self, *, task=None, ids=None) -> int:
         return self.store.retry_publication(task=task, ids=ids)
@@ -105,6 +109,22 @@ class LocalBackend(StateBackend):
 
     def component_passes(self) -> list[PassRecord]:
         return self.store.component_passes()
+
+    def _heartbeat(self, beat: Heartbeat) -> Membership:
+        # the same checks as over REST
+        return self.store.heartbeat(Heartbeat.from_params(beat.to_params().get), worker=self.worker)
+
+    def instances(self, timeout: int) -> list[Instance]:
+        return self.store.instances(timeout)
+
+    def set_submission_ids(self, sids: dict[str, str]) -> int:
+        return self.store.set_submission_ids(sids, worker=self.worker, generation=self.generation)
+
+    def submitted_jobs(self, *, request_type: str | None = None) -> list[tuple[str, str, str]]:
+        return self.store.submitted_jobs(worker=self.worker, request_type=request_type)
+
+    def transfers_of_jobs(self, fts_ids: list[str]) -> list[dict[str, Any]]:
+        return self.store.transfers_of_jobs(fts_ids, worker=self.worker)
 
     def close(self) -> None:
         self.store.close()

@@ -13,7 +13,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aso import validate
-from aso.state.records import COMPONENTS, HOST_RE, MAX_EPOCH_MS, TRANSFER_COLUMNS
+from aso.state.records import (
+    COMPONENTS,
+    HOST_RE,
+    MAX_EPOCH_MS,
+    MAX_HEARTBEAT_TIMEOUT,
+    MIN_HEARTBEAT_TIMEOUT,
+    TRANSFER_COLUMNS,
+)
 from aso.state.schema import TASK_COLUMNS
 from aso.state.states import PublicationState, TransferState
 
@@ -151,6 +158,14 @@ PARAMETERS: dict[str, tuple[dict[str, Any], str]] = {
     "files": (_PASS_NUMBER, "files the pass handled"),
     "failures": (_PASS_NUMBER, "errors the pass met"),
     "summary": (TEXT, "the pass's summary line"),
+    "timeout": ({"type": "integer", "minimum": MIN_HEARTBEAT_TIMEOUT, "maximum": MAX_HEARTBEAT_TIMEOUT},
+                "heartbeat timeout (seconds): an instance silent for longer is dead"),
+    "generation": ({**INT, "maximum": validate.MAX_INT32},
+                   "fencing: the worker's generation from its last heartbeat; a write with another one is "
+                   "refused (409, fenced); absent: not checked"),
+    "pinned_only": (_array(USERNAME), "users of whom only rows pinned to asoworker are taken (other workers' shares)"),
+    "list_of_sid": (_array({"type": "string", "pattern": validate.PATH_PART_RE.pattern, "minLength": 1,
+                            "maxLength": 64}), "submission id (FTS sid) of each id's chunk"),
     "request_type": ({"type": "string", "enum": ["transfer", "stagein"]},
                      "only rows of this kind: 'transfer' (output and log rows, aso transfer's) or 'stagein' "
                      "(stage-in rows, aso stager's); absent: every row"),
@@ -218,6 +233,26 @@ ACQUIRED = {
 THROTTLE_COLUMNS = ["username", "source", "destination", "in_flight", "waiting"]
 PASS_COLUMNS = ["host", "component", "pid", "pass_id", "started_ms", "finished_ms", "exit_code", "files", "failures",
                 "summary", "last_success_ms"]
+INSTANCE_COLUMNS = ["worker", "host", "component", "pid", "started_ms", "heartbeat_ms", "live", "generation", "state",
+                    "taken_over_ms", "taken_over_by"]
+SUBMITTED_JOB_COLUMNS = ["username", "fts_id", "fts_instance"]
+_TAKEN_OVER = {
+    "type": "object",
+    "required": ["worker", "by", "generation", "rows", "users"],
+    "properties": {"worker": {"type": "string"}, "by": {"type": "string"},
+                   "generation": {"type": "integer", "minimum": 0}, "rows": {"type": "integer", "minimum": 0},
+                   "users": {"type": "integer", "minimum": 0}},
+}
+MEMBERSHIP = {
+    "type": "object",
+    "required": ["worker", "generation", "live", "taken_over"],
+    "properties": {
+        "worker": {"type": "string"},
+        "generation": {"type": "integer", "minimum": 0, "description": "the fencing token of asoworker's writes"},
+        "live": {"type": "array", "items": {"type": "string"}, "description": "live workers of the component"},
+        "taken_over": {"type": "array", "items": _TAKEN_OVER, "description": "workers this call took over"},
+    },
+}
 UPDATED = {
     "type": "object",
     "required": ["modified", "updated", "skipped"],
@@ -324,28 +359,32 @@ OPERATIONS: dict[tuple[str, str, str], Operation] = {
     ("filetransfers", "POST", "acquireTransfers"): Operation(
         "NEW rows with no worker become ACQUIRED by asoworker, oldest first, limit per user",
         {"asoworker": True, "usernames": False, "users": False, "limit": False, "limits": False,
-         "request_type": False}, write(ACQUIRED),
+         "request_type": False, "pinned_only": False, "generation": False}, write(ACQUIRED),
         notes="with limits, only what the sites and links have room for"),
     ("filetransfers", "POST", "updateTransfers"): Operation(
         "change the transfer state of rows of the worker",
         {"asoworker": True, "list_of_ids": True, "list_of_transfer_state": True, "list_of_failure_reason": False,
          "list_of_retry_value": False, "list_of_fts_instance": False, "list_of_fts_id": False,
-         "list_of_expected_state": False, "list_of_expected_fts_id": False, "list_of_path": False},
-        write(UPDATED), notes="the list_of_* lists are aligned with list_of_ids"),
+         "list_of_expected_state": False, "list_of_expected_fts_id": False, "list_of_path": False,
+         "generation": False},
+        write(UPDATED), notes="the list_of_* lists are aligned with list_of_ids; rows another worker owns are "
+                              "skipped (reason 'owned by ...')"),
     ("filetransfers", "POST", "retryTransfers"): Operation(
         "RETRY rows of the worker older than time_to go back to NEW",
-        {"asoworker": True, "time_to": True}, write(MODIFIED)),
+        {"asoworker": True, "time_to": True, "generation": False}, write(MODIFIED)),
     ("filetransfers", "POST", "releaseTransfers"): Operation(
-        "ACQUIRED rows of the worker back to NEW", {"asoworker": True, "list_of_ids": True}, write(MODIFIED)),
+        "ACQUIRED rows of the worker back to NEW", {"asoworker": True, "list_of_ids": True, "generation": False},
+        write(MODIFIED)),
     ("filetransfers", "POST", "markKilled"): Operation(
         "KILL rows become KILLED", {"list_of_ids": True, "reason": False}, write(MODIFIED)),
     ("filetransfers", "POST", "acquirePublication"): Operation(
-        "publication NEW or RETRY becomes ACQUIRED for the worker's DONE rows", {"asoworker": True}, write(MODIFIED)),
+        "publication NEW or RETRY becomes ACQUIRED for the worker's DONE rows",
+        {"asoworker": True, "generation": False}, write(MODIFIED)),
     ("filetransfers", "POST", "updatePublication"): Operation(
         "change the publication state of rows of the worker",
         {"asoworker": True, "list_of_ids": True, "list_of_publication_state": True, "list_of_failure_reason": False,
          "list_of_retry_value": False, "list_of_block_name": False, "list_of_publish_flag": False,
-         "publish_flag": False},
+         "publish_flag": False, "generation": False},
         write(UPDATED), notes="the list_of_* lists are aligned with list_of_ids"),
     ("filetransfers", "POST", "killTransfers"): Operation(
         "rows in flight go to KILL", _TASK_OR_IDS, write(KILLED), notes=_TASK_OR_IDS_NOTE),
@@ -372,6 +411,23 @@ OPERATIONS: dict[tuple[str, str, str], Operation] = {
     ("filetransfers", "GET", "componentPasses"): _q(
         "every component instance's latest pass (last_success_ms: its last pass that ended with exit code 0)", {},
         table(PASS_COLUMNS)),
+    ("filetransfers", "POST", "heartbeat"): Operation(
+        "a component instance of asoworker is alive; workers silent for longer than timeout are taken over "
+        "in the same transaction", {"asoworker": True, "host": True, "component": True, "pid": True,
+                                    "started_ms": True, "timeout": True}, write(MEMBERSHIP)),
+    ("filetransfers", "GET", "instances"): _q(
+        "every component instance's last heartbeat, live if within timeout seconds (default 600)",
+        {"timeout": False}, table(INSTANCE_COLUMNS)),
+    ("filetransfers", "POST", "setSubmissionIds"): Operation(
+        "record the submission id of each row's chunk (rows ACQUIRED by the worker) before it is submitted",
+        {"asoworker": True, "list_of_ids": True, "list_of_sid": True, "generation": False}, write(MODIFIED),
+        notes="list_of_sid is aligned with list_of_ids"),
+    ("filetransfers", "GET", "submittedJobs"): _q(
+        "the FTS jobs holding the worker's SUBMITTED (or KILL) rows", {"asoworker": True, "request_type": False},
+        table(SUBMITTED_JOB_COLUMNS)),
+    ("filetransfers", "POST", "transfersOfJobs"): Operation(
+        "the worker's SUBMITTED (or KILL) rows of FTS jobs", {"asoworker": True, "list_of_fts_id": True},
+        table(TRANSFER_COLUMNS)),
     ("filetransfers", "GET", "throttleCounts"): _q(
         "rows in flight (ACQUIRED, SUBMITTED) and waiting (NEW) per user, source and destination", {},
         table(THROTTLE_COLUMNS)),

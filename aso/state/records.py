@@ -169,3 +169,130 @@ class PassRecord:
                 "started": self.started, "finished": self.finished, "duration": self.duration,
                 "exit_code": self.exit_code, "files": self.files, "failures": self.failures, "summary": self.summary,
                 "last_success": self.last_success, "running": self.running}
+
+
+#: the heartbeat timeouts a caller may send (seconds): at least 1, at most a week
+MIN_HEARTBEAT_TIMEOUT = 1
+MAX_HEARTBEAT_TIMEOUT = 7 * 86400
+#: [aso] heartbeat_timeout's default, and what instances() assumes when asked without one
+DEFAULT_HEARTBEAT_TIMEOUT = 600
+#: the states of a worker
+WORKER_LIVE, WORKER_TAKEN_OVER = "live", "taken-over"
+
+
+@dataclass
+class Heartbeat:
+    """One component instance saying it is alive (its worker is the backend's). ``timeout``
+    (seconds) is the caller's [aso] heartbeat_timeout: an instance silent for longer is
+    dead, and a worker all of whose instances are dead is taken over."""
+
+    host: str
+    component: str
+    pid: int
+    started: float
+    timeout: int
+
+    def to_params(self) -> dict[str, Any]:
+        return {"host": self.host, "component": self.component, "pid": self.pid,
+                "started_ms": int(self.started * 1000), "timeout": self.timeout}
+
+    @classmethod
+    def from_params(cls, get: Any) -> Heartbeat:
+        """From request parameters; ValidationError naming the first bad one."""
+        from aso import validate
+        from aso.errors import ValidationError
+
+        host = get("host")
+        if not isinstance(host, str) or not HOST_RE.fullmatch(host):
+            raise ValidationError("host", f"{str(host)[:100]!r} is not a host name ([A-Za-z0-9_.-], 1 to 255 characters)")
+        component = get("component")
+        if component not in COMPONENTS:
+            raise ValidationError("component", f"{str(component)[:100]!r} is not one of {', '.join(COMPONENTS)}")
+        pid = validate.non_negative_int(get("pid"), "pid", validate.MAX_INT32)
+        started = validate.non_negative_int(get("started_ms"), "started_ms", MAX_EPOCH_MS)
+        timeout = validate.non_negative_int(get("timeout"), "timeout", MAX_HEARTBEAT_TIMEOUT)
+        if timeout < MIN_HEARTBEAT_TIMEOUT:
+            raise ValidationError("timeout", f"must be at least {MIN_HEARTBEAT_TIMEOUT} second")
+        return cls(host, component, pid, started / 1000, timeout)
+
+
+@dataclass
+class TakenOver:
+    """A worker declared dead in a heartbeat, and what became of its rows."""
+
+    worker: str
+    by: str
+    #: its generation after the takeover (its writes with an older one are fenced)
+    generation: int
+    rows: int
+    users: int
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"worker": self.worker, "by": self.by, "generation": self.generation, "rows": self.rows,
+                "users": self.users}
+
+    @classmethod
+    def from_dict(cls, doc: dict[str, Any]) -> TakenOver:
+        return cls(str(doc["worker"]), str(doc["by"]), int(doc["generation"]), int(doc["rows"]), int(doc["users"]))
+
+
+@dataclass
+class Membership:
+    """A heartbeat's answer: this worker's current generation (the fencing token its
+    pipeline writes carry), the live workers of the component (those with an instance of
+    it heard from within the timeout, this one included), and the workers this call took
+    over."""
+
+    worker: str
+    generation: int
+    live: list[str] = field(default_factory=list)
+    taken_over: list[TakenOver] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"worker": self.worker, "generation": self.generation, "live": list(self.live),
+                "taken_over": [t.as_dict() for t in self.taken_over]}
+
+    @classmethod
+    def from_dict(cls, doc: dict[str, Any]) -> Membership:
+        return cls(str(doc["worker"]), int(doc["generation"]), [str(w) for w in doc.get("live") or []],
+                   [TakenOver.from_dict(t) for t in doc.get("taken_over") or []])
+
+
+@dataclass
+class Instance:
+    """One component instance as ``instances()`` lists it: its last heartbeat, whether it
+    is live (heard from within the timeout asked about), and its worker's generation and
+    state."""
+
+    worker: str
+    host: str
+    component: str
+    pid: int
+    started: float
+    heartbeat: float
+    live: bool
+    generation: int
+    state: str
+    taken_over: float | None = None
+    taken_over_by: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"worker": self.worker, "host": self.host, "component": self.component, "pid": self.pid,
+                "started": self.started, "heartbeat": self.heartbeat, "live": self.live,
+                "generation": self.generation, "state": self.state, "taken_over": self.taken_over,
+                "taken_over_by": self.taken_over_by}
+
+    def to_row(self) -> dict[str, Any]:
+        """The REST table row (times in epoch milliseconds)."""
+        return {"worker": self.worker, "host": self.host, "component": self.component, "pid": self.pid,
+                "started_ms": int(self.started * 1000), "heartbeat_ms": int(self.heartbeat * 1000),
+                "live": self.live, "generation": self.generation, "state": self.state,
+                "taken_over_ms": None if self.taken_over is None else int(self.taken_over * 1000),
+                "taken_over_by": self.taken_over_by}
+
+    @classmethod
+    def from_row(cls, row: dict[str, Any]) -> Instance:
+        over = row.get("taken_over_ms")
+        return cls(row["worker"], row["host"], row["component"], int(row["pid"]), row["started_ms"] / 1000,
+                   row["heartbeat_ms"] / 1000, bool(row["live"]), int(row["generation"]), row["state"],
+                   None if over is None else over / 1000, row.get("taken_over_by"))

@@ -123,6 +123,7 @@ def transfer_row(
         "tm_fts_id": None,
         "tm_fts_instance": None,
         "tm_path": None,
+        "tm_sid": None,
         "tm_dbs_blockname": None,
         "tm_block_complete": None,
         "tm_start_time": validate.non_negative_int(req.get("start_time", now), f("start_time")),

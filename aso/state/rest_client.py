@@ -21,6 +21,7 @@ from aso.errors import (
     AsoError,
     AuthenticationError,
     BackendUnavailable,
+    FencedError,
     ForbiddenError,
     NotFoundError,
     TransitionError,
@@ -29,8 +30,11 @@ from aso.errors import (
 from aso.state.backend import StateBackend
 from aso.state.records import (
     Acquired,
+    Heartbeat,
     InjectResult,
+    Instance,
     KillResult,
+    Membership,
     PassRecord,
     PublicationUpdate,
     TransferUpdate,
@@ -148,6 +152,9 @@ class RestBackend(StateBackend):
         status = response.status_code
         if status == 400 and body.get("field"):
             return ValidationError(body["field"], body.get("problem", message))
+        if status == 409 and body.get("fenced"):
+            return FencedError(str(body.get("worker", "?")), int(body.get("generation", -1)),
+                               int(body.get("current", -1)))
         if status == 409 and body.get("row"):
             return TransitionError(body["row"], body.get("current", "?"), body.get("requested", "?"), body.get("kind", "transfer"))
         if status == 401:
@@ -186,6 +193,10 @@ class RestBackend(StateBackend):
         if start < len(items):
             out.append((start, items[start:]))
         return out
+
+    def _fenced(self) -> dict[str, Any]:
+        """The generation a pipeline write carries (nothing before a heartbeat)."""
+        return {} if self.generation is None else {"generation": self.generation}
 
     # -- injection and reads -------------------------------------------------------------
     def inject(self, requests_: list[dict[str, Any]]) -> InjectResult:
@@ -240,10 +251,12 @@ class RestBackend(StateBackend):
                                                       request_type=_request_type(request_type))]
 
     def acquire_transfers(self, users: list[str], limit: int, limits: ThrottleLimits | None = None, *,
-                          request_type: str | None = None) -> int:
-        if not users:
+                          request_type: str | None = None, pinned_only: list[str] | None = None) -> int:
+        if not users and not pinned_only:
             return 0
-        body: dict[str, Any] = {"asoworker": self.worker, "username": list(users), "limit": limit}
+        body: dict[str, Any] = {"asoworker": self.worker, "username": list(users), "limit": limit, **self._fenced()}
+        if pinned_only:
+            body["pinned_only"] = list(pinned_only)
         if _request_type(request_type) is not None:
             body["request_type"] = request_type
         if limits is not None and not limits.is_empty():
@@ -272,7 +285,7 @@ class RestBackend(StateBackend):
                 continue
             answer = self._post(
                 "filetransfers", "updateTransfers",
-                asoworker=self.worker,
+                asoworker=self.worker, **self._fenced(),
                 list_of_ids=[u.id for u in batch],
                 list_of_transfer_state=[_name(u.state) for u in batch],
                 list_of_failure_reason=[u.reason for u in batch],
@@ -288,7 +301,8 @@ class RestBackend(StateBackend):
         return result
 
     def retry_transfers(self, cooloff: int) -> int:
-        return self._post("filetransfers", "retryTransfers", asoworker=self.worker, time_to=cooloff)["modified"]
+        return self._post("filetransfers", "retryTransfers", asoworker=self.worker, time_to=cooloff,
+                          **self._fenced())["modified"]
 
     def stuck_transfers(self, states, older_than: int, limit: int = 10000) -> list[dict[str, Any]]:
         return self._get_rows(
@@ -298,7 +312,8 @@ class RestBackend(StateBackend):
 
     def release_transfers(self, ids: list[str]) -> int:
         return sum(
-            self._post("filetransfers", "releaseTransfers", asoworker=self.worker, list_of_ids=b)["modified"]
+            self._post("filetransfers", "releaseTransfers", asoworker=self.worker, list_of_ids=b,
+                       **self._fenced())["modified"]
             for b in self._batches(list(ids)) if b
         )
 
@@ -322,7 +337,7 @@ class RestBackend(StateBackend):
 
     # -- publication ---------------------------------------------------------------------
     def acquire_publication(self) -> int:
-        return self._post("filetransfers", "acquirePublication", asoworker=self.worker)["modified"]
+        return self._post("filetransfers", "acquirePublication", asoworker=self.worker, **self._fenced())["modified"]
 
     def acquired_publication(self, user=None, limit: int = 100000) -> list[dict[str, Any]]:
         return self._get_rows("filetransfers", "acquiredPublication", asoworker=self.worker, username=user, limit=limit)
@@ -334,7 +349,7 @@ class RestBackend(StateBackend):
                 continue
             answer = self._post(
                 "filetransfers", "updatePublication",
-                asoworker=self.worker,
+                asoworker=self.worker, **self._fenced(),
                 list_of_ids=[u.id for u in batch],
                 list_of_publication_state=[_name(u.state) for u in batch],
                 list_of_failure_reason=[u.reason for u in batch],
@@ -377,6 +392,32 @@ class RestBackend(StateBackend):
             record.last_success = None if row.get("last_success_ms") is None else row["last_success_ms"] / 1000
             out.append(record)
         return out
+
+    def _heartbeat(self, beat: Heartbeat) -> Membership:
+        return Membership.from_dict(self._post("filetransfers", "heartbeat", asoworker=self.worker, **beat.to_params()))
+
+    def instances(self, timeout: int) -> list[Instance]:
+        return [Instance.from_row(row) for row in self._get_rows("filetransfers", "instances", timeout=timeout)]
+
+    def set_submission_ids(self, sids: dict[str, str]) -> int:
+        items = list(sids.items())
+        return sum(
+            self._post("filetransfers", "setSubmissionIds", asoworker=self.worker, list_of_ids=[i for i, _ in b],
+                       list_of_sid=[sid for _, sid in b], **self._fenced())["modified"]
+            for b in self._batches(items) if b
+        )
+
+    def submitted_jobs(self, *, request_type: str | None = None) -> list[tuple[str, str, str]]:
+        rows = self._get_rows("filetransfers", "submittedJobs", asoworker=self.worker,
+                              request_type=_request_type(request_type))
+        return [(r["username"], r["fts_id"], r["fts_instance"]) for r in rows]
+
+    def transfers_of_jobs(self, fts_ids: list[str]) -> list[dict[str, Any]]:
+        rows: list[dict[str, Any]] = []
+        for batch in self._batches(sorted(set(fts_ids))):
+            if batch:
+                rows += self._post_rows("filetransfers", "transfersOfJobs", asoworker=self.worker, list_of_fts_id=batch)
+        return rows
 
     def get_file_metadata(self, lfns: list[str]) -> dict[str, dict[str, Any]]:
         out: dict[str, dict[str, Any]] = {}

@@ -66,6 +66,10 @@ transfers = Table(
     Column("tm_creation_time", BigInteger, nullable=False),
     # ours: the sites a multi-hop path passes ("A>B>C"); NULL for a direct link
     Column("tm_path", String(400)),
+    # ours (v5): the submission id (FTS sid) of the chunk the row was planned into, written
+    # before the chunk is submitted, so whoever holds the row later resubmits the same sid
+    # and FTS answers with the job already made instead of making a second one
+    Column("tm_sid", String(64)),
     # CRAB's indexes, plus per-user state for acquisition. Every index costs each bulk
     # update a B-tree write per row, so stuck-row scans reuse (worker, state).
     Index("ix_ftdb_taskname", "tm_taskname"),
@@ -130,6 +134,33 @@ component_passes = Table(
     Column("cp_last_success_ms", BigInteger),
 )
 
+#: each component instance's last heartbeat (v5): one row per (worker, component, host,
+#: pid), so a restarted process is a new instance and its dead predecessor's row, silent,
+#: never counts as live
+heartbeats = Table(
+    "heartbeats",
+    metadata,
+    Column("hb_worker", String(100), primary_key=True),
+    Column("hb_component", String(32), primary_key=True),
+    Column("hb_host", String(255), primary_key=True),
+    Column("hb_pid", Integer, primary_key=True),
+    Column("hb_started_ms", BigInteger, nullable=False),
+    Column("hb_heartbeat_ms", BigInteger, nullable=False),
+    Index("ix_hb_component_time", "hb_component", "hb_heartbeat_ms"),
+)
+
+#: each worker (an installation's [aso] worker name, v5): its fencing generation, raised
+#: each time another worker takes its work over, and whether it is live or taken over
+workers = Table(
+    "workers",
+    metadata,
+    Column("w_worker", String(100), primary_key=True),
+    Column("w_generation", Integer, nullable=False),
+    Column("w_state", String(16), nullable=False),
+    Column("w_taken_over_ms", BigInteger),
+    Column("w_taken_over_by", String(100)),
+)
+
 schema_version = Table(
     "schema_version",
     metadata,
@@ -163,12 +194,23 @@ def _v4_status_page_indexes(conn: Connection) -> None:
             index.create(conn, checkfirst=True)
 
 
+def _v5_hosts(conn: Connection) -> None:
+    """Heartbeats, workers and the rows' submission ids (several hosts taking over each
+    other's work)."""
+    names = {c["name"] for c in inspect(conn).get_columns(transfers.name)}
+    if "tm_sid" not in names:
+        conn.execute(text(f"ALTER TABLE {transfers.name} ADD COLUMN tm_sid VARCHAR(64)"))
+    heartbeats.create(conn, checkfirst=True)
+    workers.create(conn, checkfirst=True)
+
+
 #: Ordered migrations: (version, function). Append; never edit a released one.
 MIGRATIONS: list[tuple[int, Callable[[Connection], None]]] = [
     (1, _create_v1),
     (2, _v2_paths_and_inflight),
     (3, _v3_component_passes),
     (4, _v4_status_page_indexes),
+    (5, _v5_hosts),
 ]
 
 LATEST_VERSION = MIGRATIONS[-1][0]

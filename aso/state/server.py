@@ -30,6 +30,7 @@ from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 from aso.errors import (
     AsoError,
     AuthenticationError,
+    FencedError,
     ForbiddenError,
     NotFoundError,
     TransitionError,
@@ -122,6 +123,9 @@ def create_app(
     def on_aso_error(exc: AsoError):
         if isinstance(exc, ValidationError):
             return _error_response(400, str(exc), field=exc.field, problem=exc.problem)
+        if isinstance(exc, FencedError):
+            return _error_response(409, str(exc), fenced=True, worker=exc.worker, generation=exc.generation,
+                                   current=exc.current)
         if isinstance(exc, TransitionError):
             return _error_response(409, str(exc), row=exc.row_id, current=exc.current, requested=exc.requested, kind=exc.kind)
         if exc.http_status >= 500:

@@ -12,6 +12,7 @@ one module per resource: ``injection``, ``transfers`` (reads and the pipeline), 
 """
 
 from aso.state.store.engine import StoreEngine
+from aso.state.store.heartbeats import Heartbeats
 from aso.state.store.injection import Injection
 from aso.state.store.kills import Kills
 from aso.state.store.passes import Passes
@@ -20,7 +21,7 @@ from aso.state.store.tasks import Tasks
 from aso.state.store.transfers import Transfers
 
 
-class Store(Injection, Transfers, Kills, Publication, Tasks, Passes):
+class Store(Injection, Transfers, Kills, Publication, Tasks, Passes, Heartbeats):
     """The store behind both backends; ``worker``/``owner`` are explicit arguments.
 
     ``Store(url, max_retry=..., publication_max_retry=...)`` opens (and migrates) the

@@ -19,7 +19,7 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
 from aso import validate
-from aso.errors import BackendUnavailable, ValidationError
+from aso.errors import BackendUnavailable, FencedError, ValidationError
 from aso.state.records import TRANSFER_COLUMNS
 from aso.state.requests import DEFAULT_MAX_RETRY
 from aso.state.schema import LATEST_VERSION, MIGRATIONS, schema_version, transfers
@@ -190,6 +190,24 @@ class StoreEngine:
             metadata.drop_all(conn)
 
     # -- helpers -------------------------------------------------------------------------
+    def _fence(self, conn: Connection, worker: str, generation: int | None) -> None:
+        """Refuse (FencedError) a pipeline write of ``worker`` whose ``generation`` is not
+        its current one, inside the write's own transaction. The worker's row is read
+        under a share lock, so a takeover (which updates it) waits for the write to end or
+        the write sees the new generation: never a write after its rows moved. None: no
+        check (callers that do not heartbeat)."""
+        if generation is None:
+            return
+        from aso.state.schema import workers
+
+        generation = validate.non_negative_int(generation, "generation", validate.MAX_INT32)
+        query = select(workers.c.w_generation).where(workers.c.w_worker == worker)
+        if not self.is_sqlite:
+            query = query.with_for_update(read=True)
+        current = conn.execute(query).scalar()
+        if current is not None and current != generation:
+            raise FencedError(worker, generation, current)
+
     @staticmethod
     def _update_ids(conn: Connection, ids: Sequence[str], **values: Any) -> None:
         """Set ``values`` on the rows ``ids``: one UPDATE per chunk of ids, so IN lists stay

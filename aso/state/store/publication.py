@@ -29,9 +29,10 @@ from aso.state.store.engine import (
 class Publication(StoreEngine):
     """The publication state of transferred files."""
 
-    def acquire_publication(self, *, worker: str) -> int:
+    def acquire_publication(self, *, worker: str, generation: int | None = None) -> int:
         validate.worker(worker)
         with self._write() as conn:
+            self._fence(conn, worker, generation)
             return conn.execute(
                 update(transfers)
                 .where(
@@ -58,7 +59,8 @@ class Publication(StoreEngine):
         with self._read() as conn:
             return [_row(r) for r in conn.execute(query).mappings()]
 
-    def update_publication(self, updates: list[PublicationUpdate], *, worker: str) -> UpdateResult:
+    def update_publication(self, updates: list[PublicationUpdate], *, worker: str,
+                           generation: int | None = None) -> UpdateResult:
         validate.worker(worker)
         _check_batch_ids([u.id for u in updates])
         parsed = []
@@ -72,6 +74,7 @@ class Publication(StoreEngine):
         result = UpdateResult()
         now = _now()
         with self._write() as conn:
+            self._fence(conn, worker, generation)
             current = self._select_rows(conn, [u.id for u, *_ in parsed], [_c.tm_id, _c.tm_publication_state], lock=True)
             params = []
             for u, state, inc in parsed:

@@ -157,26 +157,33 @@ class Transfers(StoreEngine):
             return list(conn.execute(query).scalars())
 
     def acquire_transfers(self, users: list[str], limit: int, *, worker: str,
-                          limits: ThrottleLimits | None = None, request_type: str | None = None) -> Acquired:
+                          limits: ThrottleLimits | None = None, request_type: str | None = None,
+                          pinned_only: list[str] | None = None, generation: int | None = None) -> Acquired:
         """NEW rows of ``users`` → ACQUIRED by ``worker``, at most ``limit`` per user, oldest
         first; with ``limits``, only what the sites and links have room for (see
         :meth:`_acquire_throttled`), and the answer's ``held`` says how many rows wait on them.
-        ``request_type`` ('transfer' or 'stagein') takes only rows of that kind."""
+        ``request_type`` ('transfer' or 'stagein') takes only rows of that kind. Of the users
+        in ``pinned_only`` (other workers' shares), only rows pinned to ``worker`` by name
+        are taken. ``generation``: refused (FencedError) unless it is the worker's current one."""
         validate.worker(worker)
         kind = _of_type(request_type)
         limit = validate.non_negative_int(limit, "limit")
         users = [validate.username(u, f"users[{i}]") for i, u in enumerate(users)]
+        pinned = {validate.username(u, f"pinned_only[{i}]") for i, u in enumerate(pinned_only or [])}
+        users = list(dict.fromkeys(users + sorted(pinned - set(users))))
         if not users or limit == 0:
             return Acquired(0)
         if limits is not None and not limits.is_empty():
-            return self._acquire_throttled(users, limit, worker, limits, kind)
+            return self._acquire_throttled(users, limit, worker, limits, kind, pinned, generation)
         now = _now()
         total = 0
         # One transaction per chunk of users: a row taken is this worker's whichever chunk a
         # crash stops at, and on SQLite a 100k-row transaction held every dirty page (and the
         # ranking's sort) in memory at once, which made acquisition a component's peak.
         for chunk in _chunks(users, ACQUIRE_USERS_PER_TRANSACTION):
+            takeable = _takeable(worker, chunk, pinned)
             with self._write() as conn:
+                self._fence(conn, worker, generation)
                 if not self.is_sqlite:
                     conn.execute(text("SET LOCAL enable_nestloop = off"))
                 # One statement for every user of the chunk: rank each user's unowned NEW
@@ -191,7 +198,7 @@ class Transfers(StoreEngine):
                     .where(
                         _c.tm_username.in_(chunk),
                         _c.tm_transfer_state == int(T.NEW),
-                        _free_or_mine(worker),
+                        takeable,
                         *kind,
                     )
                     .subquery()
@@ -213,14 +220,15 @@ class Transfers(StoreEngine):
                         _c.tm_transfer_state == int(T.NEW),
                         _free_or_mine(worker),
                     )
-                    .values(tm_transfer_state=int(T.ACQUIRED), tm_aso_worker=worker, tm_last_update=now)
+                    # a submission id is planned afresh for every acquisition
+                    .values(tm_transfer_state=int(T.ACQUIRED), tm_aso_worker=worker, tm_last_update=now, tm_sid=None)
                     .execution_options(synchronize_session=False)
                 )
                 total += result.rowcount
         return Acquired(total)
 
     def _acquire_throttled(self, users: list[str], limit: int, worker: str, limits: ThrottleLimits,
-                           kind: tuple = ()) -> Acquired:
+                           kind: tuple = (), pinned: set[str] = frozenset(), generation: int | None = None) -> Acquired:
         """Acquisition under limits, in one transaction: count the files in flight (every
         worker) and the users' takeable NEW rows per (user, source, destination), let
         :func:`aso.topology.throttle.allocate` say how many of each group to take, and take
@@ -229,6 +237,7 @@ class Transfers(StoreEngine):
         IMMEDIATE already serialises writers)."""
         now = _now()
         with self._write() as conn:
+            self._fence(conn, worker, generation)
             if not self.is_sqlite:
                 conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": THROTTLE_LOCK})
                 conn.execute(text("SET LOCAL enable_nestloop = off"))
@@ -238,7 +247,8 @@ class Transfers(StoreEngine):
             for chunk in _chunks(users):
                 query = (
                     select(_c.tm_username, _c.tm_source, _c.tm_destination, func.count(), func.min(_c.tm_creation_time))
-                    .where(_c.tm_username.in_(chunk), _c.tm_transfer_state == int(T.NEW), _free_or_mine(worker), *kind)
+                    .where(_c.tm_username.in_(chunk), _c.tm_transfer_state == int(T.NEW),
+                           _takeable(worker, chunk, pinned), *kind)
                     .group_by(_c.tm_username, _c.tm_source, _c.tm_destination)
                 )
                 for user, src, dst, n, first in conn.execute(query):
@@ -247,13 +257,13 @@ class Transfers(StoreEngine):
             alloc = allocate(inflight, waiting, limits, limit, oldest)
             taken = 0
             for chunk in _chunks(sorted(alloc.items()), ALLOWANCES_PER_STATEMENT):
-                result = conn.execute(self._take_oldest(chunk, worker, now, kind))
+                result = conn.execute(self._take_oldest(chunk, worker, now, kind, pinned))
                 # Python's sqlite3 answers -1 for a statement that starts with WITH: ask SQLite
                 taken += conn.execute(text("SELECT changes()")).scalar() if self.is_sqlite else result.rowcount
         held = sum(held_back(inflight, waiting, alloc, limits).values())
         return Acquired(taken, held)
 
-    def _take_oldest(self, allowances, worker: str, now: int, kind: tuple = ()):
+    def _take_oldest(self, allowances, worker: str, now: int, kind: tuple = (), pinned: set[str] = frozenset()):
         """One UPDATE taking the oldest ``n`` takeable NEW rows of each (user, source,
         destination, n) of ``allowances``: a VALUES table joined to the rows, ranked per group."""
         allow = (
@@ -274,7 +284,8 @@ class Transfers(StoreEngine):
             .select_from(transfers.join(allow, and_(_c.tm_username == allow.c.a_user,
                                                      _c.tm_source == allow.c.a_source,
                                                      _c.tm_destination == allow.c.a_destination)))
-            .where(_c.tm_transfer_state == int(T.NEW), _free_or_mine(worker), *kind)
+            .where(_c.tm_transfer_state == int(T.NEW),
+                   _takeable(worker, sorted({u for (u, _, _), _ in allowances}), pinned), *kind)
             .subquery()
         )
         picked = select(ranked.c.tm_id).where(ranked.c.rn <= ranked.c.a_n)
@@ -286,7 +297,7 @@ class Transfers(StoreEngine):
         return (
             update(transfers)
             .where(key, _c.tm_transfer_state == int(T.NEW), _free_or_mine(worker))
-            .values(tm_transfer_state=int(T.ACQUIRED), tm_aso_worker=worker, tm_last_update=now)
+            .values(tm_transfer_state=int(T.ACQUIRED), tm_aso_worker=worker, tm_last_update=now, tm_sid=None)
             .execution_options(synchronize_session=False)
         )
 
@@ -315,11 +326,12 @@ class Transfers(StoreEngine):
         with self._read() as conn:
             return [_row(r) for r in conn.execute(query).mappings()]
 
-    def update_transfers(self, updates: list[TransferUpdate], *, worker: str) -> UpdateResult:
+    def update_transfers(self, updates: list[TransferUpdate], *, worker: str,
+                         generation: int | None = None) -> UpdateResult:
         with _batch_gc():
-            return self._update_transfers(updates, worker)
+            return self._update_transfers(updates, worker, generation)
 
-    def _update_transfers(self, updates: list[TransferUpdate], worker: str) -> UpdateResult:
+    def _update_transfers(self, updates: list[TransferUpdate], worker: str, generation: int | None) -> UpdateResult:
         validate.worker(worker)
         _check_batch_ids([u.id for u in updates])
         parsed = []
@@ -335,8 +347,10 @@ class Transfers(StoreEngine):
         result = UpdateResult()
         now = _now()
         with self._write() as conn:
+            self._fence(conn, worker, generation)
             current = self._select_rows(
-                conn, [u.id for u, *_ in parsed], [_c.tm_id, _c.tm_transfer_state, _c.tm_fts_id], lock=True
+                conn, [u.id for u, *_ in parsed], [_c.tm_id, _c.tm_transfer_state, _c.tm_fts_id, _c.tm_aso_worker],
+                lock=True,
             )
             params = []
             for u, state, expect, inc in parsed:
@@ -345,6 +359,12 @@ class Transfers(StoreEngine):
                     result.skipped.append({"id": u.id, "state": None, "reason": "no such transfer"})
                     continue
                 now_state = T(row["tm_transfer_state"])
+                owner = row["tm_aso_worker"]
+                if owner is not None and owner != worker:
+                    # taken over: a returning host's stale hand-offs must not write over the
+                    # new owner's rows
+                    result.skipped.append({"id": u.id, "state": now_state.name, "reason": f"owned by {owner}"})
+                    continue
                 if expect is not None and now_state != expect:
                     result.skipped.append({"id": u.id, "state": now_state.name, "reason": f"expected {expect.name}"})
                     continue
@@ -404,11 +424,12 @@ class Transfers(StoreEngine):
                 )
         return result
 
-    def retry_transfers(self, cooloff: int, *, worker: str) -> int:
+    def retry_transfers(self, cooloff: int, *, worker: str, generation: int | None = None) -> int:
         validate.worker(worker)
         cooloff = validate.non_negative_int(cooloff, "time_to")
         now = _now()
         with self._write() as conn:
+            self._fence(conn, worker, generation)
             return conn.execute(
                 update(transfers)
                 .where(
@@ -441,13 +462,14 @@ class Transfers(StoreEngine):
         with self._read() as conn:
             return [_row(r) for r in conn.execute(query).mappings()]
 
-    def release_transfers(self, ids: list[str], *, worker: str) -> int:
+    def release_transfers(self, ids: list[str], *, worker: str, generation: int | None = None) -> int:
         validate.worker(worker)
         for i, row_id in enumerate(ids):
             validate.row_id(row_id, f"list_of_ids[{i}]")
         total = 0
         now = _now()
         with self._write() as conn:
+            self._fence(conn, worker, generation)
             for chunk in _chunks(list(ids)):
                 total += conn.execute(
                     update(transfers)
@@ -455,6 +477,73 @@ class Transfers(StoreEngine):
                     .values(tm_transfer_state=int(T.NEW), tm_aso_worker=None, tm_last_update=now)
                 ).rowcount
         return total
+
+
+    # -- several hosts: submission ids and in-flight jobs ----------------------------------
+    def set_submission_ids(self, sids: dict[str, str], *, worker: str, generation: int | None = None) -> int:
+        """Record the submission id (FTS sid) each row was planned into, before its chunk
+        is submitted; only rows ACQUIRED by ``worker`` take it. One executemany."""
+        validate.worker(worker)
+        _check_batch_ids(list(sids))
+        for i, sid in enumerate(sids.values()):
+            validate.path_part(sid, f"list_of_sid[{i}]")
+            _short(sid, f"list_of_sid[{i}]", 64)
+        if not sids:
+            return 0
+        with self._write() as conn:
+            self._fence(conn, worker, generation)
+            found = self._select_rows(conn, list(sids), [_c.tm_id, _c.tm_transfer_state, _c.tm_aso_worker], lock=True)
+            todo = sorted(i for i, r in found.items()
+                          if r["tm_transfer_state"] == int(T.ACQUIRED) and r["tm_aso_worker"] == worker)
+            if todo:
+                conn.execute(
+                    update(transfers)
+                    .where(_c.tm_id == bindparam("b_id"))
+                    .values(tm_sid=bindparam("b_sid"))
+                    .execution_options(synchronize_session=False),
+                    [{"b_id": i, "b_sid": sids[i]} for i in todo],
+                )
+        return len(todo)
+
+    def submitted_jobs(self, *, worker: str, request_type: str | None = None) -> list[tuple[str, str, str]]:
+        """(user, FTS job id, FTS endpoint) of every job holding rows of ``worker`` in
+        SUBMITTED (or KILL with a job): one grouped query on (worker, state)."""
+        validate.worker(worker)
+        query = (
+            select(_c.tm_username, _c.tm_fts_id, _c.tm_fts_instance)
+            .where(_c.tm_aso_worker == worker, _c.tm_transfer_state.in_([int(T.SUBMITTED), int(T.KILL)]),
+                   _c.tm_fts_id.is_not(None), *_of_type(request_type))
+            .distinct()
+        )
+        with self._read() as conn:
+            return sorted((u, j, e or "") for u, j, e in conn.execute(query))
+
+    def transfers_of_jobs(self, fts_ids: list[str], *, worker: str) -> list[dict[str, Any]]:
+        """The SUBMITTED (or KILL) rows of ``worker`` in the FTS jobs ``fts_ids``."""
+        validate.worker(worker)
+        for i, job in enumerate(fts_ids):
+            if job is None:
+                raise ValidationError(f"list_of_fts_id[{i}]", "is required")
+            _short(job, f"list_of_fts_id[{i}]", 255)
+        rows: list[dict[str, Any]] = []
+        with self._read() as conn:
+            for chunk in _chunks(sorted(set(fts_ids))):
+                query = select(transfers).where(
+                    _c.tm_fts_id.in_(chunk), _c.tm_aso_worker == worker,
+                    _c.tm_transfer_state.in_([int(T.SUBMITTED), int(T.KILL)])).order_by(_c.tm_id)
+                rows += [_row(r) for r in conn.execute(query).mappings()]
+        return rows
+
+
+def _takeable(worker: str, users, pinned: set[str]):
+    """The NEW rows of ``users`` this worker may take: its own share's free or pinned rows,
+    and only the pinned ones of users in ``pinned`` (other workers' shares)."""
+    if not pinned:
+        return _free_or_mine(worker)
+    free = [u for u in users if u not in pinned]
+    if not free:
+        return _c.tm_aso_worker == worker
+    return or_(_c.tm_aso_worker == worker, and_(_c.tm_aso_worker.is_(None), _c.tm_username.in_(free)))
 
 
 def _inflight_counts(conn) -> dict[Group, int]:
