@@ -33,6 +33,8 @@ class Host:
         self.interval = interval
         self.procs: list[subprocess.Popen] = []
         self.starts = 0
+        #: stopped or killed on purpose: its components' ends are no failure
+        self.down = True
 
     @property
     def sandbox(self) -> Path:
@@ -42,6 +44,7 @@ class Host:
         assert not self.running(), f"{self.name} is running already"
         self.starts += 1
         self.procs = []
+        self.down = False
         config = str(self.installation.config_path)
         pgid = 0  # the first child leads a new group; the others join it
         for component in COMPONENTS:
@@ -60,16 +63,20 @@ class Host:
 
     def exited(self) -> dict[str, int]:
         """Components that ended on their own (a looping component never should), with their code."""
+        if self.down:
+            return {}
         return {c: p.returncode for c, p in zip(COMPONENTS, self.procs, strict=False) if p.poll() is not None}
 
     def kill9(self) -> None:
         """The machine dies: every component at once, wherever it is."""
+        self.down = True
         self._signal(signal.SIGKILL)
         for p in self.procs:
             p.wait(timeout=10)
 
     def stop(self) -> None:
         """Orderly stop (SIGTERM ends a loop after its pass), SIGKILL for whatever lingers."""
+        self.down = True
         self._signal(signal.SIGTERM)
         for p in self.procs:
             try:
