@@ -76,8 +76,9 @@ class Host:
 
     def stop(self) -> None:
         """Orderly stop (SIGTERM ends a loop after its pass), SIGKILL for whatever lingers."""
-        self.down = True
-        self._signal(signal.SIGTERM)
+        stop_all([self])
+
+    def _wait_stopped(self) -> None:
         for p in self.procs:
             try:
                 p.wait(timeout=10)
@@ -96,6 +97,15 @@ class Host:
             for path in sorted(self.installation.root.glob(f"{component}-*.log")):
                 out.append(f"--- {self.name} {path.name}\n{path.read_text(errors='replace')[-tail:]}")
         return "\n".join(out)
+
+
+def stop_all(hosts: list[Host]) -> None:
+    """Stop every host at once (each waits for its passes to end: in parallel, not in turn)."""
+    for host in hosts:
+        host.down = True
+        host._signal(signal.SIGTERM)
+    for host in hosts:
+        host._wait_stopped()
 
 
 def wait_until(what: str, predicate: Callable[[], object], timeout: float, hosts: list[Host], pause: float = 0.3) -> object:
