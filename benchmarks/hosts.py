@@ -14,7 +14,9 @@ clock from the first pass to the last row DONE (injection not counted).
 
 The pieces are benchmarks/pipeline.py's (requests, passes, the simulating service);
 ``--profile COMPONENT`` samples that component's passes with py-spy as there
-(``COMPONENT-<N>hosts.stacks``).
+(``COMPONENT-<N>hosts-host<H>-pass<P>.stacks``). The CPU columns say where the machine's time
+went: every pass's processes, the gunicorn server (master and workers) and the fts-server
+(PostgreSQL's own processes are not counted).
 """
 
 from __future__ import annotations
@@ -42,7 +44,6 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.pipeline import (  # noqa: E402
-    PROFILE,
     ComponentStats,
     make_requests,
     run_pass,
@@ -93,29 +94,59 @@ def rows_done(state_url: str) -> tuple[int, int]:
     return done, sum(r["count"] for r in stats)
 
 
-def host_loop(config: Path, stats: dict[str, ComponentStats], finished: threading.Event, errors: list[str]) -> None:
+def tree_cpu_seconds(pid: int) -> float:
+    """CPU seconds (user + system) of a live process and its live descendants, and of the
+    children they have waited for, read from /proc."""
+    total, stack = 0.0, [pid]
+    tick = os.sysconf("SC_CLK_TCK")
+    while stack:
+        p = stack.pop()
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+            total += sum(int(x) for x in fields[11:15]) / tick  # utime stime cutime cstime
+            for task in Path(f"/proc/{p}/task").iterdir():
+                stack += [int(c) for c in (task / "children").read_text().split()]
+        except (FileNotFoundError, ProcessLookupError):
+            continue  # ended meanwhile
+    return total
+
+
+def _children_cpu() -> float:
+    """CPU seconds of this process's finished children (every pass, once it has exited)."""
+    import resource
+
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def host_loop(config: Path, stats: dict[str, ComponentStats], finished: threading.Event, errors: list[str],
+              profiles: dict[str, Path]) -> None:
     """One host's cron: transfer, monitor, reporter, again, until every row is DONE."""
     cwd = config.parent
+    n = 0
     try:
         while not finished.is_set():
-            out = run_pass(config, "transfer", stats["transfer"], cwd)
+            n += 1
+            out = run_pass(config, "transfer", stats["transfer"], cwd, _numbered(profiles.get("transfer"), n))
             stats["transfer"].files += out.get("files", 0)
             time.sleep(0.3)  # the simulated FTS finishes a round's files within its next scheduling round
-            out = run_pass(config, "monitor", stats["monitor"], cwd)
+            out = run_pass(config, "monitor", stats["monitor"], cwd, _numbered(profiles.get("monitor"), n))
             stats["monitor"].files += sum(out.get("handed_over", {}).values())
-            out = run_pass(config, "reporter", stats["reporter"], cwd)
+            out = run_pass(config, "reporter", stats["reporter"], cwd, _numbered(profiles.get("reporter"), n))
             stats["reporter"].files += sum(out.get("states", {}).values())
     except Exception as exc:  # reported by the main thread, which stops the run
         errors.append(f"{config.parent.name}: {exc}")
         finished.set()
 
 
+def _numbered(path: Path | None, n: int) -> Path | None:
+    return None if path is None else path.with_name(f"{path.stem}-pass{n}{path.suffix}")
+
+
 def run(args, n_hosts: int, base: Path) -> dict:
     work = base / f"{n_hosts}-hosts"
     work.mkdir(parents=True)
     fresh_database(args.db_url)
-    for component in args.profile:
-        PROFILE[component] = Path.cwd() / f"{component}-{n_hosts}hosts.stacks"
     (work / "server").mkdir()
     from tests.state.servers import start_gunicorn_server
 
@@ -126,6 +157,13 @@ def run(args, n_hosts: int, base: Path) -> dict:
         services.append(start_simulating_fts(work, fts_port))
         configs = make_hosts(work, n_hosts, f"http://127.0.0.1:{fts_port}", state_url)
         write_proxies(work, [c.parent / "proxies" for c in configs], args.users)
+        # One pass of each component per host before there is work: every instance has
+        # heartbeat, so the first real transfer pass already divides the users among all
+        # hosts (a host that has not heartbeat yet is not reckoned with).
+        warm = {c: ComponentStats() for c in COMPONENTS}
+        for config in configs:
+            for c in COMPONENTS:
+                run_pass(config, c, warm[c], config.parent)
         console.print(f"[{n_hosts} host(s)] injecting {args.files} requests for {args.users} users …")
         requests = make_requests(args.files, args.users)
         for i in range(0, len(requests), 10000):
@@ -136,8 +174,12 @@ def run(args, n_hosts: int, base: Path) -> dict:
         per_host = [{c: ComponentStats() for c in COMPONENTS} for _ in configs]
         finished = threading.Event()
         errors: list[str] = []
-        threads = [threading.Thread(target=host_loop, args=(config, stats, finished, errors), daemon=True)
-                   for config, stats in zip(configs, per_host, strict=True)]
+        threads = [threading.Thread(target=host_loop, daemon=True, args=(
+            config, stats, finished, errors,
+            {c: Path.cwd() / f"{c}-{n_hosts}hosts-host{h}.stacks" for c in args.profile}))
+            for h, (config, stats) in enumerate(zip(configs, per_host, strict=True))]
+        cpu_start = {"aso passes": _children_cpu(), "aso server (gunicorn)": tree_cpu_seconds(server.proc.pid),
+                     "aso fts-server": tree_cpu_seconds(services[1].proc.pid)}
         start = time.perf_counter()
         for t in threads:
             t.start()
@@ -154,10 +196,12 @@ def run(args, n_hosts: int, base: Path) -> dict:
         finished.set()
         for t in threads:
             t.join(timeout=300)
+        cpu = {"aso passes": _children_cpu(), "aso server (gunicorn)": tree_cpu_seconds(server.proc.pid),
+               "aso fts-server": tree_cpu_seconds(services[1].proc.pid)}
+        cpu = {k: round(v - cpu_start[k], 1) for k, v in cpu.items()}
         if errors:
             raise RuntimeError("; ".join(errors))
     finally:
-        PROFILE.clear()
         for s in reversed(services):
             s.stop()
     components = []
@@ -168,7 +212,7 @@ def run(args, n_hosts: int, base: Path) -> dict:
                            "peak MB": round(max(p.peak_rss_mb for p in parts), 1)})
     return {"hosts": n_hosts, "files": args.files, "users": args.users, "done": done, "seconds": round(seconds, 2),
             "files_per_second": round(args.files / seconds, 1),
-            "files_per_host": [h["reporter"].files for h in per_host], "components": components}
+            "files_per_host": [h["reporter"].files for h in per_host], "cpu_seconds": cpu, "components": components}
 
 
 def main() -> int:
@@ -182,7 +226,8 @@ def main() -> int:
     ap.add_argument("--timeout", type=float, default=1800, help="seconds a run may take before it is abandoned")
     ap.add_argument("--workdir", type=Path, default=None)
     ap.add_argument("--profile", action="append", default=[], metavar="COMPONENT",
-                    help="sample this component's passes with py-spy (COMPONENT-<N>hosts.stacks in the current folder)")
+                    help="sample this component's timed passes with py-spy (COMPONENT-<N>hosts-host<H>-pass<P>.stacks "
+                         "in the current folder)")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     if not args.db_url:
@@ -204,13 +249,15 @@ def main() -> int:
     table = Table(title=f"aso hosts: {args.files} files, {args.users} users, {os.cpu_count()} CPUs; aso server under "
                         f"gunicorn ({args.gunicorn_workers} workers) on PostgreSQL; aso fts-server --simulate")
     for col in ("hosts", "seconds", "files/s", f"vs {first['hosts']} host(s)", "files per host",
-                "transfer passes", "monitor passes", "reporter passes", "DONE"):
+                "transfer passes", "monitor passes", "reporter passes", "CPU s: passes", "server", "fts", "DONE"):
         table.add_column(col, justify="right")
     for r in results:
         passes = {c["component"]: c["passes"] for c in r["components"]}
         table.add_row(str(r["hosts"]), f"{r['seconds']:.1f}", f"{r['files_per_second']:.0f}", f"{r['ratio_to_first']:.2f}x",
                       " / ".join(map(str, r["files_per_host"])), str(passes["aso transfer"]), str(passes["aso monitor"]),
-                      str(passes["aso reporter"]), str(r["done"]))
+                      str(passes["aso reporter"]), *(f"{r['cpu_seconds'][k]:.1f}" for k in
+                                                      ("aso passes", "aso server (gunicorn)", "aso fts-server")),
+                      str(r["done"]))
     Console(width=160).print(table)
     return 0
 

@@ -76,13 +76,16 @@ _WITH_HWM = (
 )
 
 
-def run_pass(config: Path, component: str, stats: ComponentStats, cwd: Path) -> dict:
+def run_pass(config: Path, component: str, stats: ComponentStats, cwd: Path, profile: Path | None = None) -> dict:
+    """One pass of ``component``; sampled with py-spy into ``profile`` (default: the
+    component's ``--profile`` file) when there is one."""
     start = time.perf_counter()
     hwm_file = cwd / f".hwm-{component}"
     command = [sys.executable, "-c", _WITH_HWM, "--config", str(config), "--log-level", "WARNING", component, "--json"]
-    if component in PROFILE:
+    profile = profile or PROFILE.get(component)
+    if profile is not None:
         # py-spy samples every thread (cProfile would see only the main one)
-        command = ["py-spy", "record", "--format", "raw", "--rate", "200", "-o", str(PROFILE[component]), "--", *command]
+        command = ["py-spy", "record", "--format", "raw", "--rate", "200", "-o", str(profile), "--", *command]
     proc = subprocess.Popen(command, env={**os.environ, "ASO_BENCH_HWM": str(hwm_file)},
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=cwd)
     out = proc.stdout.read()
