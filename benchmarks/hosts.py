@@ -8,7 +8,7 @@ Each run starts from an empty state: one ``aso server`` under gunicorn on Postgr
 (``--db-url``, default $ASO_BENCH_POSTGRES_URL or $ASO_TEST_POSTGRES_URL; its tables are
 dropped first), one ``aso fts-server --simulate`` (FTS bookkeeping real, no data moved), and
 N installations (own config, ``[aso] worker``, sandbox). Every host runs the real commands
-as cron would (``aso transfer``, then ``aso monitor``, ``aso reporter``), pass after pass,
+as cron would (``aso transfer``, then ``aso monitor``, ``aso reporter``), round after round,
 each host in its own thread, until every row is DONE. The number is files over the wall
 clock from the first pass to the last row DONE (injection not counted).
 
@@ -120,13 +120,15 @@ def _children_cpu() -> float:
 
 
 def host_loop(config: Path, stats: dict[str, ComponentStats], finished: threading.Event, errors: list[str],
-              profiles: dict[str, Path]) -> None:
-    """One host's cron: transfer, monitor, reporter, again, until every row is DONE."""
+              profiles: dict[str, Path], round_seconds: float) -> None:
+    """One host's cron: transfer, monitor, reporter, again (a round at most every
+    ``round_seconds``, as cron paces them), until every row is DONE."""
     cwd = config.parent
     n = 0
     try:
         while not finished.is_set():
             n += 1
+            round_start = time.perf_counter()
             out = run_pass(config, "transfer", stats["transfer"], cwd, _numbered(profiles.get("transfer"), n))
             stats["transfer"].files += out.get("files", 0)
             time.sleep(0.3)  # the simulated FTS finishes a round's files within its next scheduling round
@@ -134,6 +136,9 @@ def host_loop(config: Path, stats: dict[str, ComponentStats], finished: threadin
             stats["monitor"].files += sum(out.get("handed_over", {}).values())
             out = run_pass(config, "reporter", stats["reporter"], cwd, _numbered(profiles.get("reporter"), n))
             stats["reporter"].files += sum(out.get("states", {}).values())
+            # a host whose share is done idles like a cron host instead of taking the
+            # machine from the others with back-to-back empty passes
+            finished.wait(max(0.0, round_seconds - (time.perf_counter() - round_start)))
     except Exception as exc:  # reported by the main thread, which stops the run
         errors.append(f"{config.parent.name}: {exc}")
         finished.set()
@@ -176,7 +181,7 @@ def run(args, n_hosts: int, base: Path) -> dict:
         errors: list[str] = []
         threads = [threading.Thread(target=host_loop, daemon=True, args=(
             config, stats, finished, errors,
-            {c: Path.cwd() / f"{c}-{n_hosts}hosts-host{h}.stacks" for c in args.profile}))
+            {c: Path.cwd() / f"{c}-{n_hosts}hosts-host{h}.stacks" for c in args.profile}, args.round_seconds))
             for h, (config, stats) in enumerate(zip(configs, per_host, strict=True))]
         cpu_start = {"aso passes": _children_cpu(), "aso server (gunicorn)": tree_cpu_seconds(server.proc.pid),
                      "aso fts-server": tree_cpu_seconds(services[1].proc.pid)}
@@ -210,7 +215,7 @@ def run(args, n_hosts: int, base: Path) -> dict:
         components.append({"component": f"aso {c}", "passes": sum(p.passes for p in parts),
                            "seconds": round(sum(p.seconds for p in parts), 2), "files": sum(p.files for p in parts),
                            "peak MB": round(max(p.peak_rss_mb for p in parts), 1)})
-    return {"hosts": n_hosts, "files": args.files, "users": args.users, "done": done, "seconds": round(seconds, 2),
+    return {"hosts": n_hosts, "round_seconds": args.round_seconds, "files": args.files, "users": args.users, "done": done, "seconds": round(seconds, 2),
             "files_per_second": round(args.files / seconds, 1),
             "files_per_host": [h["reporter"].files for h in per_host], "cpu_seconds": cpu, "components": components}
 
@@ -222,6 +227,8 @@ def main() -> int:
     ap.add_argument("--hosts", type=int, action="append", help="host counts to run, in order (default: 1 and 3)")
     ap.add_argument("--db-url", default=os.environ.get("ASO_BENCH_POSTGRES_URL") or os.environ.get("ASO_TEST_POSTGRES_URL"),
                     help="PostgreSQL database of the aso server (its tables are dropped before each run)")
+    ap.add_argument("--round-seconds", type=float, default=3.0,
+                    help="each host starts a round of passes at most this often (default 3; cron's would be 60)")
     ap.add_argument("--gunicorn-workers", type=int, default=3)
     ap.add_argument("--timeout", type=float, default=1800, help="seconds a run may take before it is abandoned")
     ap.add_argument("--workdir", type=Path, default=None)
