@@ -63,7 +63,7 @@ class Cluster:
             return want <= {(i.worker, i.component) for i in self.service.instances(HEARTBEAT_TIMEOUT)
                             if i.live and i.state == "live"}
 
-        self.wait(f"every component of {sorted(names)} heartbeating", live, timeout=40)
+        self.wait(f"every component of {sorted(names)} heartbeating", live, timeout=90)
 
     def rows(self) -> list[dict]:
         return self.service.list_transfers(limit=100000)
@@ -165,7 +165,7 @@ def check_outcome(cluster: Cluster, rows: list[dict]) -> None:
 def test_three_hosts_share_the_work(cluster):
     """Nobody killed: three hosts run side by side and the files go through once."""
     cluster.start()
-    rows = cluster.wait("every file DONE and published", cluster.finished, timeout=60)
+    rows = cluster.wait("every file DONE and published", cluster.finished, timeout=90)
     assert set(Counter(r["tm_aso_worker"] for r in rows)) == {h.name for h in cluster.hosts}, state_summary(rows)
     check_outcome(cluster, rows)
     print("phases:", cluster.phases)
@@ -186,12 +186,12 @@ def test_a_host_killed_mid_run_is_taken_over_and_comes_back(cluster, sandbox):
     def victim_in_flight():
         return any(r["tm_aso_worker"] == victim.name and r["tm_transfer_state"] == "SUBMITTED" for r in cluster.rows())
 
-    cluster.wait(f"{victim.name} has files at FTS", victim_in_flight, timeout=30)
+    cluster.wait(f"{victim.name} has files at FTS", victim_in_flight, timeout=45)
     victim.kill9()
     if sandbox == "deleted":
         shutil.rmtree(victim.sandbox)
     # the two others finish everything, the victim's unfinished rows included
-    rows = cluster.wait("every file DONE and published without the killed host", cluster.finished, timeout=40)
+    rows = cluster.wait("every file DONE and published without the killed host", cluster.finished, timeout=60)
     theirs = {u for u in shares(sorted({r["username"] for r in cluster.requests}),
                                 [h.name for h in cluster.hosts])[victim.name]}
     taken = [r for r in rows if r["tm_username"] in theirs and r["tm_aso_worker"] != victim.name]
@@ -204,7 +204,7 @@ def test_a_host_killed_mid_run_is_taken_over_and_comes_back(cluster, sandbox):
     wave = first.make_requests(sorted({r["username"] for r in cluster.requests}), 4, task_prefix="wave2")
     first.inject(wave)
     cluster.requests += wave
-    rows = cluster.wait("the second wave DONE with the host back", cluster.finished, timeout=30)
+    rows = cluster.wait("the second wave DONE with the host back", cluster.finished, timeout=45)
     check_outcome(cluster, rows)
     wave_lfns = {r["destination_lfn"] for r in wave}
     back = Counter(r["tm_aso_worker"] for r in rows if r["tm_destination_lfn"] in wave_lfns and r["tm_username"] in theirs)
