@@ -220,6 +220,24 @@ def run(args, n_hosts: int, base: Path) -> dict:
             "files_per_host": [h["reporter"].files for h in per_host], "cpu_seconds": cpu, "components": components}
 
 
+def print_table(summary: dict, gunicorn_workers: int) -> None:
+    results = summary["runs"]
+    first = results[0]
+    table = Table(title=f"aso hosts: {summary['files']} files, {summary['users']} users, {summary['cpus']} CPUs; aso server under "
+                        f"gunicorn ({gunicorn_workers} workers) on PostgreSQL; aso fts-server --simulate")
+    for col in ("hosts", "seconds", "files/s", f"vs {first['hosts']} host(s)", "files per host",
+                "transfer passes", "monitor passes", "reporter passes", "CPU s: passes", "server", "fts", "DONE"):
+        table.add_column(col, justify="right")
+    for r in results:
+        passes = {c["component"]: c["passes"] for c in r["components"]}
+        table.add_row(str(r["hosts"]), f"{r['seconds']:.1f}", f"{r['files_per_second']:.0f}", f"{r['ratio_to_first']:.2f}x",
+                      " / ".join(map(str, r["files_per_host"])), str(passes["aso transfer"]), str(passes["aso monitor"]),
+                      str(passes["aso reporter"]), *(f"{r['cpu_seconds'][k]:.1f}" for k in
+                                                      ("aso passes", "aso server (gunicorn)", "aso fts-server")),
+                      str(r["done"]))
+    Console(width=160).print(table)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--files", type=int, default=20000)
@@ -253,19 +271,7 @@ def main() -> int:
     if args.json:
         print(json.dumps(summary, indent=2))
         return 0
-    table = Table(title=f"aso hosts: {args.files} files, {args.users} users, {os.cpu_count()} CPUs; aso server under "
-                        f"gunicorn ({args.gunicorn_workers} workers) on PostgreSQL; aso fts-server --simulate")
-    for col in ("hosts", "seconds", "files/s", f"vs {first['hosts']} host(s)", "files per host",
-                "transfer passes", "monitor passes", "reporter passes", "CPU s: passes", "server", "fts", "DONE"):
-        table.add_column(col, justify="right")
-    for r in results:
-        passes = {c["component"]: c["passes"] for c in r["components"]}
-        table.add_row(str(r["hosts"]), f"{r['seconds']:.1f}", f"{r['files_per_second']:.0f}", f"{r['ratio_to_first']:.2f}x",
-                      " / ".join(map(str, r["files_per_host"])), str(passes["aso transfer"]), str(passes["aso monitor"]),
-                      str(passes["aso reporter"]), *(f"{r['cpu_seconds'][k]:.1f}" for k in
-                                                      ("aso passes", "aso server (gunicorn)", "aso fts-server")),
-                      str(r["done"]))
-    Console(width=160).print(table)
+    print_table(summary, args.gunicorn_workers)
     return 0
 
 
