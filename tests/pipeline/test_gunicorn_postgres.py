@@ -9,6 +9,7 @@ from collections import Counter
 
 from aso.catalogs import catalog_from_config
 from aso.state import open_backend
+from aso.state.shares import owner
 from tests.pipeline.conftest import installation, users_for
 from tests.pipeline.harness import Installation, fts_jobs_by_row
 from tests.state.conftest import fresh_postgres
@@ -29,7 +30,13 @@ def test_two_hosts_on_gunicorn_and_postgresql(tmp_path, pki, fts, postgres_url):
         sites = {name: site.prefix for name, site in host_a.config.sites.items()}
         host_b = Installation(tmp_path / "b" / "aso", fts.url, f'fts.ca_dir="{fts.ca_dir}"', "transfer.max_files_per_job=50",
                               *common, 'aso.worker="host-b"', sites=sites)
-        users = users_for(pki, host_a, 2)
+        # the hosts share the users (rendezvous hashing): one user of each host's share,
+        # so that both take part whatever names the users get
+        picked: dict[str, str] = {}
+        while len(picked) < 2:
+            (user,) = users_for(pki, host_a, 1)
+            picked.setdefault(owner(user, ["host-a", "host-b"]), user)
+        users = sorted(picked.values())
         for user in users:
             host_b.add_proxy(user, pki.users[user].proxy_path)
         requests = host_a.make_requests(users, FILES_PER_USER)
