@@ -76,13 +76,16 @@ _WITH_HWM = (
 )
 
 
-def run_pass(config: Path, component: str, stats: ComponentStats, cwd: Path) -> dict:
+def run_pass(config: Path, component: str, stats: ComponentStats, cwd: Path, profile: Path | None = None) -> dict:
+    """One pass of ``component``; sampled with py-spy into ``profile`` (default: the
+    component's ``--profile`` file) when there is one."""
     start = time.perf_counter()
     hwm_file = cwd / f".hwm-{component}"
     command = [sys.executable, "-c", _WITH_HWM, "--config", str(config), "--log-level", "WARNING", component, "--json"]
-    if component in PROFILE:
+    profile = profile or PROFILE.get(component)
+    if profile is not None:
         # py-spy samples every thread (cProfile would see only the main one)
-        command = ["py-spy", "record", "--format", "raw", "--rate", "200", "-o", str(PROFILE[component]), "--", *command]
+        command = ["py-spy", "record", "--format", "raw", "--rate", "200", "-o", str(profile), "--", *command]
     proc = subprocess.Popen(command, env={**os.environ, "ASO_BENCH_HWM": str(hwm_file)},
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=cwd)
     out = proc.stdout.read()
@@ -173,6 +176,26 @@ def make_requests(n_files: int, n_users: int, pairs: tuple[tuple[str, str], ...]
     return requests
 
 
+def start_simulating_fts(work: Path, port: int) -> Service:
+    """``aso fts-server --simulate`` over plain HTTP on ``port``, its database in ``work``."""
+    return Service(aso_command("--log-level", "WARNING", "fts-server", "--port", str(port), "--db", str(work / "fts.db"),
+                               "--simulate", "--poll-seconds", "0.2", "--root", str(work)), port, work / "fts.log").start()
+
+
+def write_proxies(work: Path, folders: list[Path], n_users: int) -> None:
+    """One valid proxy under every user's name (user0000 …) in each of ``folders``: over
+    plain HTTP the FTS side reads none of them, but the directory source checks each one it
+    hands out."""
+    from aso.x509.pki import make_ca, make_proxy, make_user_cert
+
+    ca = make_ca(work / "ca", key_path=work / "ca-key.pem")
+    template = work / "proxy-template.pem"
+    make_proxy(make_user_cert(ca, "bench"), hours=72).write_proxy(template)
+    for folder in folders:
+        for u in range(n_users):
+            shutil.copyfile(template, folder / f"user{u:04d}.pem")
+
+
 def delegation_timing(work: Path, n_users: int) -> float:
     """Seconds per first-time delegation of a user to an HTTPS aso fts-server."""
     import datetime as dt
@@ -258,8 +281,7 @@ def main() -> int:
 
 def run_case(args, case: Case, work: Path, fts_port: int, with_delegation: bool = True) -> dict:
     work.mkdir(parents=True)
-    fts = Service(aso_command("--log-level", "WARNING", "fts-server", "--port", str(fts_port), "--db", str(work / "fts.db"),
-                              "--simulate", "--poll-seconds", "0.2", "--root", str(work)), fts_port, work / "fts.log").start()
+    fts = start_simulating_fts(work, fts_port)
     services = [fts]
     settings = ["--set", "transfer.acquire_limit=100000", "--set", "retry_manager.stuck_after=36000"]
     settings += [a for s in case.settings for a in ("--set", s)]
@@ -279,16 +301,7 @@ def run_case(args, case: Case, work: Path, fts_port: int, with_delegation: bool 
             text = config.read_text()
             text = text[:text.index("[sites.")] + case.toml.replace(SITES_URI, (work / "aso" / "sites").as_uri())
             config.write_text(text)
-        # One valid proxy under every user's name: over plain HTTP the FTS side reads none of them,
-        # but the directory source checks each one it hands out.
-        from aso.x509.pki import make_ca, make_proxy, make_user_cert
-
-        ca = make_ca(work / "ca", key_path=work / "ca-key.pem")
-        proxy = make_proxy(make_user_cert(ca, "bench"), hours=72)
-        proxies = work / "aso" / "proxies"
-        proxy.write_proxy(proxies / "template.pem")
-        for u in range(args.users):
-            shutil.copyfile(proxies / "template.pem", proxies / f"user{u:04d}.pem")
+        write_proxies(work, [work / "aso" / "proxies"], args.users)
 
         console.print(f"[{case.name}] injecting {args.files} requests for {args.users} users …")
         requests = make_requests(args.files, args.users, case.pairs)

@@ -20,7 +20,7 @@ from sqlalchemy import (
     insert,
     select,
 )
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from aso.catalogs.base import Block, Catalog
 from aso.errors import ValidationError
@@ -55,6 +55,20 @@ files = Table(
 )
 
 
+def _create_tables(engine, attempts: int = 5) -> None:
+    """Create the catalog's tables unless they exist. Several publishers (one per host)
+    may open a new catalog at the same instant: between one's check and its CREATE another
+    may have made the table, so a failed attempt is repeated, and the check then sees it."""
+    for attempt in range(attempts):
+        try:
+            metadata.create_all(engine, checkfirst=True)
+            return
+        except DBAPIError:
+            if attempt == attempts - 1:
+                raise
+            time.sleep(0.05 * (attempt + 1))
+
+
 class LocalCatalog(Catalog):
     def __init__(self, url: str) -> None:
         self.url = url
@@ -66,7 +80,7 @@ class LocalCatalog(Catalog):
                 cur.execute("PRAGMA journal_mode=WAL")
                 cur.execute("PRAGMA busy_timeout=30000")
                 cur.close()
-        metadata.create_all(self.engine)
+        _create_tables(self.engine)
 
     def publish_block(self, block: Block) -> bool:
         if not block.files:

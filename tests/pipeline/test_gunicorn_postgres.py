@@ -5,7 +5,6 @@ bulk call is large, and publication into one shared catalog (issue 11, item 1)."
 
 from __future__ import annotations
 
-import shutil
 from collections import Counter
 
 from aso.catalogs import catalog_from_config
@@ -13,9 +12,8 @@ from aso.state import open_backend
 from aso.state.shares import owner
 from tests.pipeline.conftest import installation, users_for
 from tests.pipeline.harness import Installation, fts_jobs_by_row
-from tests.procs import Service, free_port
 from tests.state.conftest import fresh_postgres
-from tests.state.servers import write_server_config
+from tests.state.servers import start_gunicorn_server
 
 FILES_PER_USER = 300
 
@@ -23,17 +21,11 @@ FILES_PER_USER = 300
 def test_two_hosts_on_gunicorn_and_postgresql(tmp_path, pki, fts, postgres_url):
     fresh_postgres(postgres_url)
     (tmp_path / "server").mkdir()
-    config = write_server_config(tmp_path / "server", postgres_url)
-    config.write_text(config.read_text().replace("max_batch = 20000", "max_batch = 10000"))
-    port = free_port()
-    gunicorn = shutil.which("gunicorn")
-    assert gunicorn, "gunicorn is part of the 'server' extra"
-    url = f"http://127.0.0.1:{port}"
+    server, url = start_gunicorn_server(tmp_path / "server", postgres_url)
     catalog_url = f"sqlite:///{tmp_path / 'catalog.db'}"
     common = (f"state.url={url}", 'state.token="service-token"', 'aso.instance="test"', "transfer.acquire_limit=120",
               f'publisher.catalog_url="{catalog_url}"', "publisher.max_files_per_block=40")
-    with Service([gunicorn, "-w", "3", "-b", f"127.0.0.1:{port}", "aso.state.server:app_from_env()"],
-                 port, tmp_path / "gunicorn.log", env={"ASO_CONFIG": str(config)}):
+    try:
         host_a = installation(tmp_path / "a", fts, *common, 'aso.worker="host-a"')
         sites = {name: site.prefix for name, site in host_a.config.sites.items()}
         host_b = Installation(tmp_path / "b" / "aso", fts.url, f'fts.ca_dir="{fts.ca_dir}"', "transfer.max_files_per_job=50",
@@ -66,6 +58,8 @@ def test_two_hosts_on_gunicorn_and_postgresql(tmp_path, pki, fts, postgres_url):
                 break
         rows = service.list_transfers(limit=100000)
         service.close()
+    finally:
+        server.stop()
 
     assert len(rows) == len(requests) == 2 * FILES_PER_USER
     assert Counter(r["tm_transfer_state"] for r in rows) == {"DONE": len(rows)}

@@ -39,3 +39,20 @@ def start_state_server(
         tmp_path / f"server-{port}.log",
     ).start()
     return service, f"http://127.0.0.1:{port}"
+
+
+def start_gunicorn_server(folder: Path, db_url: str, workers: int = 3, max_batch: int = 10000) -> tuple[Service, str]:
+    """``aso server`` as the large deployment runs it: under gunicorn with ``workers``
+    processes on ``db_url`` (PostgreSQL), the same tokens as :func:`start_state_server`.
+    Returns the started service and its base URL."""
+    import shutil
+
+    gunicorn = shutil.which("gunicorn")
+    if gunicorn is None:
+        raise RuntimeError("gunicorn is not installed (it is part of the 'server' extra)")
+    config = write_server_config(folder, db_url)
+    config.write_text(config.read_text().replace("max_batch = 20000", f"max_batch = {max_batch}"))
+    port = free_port()
+    service = Service([gunicorn, "-w", str(workers), "-b", f"127.0.0.1:{port}", "aso.state.server:app_from_env()"],
+                      port, folder / "gunicorn.log", env={"ASO_CONFIG": str(config)}).start()
+    return service, f"http://127.0.0.1:{port}"
