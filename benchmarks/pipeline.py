@@ -6,13 +6,21 @@
     python benchmarks/pipeline.py --real                                  # real bytes: see benchmarks/pipeline_real.py
     python benchmarks/pipeline.py --files 100000 --users 1000 --topology  # 20 sites: implied links vs 380 links + limits
     python benchmarks/pipeline.py --files 10000 --users 100 --two-hop     # one-hop run beside a two-hop run
+    python benchmarks/pipeline.py --files 100000 --users 1000 --baseline /work/baseline  # this code vs another checkout
 
-Runs the real commands (``aso transfer``, ``aso monitor``, ``aso reporter``) as cron would,
-pass after pass until every row is DONE, against ``aso fts-server --simulate`` over plain
+Runs the real commands (``aso transfer``, ``aso monitor``, ``aso reporter``, ``aso publisher``,
+``aso retry-manager``) as cron would, pass after pass until every row is DONE and every file
+flagged for publication is in the catalog (every ``--publish-every``-th file; each user's
+task is final, so its last partial block closes at once), against ``aso fts-server --simulate`` over plain
 HTTP: FTS bookkeeping is real (jobs, files, states, bulk status), but no data moves, so
 the numbers are aso's own. Delegation over plain HTTP is not needed, so the delegation cost
 is measured on its own line: first-time delegation of ``--delegation-users`` users to an
 HTTPS aso fts-server (one RSA key pair per user on the FTS side).
+
+``--baseline PATH`` runs the very same benchmark with the ``aso`` code of another checkout
+(its tree first on ``PYTHONPATH`` for every ``aso`` command and the ``aso server``; the
+``aso fts-server`` stays this checkout's, as the FTS side is not what is compared), the two
+runs alternating ``--repeat`` times, and prints both and the ratio per component.
 
 Peak memory is the largest resident set of any pass of the component: the process's own
 high-water mark (``VmHWM`` in /proc/self/status, read as it exits). ``wait4``'s ru_maxrss
@@ -76,14 +84,20 @@ _WITH_HWM = (
 )
 
 
-def run_pass(config: Path, component: str, stats: ComponentStats, cwd: Path) -> dict:
+def tree_env(tree: Path) -> dict[str, str]:
+    """The environment that makes ``python -m aso.cli`` run the checkout at ``tree`` (started
+    in a folder without an ``aso`` package: ``-m`` and ``-c`` put the current folder first)."""
+    return {**os.environ, "PYTHONPATH": str(tree)}
+
+
+def run_pass(config: Path, component: str, stats: ComponentStats, cwd: Path, tree: Path = ROOT) -> dict:
     start = time.perf_counter()
     hwm_file = cwd / f".hwm-{component}"
     command = [sys.executable, "-c", _WITH_HWM, "--config", str(config), "--log-level", "WARNING", component, "--json"]
     if component in PROFILE:
         # py-spy samples every thread (cProfile would see only the main one)
         command = ["py-spy", "record", "--format", "raw", "--rate", "200", "-o", str(PROFILE[component]), "--", *command]
-    proc = subprocess.Popen(command, env={**os.environ, "ASO_BENCH_HWM": str(hwm_file)},
+    proc = subprocess.Popen(command, env={**tree_env(tree), "ASO_BENCH_HWM": str(hwm_file)},
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=cwd)
     out = proc.stdout.read()
     err = proc.stderr.read()
@@ -158,19 +172,57 @@ def hop_cases(fts_url: str) -> list[Case]:
     return [direct, two]
 
 
-def make_requests(n_files: int, n_users: int, pairs: tuple[tuple[str, str], ...] = LINKS) -> list[dict]:
+def task_of(user: str) -> str:
+    return f"221122_000000:{user}_bench"
+
+
+def make_requests(n_files: int, n_users: int, pairs: tuple[tuple[str, str], ...] = LINKS,
+                  publish_every: int = 0) -> list[dict]:
+    """``n_files`` requests over ``n_users`` users (one task each); every
+    ``publish_every``-th file flagged for publication (0: none)."""
     requests = []
     for i in range(n_files):
         user = f"user{i % n_users:04d}"
         src, dst = pairs[i % len(pairs)]
         tail = f"{user}/bench/{i // 1000:04d}/out_{i}.root"
         requests.append({
-            "username": user, "taskname": f"221122_000000:{user}_bench", "source": src, "destination": dst,
+            "username": user, "taskname": task_of(user), "source": src, "destination": dst,
             "source_lfn": f"/store/temp/user/{tail}", "destination_lfn": f"/store/user/{tail}",
-            "filesize": 1000 + i % 1000, "checksum": f"{zlib.adler32(tail.encode()):08x}", "publish": 0,
+            "filesize": 1000 + i % 1000, "checksum": f"{zlib.adler32(tail.encode()):08x}",
+            "publish": int(bool(publish_every) and i % publish_every == 0),
             "job_id": str(i), "job_retry_count": 0, "type": "output",
         })
     return requests
+
+
+def publication_inputs(requests: list[dict], n_users: int) -> dict:
+    """What CRAB would have stored for publication: each user's task (final, so the last
+    partial block of a task closes in the same pass) and the metadata of every file to publish."""
+    tasks = [{"tm_taskname": task_of(f"user{u:04d}"), "tm_username": f"user{u:04d}",
+              "tm_publish_name": f"/Bench/user{u:04d}-bench-v1/USER", "tm_task_status": "COMPLETED"}
+             for u in range(n_users)]
+    metadata = [{"lfn": r["destination_lfn"], "taskname": r["taskname"],
+                 "metadata": {"outdataset": f"/Bench/{r['username']}-bench-v1/USER", "inevents": 10,
+                              "runlumi": {"1": [int(r["job_id"]) + 1]}, "swversion": "CMSSW_13_0_0"}}
+                for r in requests if r["publish"]]
+    return {"tasks": tasks, "metadata": metadata}
+
+
+#: stores tasks and file metadata through the state backend of the checkout it runs in
+#: (argv: config, JSON file of publication_inputs); the backend's home moved after 3cb02fa
+_PUBLICATION_SETUP = (
+    "import json, sys\n"
+    "from aso.config import load_config\n"
+    "try:\n"
+    "    from aso.state.factory import backend_from_config\n"
+    "except ImportError:\n"
+    "    from aso.state.backend import backend_from_config\n"
+    "backend = backend_from_config(load_config(sys.argv[1]))\n"
+    "data = json.load(open(sys.argv[2]))\n"
+    "backend.upsert_tasks(data['tasks'])\n"
+    "for i in range(0, len(data['metadata']), 10000):\n"
+    "    backend.put_file_metadata(data['metadata'][i:i + 10000])\n"
+)
 
 
 def delegation_timing(work: Path, n_users: int) -> float:
@@ -215,7 +267,17 @@ def main() -> int:
     ap.add_argument("--profile", action="append", default=[], metavar="COMPONENT",
                     help="sample this component's passes with py-spy (pip install py-spy), writing collapsed stacks "
                          "to COMPONENT.stacks in the current folder")
+    ap.add_argument("--publish-every", type=int, default=2, metavar="N",
+                    help="flag every N-th file for publication (default 2: half of them; 0: none)")
+    ap.add_argument("--baseline", type=Path, default=None, metavar="PATH",
+                    help="also run the same benchmark with the aso code of the checkout at PATH and print both and "
+                         "the ratio (plain case only)")
+    ap.add_argument("--repeat", type=int, default=1, help="--baseline: runs of each code, alternating (median shown)")
     args = ap.parse_args()
+    if args.baseline and (args.topology or args.two_hop or args.real):
+        ap.error("--baseline compares the plain case only (not with --topology, --two-hop or --real)")
+    if args.baseline and not (args.baseline / "aso" / "cli").is_dir():
+        ap.error(f"--baseline: {args.baseline} is not an aso checkout (no aso/cli in it)")
     if args.real:
         from benchmarks.pipeline_real import main as real_main
 
@@ -237,6 +299,13 @@ def main() -> int:
         cases = hop_cases(fts_url)
     else:
         cases = [Case("plain")]
+    if args.baseline:
+        result = comparison(compare(args, fts_port, base))
+        if args.json:
+            print(json.dumps(result, indent=2))
+        else:
+            print_comparison(result)
+        return 0
     summaries = []
     for n, case in enumerate(cases):
         work = base / f"case{n}"
@@ -256,23 +325,32 @@ def main() -> int:
     return 0
 
 
-def run_case(args, case: Case, work: Path, fts_port: int, with_delegation: bool = True) -> dict:
+COMPONENTS = ("transfer", "monitor", "reporter", "publisher", "retry-manager")
+
+
+def run_case(args, case: Case, work: Path, fts_port: int, with_delegation: bool = True, tree: Path = ROOT) -> dict:
+    """One run of the pipeline with the aso code of ``tree`` (the FTS service is always this
+    checkout's)."""
     work.mkdir(parents=True)
+    env = tree_env(tree)
     fts = Service(aso_command("--log-level", "WARNING", "fts-server", "--port", str(fts_port), "--db", str(work / "fts.db"),
                               "--simulate", "--poll-seconds", "0.2", "--root", str(work)), fts_port, work / "fts.log").start()
     services = [fts]
     settings = ["--set", "transfer.acquire_limit=100000", "--set", "retry_manager.stuck_after=36000"]
     settings += [a for s in case.settings for a in ("--set", s)]
     if args.rest:
-        from tests.state.servers import start_state_server
+        from tests.state.servers import write_server_config
 
         (work / "server").mkdir()
-        server, url = start_state_server(work / "server")
+        port = free_port()
+        server = Service(aso_command("--config", str(write_server_config(work / "server")), "server", "--host", "127.0.0.1",
+                                     "--port", str(port)), port, work / "server" / "server.log", env=env, cwd=str(work)).start()
         services.append(server)
-        settings += ["--set", f"state.url={url}", "--set", 'state.token="service-token"', "--set", 'aso.instance="test"']
+        settings += ["--set", f"state.url=http://127.0.0.1:{port}", "--set", 'state.token="service-token"',
+                     "--set", 'aso.instance="test"']
     try:
         subprocess.run(aso_command("init", str(work / "aso"), "--fts", f"http://127.0.0.1:{fts_port}", *settings),
-                       check=True, capture_output=True)
+                       check=True, capture_output=True, env=env, cwd=work)
         config = work / "aso" / "aso.toml"
         if case.toml:
             # the case's sites replace the three example ones
@@ -290,29 +368,43 @@ def run_case(args, case: Case, work: Path, fts_port: int, with_delegation: bool 
         for u in range(args.users):
             shutil.copyfile(proxies / "template.pem", proxies / f"user{u:04d}.pem")
 
-        console.print(f"[{case.name}] injecting {args.files} requests for {args.users} users …")
-        requests = make_requests(args.files, args.users, case.pairs)
+        console.print(f"[{case.name}, {tree}] injecting {args.files} requests for {args.users} users …")
+        requests = make_requests(args.files, args.users, case.pairs, args.publish_every)
+        to_publish = sum(r["publish"] for r in requests)
         start = time.perf_counter()
         for i in range(0, len(requests), 10000):
             path = work / "inject.json"
             path.write_text(json.dumps(requests[i:i + 10000]))
-            subprocess.run(aso_command("--config", str(config), "inject", str(path)), check=True, capture_output=True)
+            subprocess.run(aso_command("--config", str(config), "inject", str(path)), check=True, capture_output=True,
+                           env=env, cwd=work)
         inject_seconds = time.perf_counter() - start
+        if to_publish:
+            path = work / "publication.json"
+            path.write_text(json.dumps(publication_inputs(requests, args.users)))
+            subprocess.run([sys.executable, "-c", _PUBLICATION_SETUP, str(config), str(path)], check=True,
+                           capture_output=True, env=env, cwd=work)
 
-        stats = {c: ComponentStats() for c in ("transfer", "monitor", "reporter")}
+        stats = {c: ComponentStats() for c in COMPONENTS}
         start = time.perf_counter()
-        done = 0
+        done = published = 0
+        aso = work / "aso"
         for round_no in range(200):
-            out = run_pass(config, "transfer", stats["transfer"], work / "aso")
+            out = run_pass(config, "transfer", stats["transfer"], aso, tree)
             stats["transfer"].files += out.get("files", 0)
             time.sleep(0.3)  # the simulated FTS finishes a round's files within its next scheduling round
-            out = run_pass(config, "monitor", stats["monitor"], work / "aso")
+            out = run_pass(config, "monitor", stats["monitor"], aso, tree)
             stats["monitor"].files += sum(out.get("handed_over", {}).values())
-            out = run_pass(config, "reporter", stats["reporter"], work / "aso")
+            out = run_pass(config, "reporter", stats["reporter"], aso, tree)
             stats["reporter"].files += sum(out.get("states", {}).values())
             done += out.get("states", {}).get("DONE", 0)
-            console.print(f"  round {round_no + 1}: submitted {stats['transfer'].files}, reported {stats['reporter'].files}")
-            if stats["reporter"].files >= args.files:
+            out = run_pass(config, "publisher", stats["publisher"], aso, tree)
+            handled = sum(out.get(k, 0) for k in ("published", "already_in_catalog", "failed", "retry"))
+            stats["publisher"].files += handled
+            published += out.get("published", 0) + out.get("already_in_catalog", 0)
+            out = run_pass(config, "retry-manager", stats["retry-manager"], aso, tree)
+            console.print(f"  round {round_no + 1}: submitted {stats['transfer'].files}, reported "
+                          f"{stats['reporter'].files}, published {published}/{to_publish}")
+            if stats["reporter"].files >= args.files and stats["publisher"].files >= to_publish:
                 break
         total = time.perf_counter() - start
         deleg = delegation_timing(work, args.delegation_users) if args.delegation_users and with_delegation else None
@@ -324,13 +416,62 @@ def run_case(args, case: Case, work: Path, fts_port: int, with_delegation: bool 
     rows = []
     for name, s in stats.items():
         rows.append({"component": f"aso {name}", "passes": s.passes, "seconds": round(s.seconds, 2), "files": s.files,
-                     "files/s": round(s.files / s.seconds) if s.seconds else 0, "peak MB": round(s.peak_rss_mb, 1)})
-    target = 60 if not args.rest else 120
-    return {"case": case.name, "files": args.files, "users": args.users, "backend": backend,
+                     "files/s": round(s.files / s.seconds) if s.seconds and s.files else 0,
+                     "peak MB": round(s.peak_rss_mb, 1)})
+    return {"case": case.name, "code": str(tree), "files": args.files, "users": args.users, "backend": backend,
             "inject_seconds": round(inject_seconds, 2), "end_to_end_seconds": round(total, 2), "done": done,
-            "target_seconds_at_100k": target,
+            "to_publish": to_publish, "published": published,
             "first_delegation_seconds_per_user": round(deleg, 3) if deleg else None, "components": rows,
             "mode": "aso fts-server --simulate (FTS bookkeeping real, no data moved)"}
+
+
+def compare(args, fts_port: int, base: Path) -> list[dict]:
+    """This checkout and ``args.baseline`` alternating, ``args.repeat`` times each."""
+    runs = []
+    for n in range(args.repeat):
+        for label, tree in (("baseline", args.baseline.resolve()), ("this", ROOT)):
+            summary = run_case(args, Case("plain"), base / f"{label}{n}", fts_port, with_delegation=False, tree=tree)
+            summary["label"] = label
+            runs.append(summary)
+    return runs
+
+
+def _median(values: list[float]) -> float:
+    values = sorted(values)
+    mid = len(values) // 2
+    return values[mid] if len(values) % 2 else (values[mid - 1] + values[mid]) / 2
+
+
+def comparison(runs: list[dict]) -> dict:
+    """Per component and end to end: the median seconds of each code, and baseline / this."""
+    def seconds(label: str, component: str | None) -> float:
+        mine = [r for r in runs if r["label"] == label]
+        if component is None:
+            return _median([r["end_to_end_seconds"] for r in mine])
+        return _median([next(c["seconds"] for c in r["components"] if c["component"] == component) for r in mine])
+
+    rows = []
+    for component in [c["component"] for c in runs[0]["components"]] + [None]:
+        b, t = seconds("baseline", component), seconds("this", component)
+        rows.append({"component": component or "end to end", "baseline": round(b, 2), "this": round(t, 2),
+                     "speed-up": round(b / t, 2) if t else None})
+    return {"files": runs[0]["files"], "users": runs[0]["users"], "backend": runs[0]["backend"],
+            "baseline": next(r["code"] for r in runs if r["label"] == "baseline"), "repeat": len(runs) // 2,
+            "rows": rows, "runs": runs}
+
+
+def print_comparison(result: dict) -> None:
+    table = Table(title=f"aso pipeline: {result['files']} files, {result['users']} users, {result['backend']}; "
+                        f"seconds (median of {result['repeat']} alternating run(s) each); baseline {result['baseline']}")
+    for col in ("component", "baseline", "this", "speed-up"):
+        table.add_column(col, justify="left" if col == "component" else "right")
+    for r in result["rows"]:
+        table.add_row(r["component"], f"{r['baseline']:.2f}", f"{r['this']:.2f}", f"{r['speed-up']:.2f}x")
+    Console(width=160).print(table)
+    for r in result["runs"]:
+        parts = ", ".join(f"{c['component'][4:]} {c['seconds']:.1f}" for c in r["components"])
+        console.print(f"  {r['label']}: end to end {r['end_to_end_seconds']:.1f} s ({parts}); DONE {r['done']}/"
+                      f"{r['files']}, published {r['published']}/{r['to_publish']}")
 
 
 def print_summary(args, summary: dict) -> None:
