@@ -107,7 +107,10 @@ def run_pass(config: Path, component: str, stats: ComponentStats, cwd: Path, tre
     stats.peak_rss_mb = max(stats.peak_rss_mb, int(hwm_file.read_text()) / 1024)
     if proc.returncode != 0:
         raise RuntimeError(f"aso {component} exited {proc.returncode}: {err.decode()[-2000:]}")
-    return json.loads(out) if out.strip() else {}
+    # under py-spy its own lines come first on stdout: the summary is the JSON after them
+    text = out.decode()
+    start = text.find("{")
+    return json.JSONDecoder().raw_decode(text[start:])[0] if start >= 0 else {}
 
 
 @dataclass

@@ -125,8 +125,7 @@ class ReporterPass:
             log.info("user %s: late result for row %s of FTS job %s ignored (%s)", user, skip.get("id"),
                      job_of.get(skip.get("id")), skip.get("reason"),
                      extra={"fts_job": job_of.get(skip.get("id")), "rows": skip.get("id")})
-        for entry in entries:
-            self.box.remove(entry.user, entry.name)
+        self.box.remove_many(user, [entry.name for entry in entries])
         return len(entries), states, ignored
 
     @staticmethod
