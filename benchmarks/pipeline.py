@@ -62,6 +62,9 @@ LINKS = (("T2_XX_Source", "T2_YY_Dest"), ("T2_XX_Source", "T2_ZZ_Dest"), ("T2_YY
 @dataclass
 class ComponentStats:
     seconds: float = 0.0
+    #: CPU seconds (user + system) of the component's processes: less sensitive than the
+    #: wall time to what else the machine runs
+    cpu: float = 0.0
     passes: int = 0
     peak_rss_mb: float = 0.0
     files: int = 0
@@ -101,8 +104,10 @@ def run_pass(config: Path, component: str, stats: ComponentStats, cwd: Path, tre
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=cwd)
     out = proc.stdout.read()
     err = proc.stderr.read()
-    proc.wait()
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
     stats.seconds += time.perf_counter() - start
+    stats.cpu += usage.ru_utime + usage.ru_stime
     stats.passes += 1
     stats.peak_rss_mb = max(stats.peak_rss_mb, int(hwm_file.read_text()) / 1024)
     if proc.returncode != 0:
@@ -418,7 +423,8 @@ def run_case(args, case: Case, work: Path, fts_port: int, with_delegation: bool 
     backend = "REST (aso server over SQLite)" if args.rest else "local SQLite"
     rows = []
     for name, s in stats.items():
-        rows.append({"component": f"aso {name}", "passes": s.passes, "seconds": round(s.seconds, 2), "files": s.files,
+        rows.append({"component": f"aso {name}", "passes": s.passes, "seconds": round(s.seconds, 2),
+                     "cpu": round(s.cpu, 2), "files": s.files,
                      "files/s": round(s.files / s.seconds) if s.seconds and s.files else 0,
                      "peak MB": round(s.peak_rss_mb, 1)})
     return {"case": case.name, "code": str(tree), "files": args.files, "users": args.users, "backend": backend,
@@ -446,18 +452,24 @@ def _median(values: list[float]) -> float:
 
 
 def comparison(runs: list[dict]) -> dict:
-    """Per component and end to end: the median seconds of each code, and baseline / this."""
-    def seconds(label: str, component: str | None) -> float:
+    """Per component and end to end: the median wall and CPU seconds of each code, and
+    baseline / this."""
+    def value(label: str, component: str | None, key: str) -> float:
         mine = [r for r in runs if r["label"] == label]
         if component is None:
-            return _median([r["end_to_end_seconds"] for r in mine])
-        return _median([next(c["seconds"] for c in r["components"] if c["component"] == component) for r in mine])
+            if key == "seconds":
+                return _median([r["end_to_end_seconds"] for r in mine])
+            return _median([sum(c[key] for c in r["components"]) for r in mine])
+        return _median([next(c[key] for c in r["components"] if c["component"] == component) for r in mine])
 
     rows = []
     for component in [c["component"] for c in runs[0]["components"]] + [None]:
-        b, t = seconds("baseline", component), seconds("this", component)
-        rows.append({"component": component or "end to end", "baseline": round(b, 2), "this": round(t, 2),
-                     "speed-up": round(b / t, 2) if t else None})
+        row = {"component": component or "end to end"}
+        for key in ("seconds", "cpu"):
+            b, t = value("baseline", component, key), value("this", component, key)
+            row.update({f"baseline {key}": round(b, 2), f"this {key}": round(t, 2),
+                        f"{key} ratio": round(b / t, 2) if t else None})
+        rows.append(row)
     return {"files": runs[0]["files"], "users": runs[0]["users"], "backend": runs[0]["backend"],
             "baseline": next(r["code"] for r in runs if r["label"] == "baseline"), "repeat": len(runs) // 2,
             "rows": rows, "runs": runs}
@@ -465,11 +477,15 @@ def comparison(runs: list[dict]) -> dict:
 
 def print_comparison(result: dict) -> None:
     table = Table(title=f"aso pipeline: {result['files']} files, {result['users']} users, {result['backend']}; "
-                        f"seconds (median of {result['repeat']} alternating run(s) each); baseline {result['baseline']}")
-    for col in ("component", "baseline", "this", "speed-up"):
-        table.add_column(col, justify="left" if col == "component" else "right")
+                        f"median of {result['repeat']} alternating run(s) each; baseline {result['baseline']}")
+    columns = ("baseline s", "this s", "speed-up", "baseline CPU s", "this CPU s", "CPU ratio")
+    table.add_column("component")
+    for col in columns:
+        table.add_column(col, justify="right")
     for r in result["rows"]:
-        table.add_row(r["component"], f"{r['baseline']:.2f}", f"{r['this']:.2f}", f"{r['speed-up']:.2f}x")
+        table.add_row(r["component"], f"{r['baseline seconds']:.2f}", f"{r['this seconds']:.2f}",
+                      f"{r['seconds ratio']:.2f}x", f"{r['baseline cpu']:.2f}", f"{r['this cpu']:.2f}",
+                      f"{r['cpu ratio']:.2f}x")
     Console(width=160).print(table)
     for r in result["runs"]:
         parts = ", ".join(f"{c['component'][4:]} {c['seconds']:.1f}" for c in r["components"])
@@ -480,10 +496,10 @@ def print_comparison(result: dict) -> None:
 def print_summary(args, summary: dict) -> None:
     table = Table(title=f"aso pipeline, {summary['case']}: {summary['files']} files, {summary['users']} users, "
                         f"{summary['backend']}; FTS: aso fts-server --simulate (no data moved)")
-    for col in ("component", "passes", "seconds", "files", "files/s", "peak MB"):
+    for col in ("component", "passes", "seconds", "cpu", "files", "files/s", "peak MB"):
         table.add_column(col, justify="left" if col == "component" else "right")
     for r in summary["components"]:
-        table.add_row(*(str(r[c]) for c in ("component", "passes", "seconds", "files", "files/s", "peak MB")))
+        table.add_row(*(str(r[c]) for c in ("component", "passes", "seconds", "cpu", "files", "files/s", "peak MB")))
     total, inject = summary["end_to_end_seconds"], summary["inject_seconds"]
     table.add_row("end to end", "", f"{total:.2f}", str(summary["files"]), f"{summary['files'] / total:.0f}", "")
     table.add_row("(inject, not in the total)", "", f"{inject:.2f}", str(summary["files"]), f"{summary['files'] / inject:.0f}", "")
