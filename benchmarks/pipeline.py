@@ -71,8 +71,11 @@ class ComponentStats:
     outputs: list = field(default_factory=list)
 
 
-#: component -> cProfile output file (``--profile``)
+#: component -> py-spy output file (``--profile``)
 PROFILE: dict[str, Path] = {}
+#: more py-spy options (``--profile-gil``: only the thread holding the GIL, i.e. where the
+#: CPU goes, not where threads wait)
+PROFILE_OPTIONS: list[str] = []
 
 
 #: runs the aso CLI and, as it exits, writes its own peak resident set (kB) to $ASO_BENCH_HWM
@@ -99,7 +102,8 @@ def run_pass(config: Path, component: str, stats: ComponentStats, cwd: Path, tre
     command = [sys.executable, "-c", _WITH_HWM, "--config", str(config), "--log-level", "WARNING", component, "--json"]
     if component in PROFILE:
         # py-spy samples every thread (cProfile would see only the main one)
-        command = ["py-spy", "record", "--format", "raw", "--rate", "200", "-o", str(PROFILE[component]), "--", *command]
+        command = ["py-spy", "record", "--format", "raw", "--rate", "200", *PROFILE_OPTIONS, "-o", str(PROFILE[component]),
+                   "--", *command]
     proc = subprocess.Popen(command, env={**tree_env(tree), "ASO_BENCH_HWM": str(hwm_file)},
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=cwd)
     out = proc.stdout.read()
@@ -275,6 +279,8 @@ def main() -> int:
     ap.add_argument("--profile", action="append", default=[], metavar="COMPONENT",
                     help="sample this component's passes with py-spy (pip install py-spy), writing collapsed stacks "
                          "to COMPONENT.stacks in the current folder")
+    ap.add_argument("--profile-gil", action="store_true",
+                    help="--profile: sample only the thread holding the GIL (where the CPU goes)")
     ap.add_argument("--publish-every", type=int, default=2, metavar="N",
                     help="flag every N-th file for publication (default 2: half of them; 0: none)")
     ap.add_argument("--baseline", type=Path, default=None, metavar="PATH",
@@ -294,6 +300,8 @@ def main() -> int:
         return real_main(args, console)
     for name in args.profile:
         PROFILE[name] = Path.cwd() / f"{name}.stacks"
+    if args.profile_gil:
+        PROFILE_OPTIONS.append("--gil")
 
     base = args.workdir or Path(tempfile.mkdtemp(prefix="aso-pipeline-bench-"))
     if base.exists():
@@ -501,12 +509,16 @@ def print_summary(args, summary: dict) -> None:
     for r in summary["components"]:
         table.add_row(*(str(r[c]) for c in ("component", "passes", "seconds", "cpu", "files", "files/s", "peak MB")))
     total, inject = summary["end_to_end_seconds"], summary["inject_seconds"]
-    table.add_row("end to end", "", f"{total:.2f}", str(summary["files"]), f"{summary['files'] / total:.0f}", "")
-    table.add_row("(inject, not in the total)", "", f"{inject:.2f}", str(summary["files"]), f"{summary['files'] / inject:.0f}", "")
-    table.add_row("DONE at the end", "", "", str(summary["done"]), "", "")
+    cpu = sum(r["cpu"] for r in summary["components"])
+    table.add_row("end to end", "", f"{total:.2f}", f"{cpu:.2f}", str(summary["files"]), f"{summary['files'] / total:.0f}", "")
+    table.add_row("(inject, not in the total)", "", f"{inject:.2f}", "", str(summary["files"]),
+                  f"{summary['files'] / inject:.0f}", "")
+    table.add_row("DONE at the end", "", "", "", str(summary["done"]), "", "")
+    table.add_row("published at the end", "", "", "", f"{summary['published']}/{summary['to_publish']}", "", "")
     deleg = summary["first_delegation_seconds_per_user"]
     if deleg is not None:
-        table.add_row(f"first-time delegation, per user ({args.delegation_users} users, HTTPS)", "", f"{deleg:.3f}", "", "", "")
+        table.add_row(f"first-time delegation, per user ({args.delegation_users} users, HTTPS)", "", f"{deleg:.3f}", "", "",
+                      "", "")
     Console(width=160).print(table)
 
 
