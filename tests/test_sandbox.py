@@ -65,13 +65,12 @@ def test_a_writer_killed_mid_write_leaves_the_old_entry(tmp_path):
     box.write("alice", "job", {"version": 1})
     # a child that starts replacing the entry with a large payload and is killed mid-write
     code = textwrap.dedent(f"""
-        import json, os, signal, aso.sandbox as s
-        real_dump = json.dump
-        def dump_then_die(data, fh, **kw):
-            fh.write('{{"version": 2, "pad": "' + 'x' * 100000)
-            fh.flush()
+        import os, signal, aso.sandbox as s
+        # half of a large payload reaches the temporary file; the process dies before its fsync
+        s._dumps = lambda data: '{{"version": 2, "pad": "' + 'x' * 100000
+        def die(fd):
             os.kill(os.getpid(), signal.SIGKILL)
-        s.json.dump = dump_then_die
+        s.os.fsync = die
         s.Sandbox({str(tmp_path)!r}, "monitor").write("alice", "job", {{"version": 2}})
     """)
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True)
