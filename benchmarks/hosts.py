@@ -129,12 +129,12 @@ def host_loop(config: Path, stats: dict[str, ComponentStats], finished: threadin
         while not finished.is_set():
             n += 1
             round_start = time.perf_counter()
-            out = run_pass(config, "transfer", stats["transfer"], cwd, _numbered(profiles.get("transfer"), n))
+            out = run_pass(config, "transfer", stats["transfer"], cwd, profile=_numbered(profiles.get("transfer"), n))
             stats["transfer"].files += out.get("files", 0)
             time.sleep(0.3)  # the simulated FTS finishes a round's files within its next scheduling round
-            out = run_pass(config, "monitor", stats["monitor"], cwd, _numbered(profiles.get("monitor"), n))
+            out = run_pass(config, "monitor", stats["monitor"], cwd, profile=_numbered(profiles.get("monitor"), n))
             stats["monitor"].files += sum(out.get("handed_over", {}).values())
-            out = run_pass(config, "reporter", stats["reporter"], cwd, _numbered(profiles.get("reporter"), n))
+            out = run_pass(config, "reporter", stats["reporter"], cwd, profile=_numbered(profiles.get("reporter"), n))
             stats["reporter"].files += sum(out.get("states", {}).values())
             # a host whose share is done idles like a cron host instead of taking the
             # machine from the others with back-to-back empty passes

@@ -6,13 +6,21 @@
     python benchmarks/pipeline.py --real                                  # real bytes: see benchmarks/pipeline_real.py
     python benchmarks/pipeline.py --files 100000 --users 1000 --topology  # 20 sites: implied links vs 380 links + limits
     python benchmarks/pipeline.py --files 10000 --users 100 --two-hop     # one-hop run beside a two-hop run
+    python benchmarks/pipeline.py --files 100000 --users 1000 --baseline /work/baseline  # this code vs another checkout
 
-Runs the real commands (``aso transfer``, ``aso monitor``, ``aso reporter``) as cron would,
-pass after pass until every row is DONE, against ``aso fts-server --simulate`` over plain
+Runs the real commands (``aso transfer``, ``aso monitor``, ``aso reporter``, ``aso publisher``,
+``aso retry-manager``) as cron would, pass after pass until every row is DONE and every file
+flagged for publication is in the catalog (every ``--publish-every``-th file; each user's
+task is final, so its last partial block closes at once), against ``aso fts-server --simulate`` over plain
 HTTP: FTS bookkeeping is real (jobs, files, states, bulk status), but no data moves, so
 the numbers are aso's own. Delegation over plain HTTP is not needed, so the delegation cost
 is measured on its own line: first-time delegation of ``--delegation-users`` users to an
 HTTPS aso fts-server (one RSA key pair per user on the FTS side).
+
+``--baseline PATH`` runs the very same benchmark with the ``aso`` code of another checkout
+(its tree first on ``PYTHONPATH`` for every ``aso`` command and the ``aso server``; the
+``aso fts-server`` stays this checkout's, as the FTS side is not what is compared), the two
+runs alternating ``--repeat`` times, and prints both and the ratio per component.
 
 Peak memory is the largest resident set of any pass of the component: the process's own
 high-water mark (``VmHWM`` in /proc/self/status, read as it exits). ``wait4``'s ru_maxrss
@@ -54,14 +62,20 @@ LINKS = (("T2_XX_Source", "T2_YY_Dest"), ("T2_XX_Source", "T2_ZZ_Dest"), ("T2_YY
 @dataclass
 class ComponentStats:
     seconds: float = 0.0
+    #: CPU seconds (user + system) of the component's processes: less sensitive than the
+    #: wall time to what else the machine runs
+    cpu: float = 0.0
     passes: int = 0
     peak_rss_mb: float = 0.0
     files: int = 0
     outputs: list = field(default_factory=list)
 
 
-#: component -> cProfile output file (``--profile``)
+#: component -> py-spy output file (``--profile``)
 PROFILE: dict[str, Path] = {}
+#: more py-spy options (``--profile-gil``: only the thread holding the GIL, i.e. where the
+#: CPU goes, not where threads wait)
+PROFILE_OPTIONS: list[str] = []
 
 
 #: runs the aso CLI and, as it exits, writes its own peak resident set (kB) to $ASO_BENCH_HWM
@@ -76,27 +90,40 @@ _WITH_HWM = (
 )
 
 
-def run_pass(config: Path, component: str, stats: ComponentStats, cwd: Path, profile: Path | None = None) -> dict:
-    """One pass of ``component``; sampled with py-spy into ``profile`` (default: the
-    component's ``--profile`` file) when there is one."""
+def tree_env(tree: Path) -> dict[str, str]:
+    """The environment that makes ``python -m aso.cli`` run the checkout at ``tree`` (started
+    in a folder without an ``aso`` package: ``-m`` and ``-c`` put the current folder first)."""
+    return {**os.environ, "PYTHONPATH": str(tree)}
+
+
+def run_pass(config: Path, component: str, stats: ComponentStats, cwd: Path, tree: Path = ROOT,
+             profile: Path | None = None) -> dict:
+    """One pass of ``component`` with the aso code of ``tree``; sampled with py-spy into
+    ``profile`` (default: the component's ``--profile`` file) when there is one."""
     start = time.perf_counter()
     hwm_file = cwd / f".hwm-{component}"
     command = [sys.executable, "-c", _WITH_HWM, "--config", str(config), "--log-level", "WARNING", component, "--json"]
     profile = profile or PROFILE.get(component)
     if profile is not None:
         # py-spy samples every thread (cProfile would see only the main one)
-        command = ["py-spy", "record", "--format", "raw", "--rate", "200", "-o", str(profile), "--", *command]
-    proc = subprocess.Popen(command, env={**os.environ, "ASO_BENCH_HWM": str(hwm_file)},
+        command = ["py-spy", "record", "--format", "raw", "--rate", "200", *PROFILE_OPTIONS, "-o", str(profile),
+                   "--", *command]
+    proc = subprocess.Popen(command, env={**tree_env(tree), "ASO_BENCH_HWM": str(hwm_file)},
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=cwd)
     out = proc.stdout.read()
     err = proc.stderr.read()
-    proc.wait()
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
     stats.seconds += time.perf_counter() - start
+    stats.cpu += usage.ru_utime + usage.ru_stime
     stats.passes += 1
     stats.peak_rss_mb = max(stats.peak_rss_mb, int(hwm_file.read_text()) / 1024)
     if proc.returncode != 0:
         raise RuntimeError(f"aso {component} exited {proc.returncode}: {err.decode()[-2000:]}")
-    return json.loads(out) if out.strip() else {}
+    # under py-spy its own lines come first on stdout: the summary is the JSON after them
+    text = out.decode()
+    start = text.find("{")
+    return json.JSONDecoder().raw_decode(text[start:])[0] if start >= 0 else {}
 
 
 @dataclass
@@ -161,16 +188,24 @@ def hop_cases(fts_url: str) -> list[Case]:
     return [direct, two]
 
 
-def make_requests(n_files: int, n_users: int, pairs: tuple[tuple[str, str], ...] = LINKS) -> list[dict]:
+def task_of(user: str) -> str:
+    return f"221122_000000:{user}_bench"
+
+
+def make_requests(n_files: int, n_users: int, pairs: tuple[tuple[str, str], ...] = LINKS,
+                  publish_every: int = 0) -> list[dict]:
+    """``n_files`` requests over ``n_users`` users (one task each); every
+    ``publish_every``-th file flagged for publication (0: none)."""
     requests = []
     for i in range(n_files):
         user = f"user{i % n_users:04d}"
         src, dst = pairs[i % len(pairs)]
         tail = f"{user}/bench/{i // 1000:04d}/out_{i}.root"
         requests.append({
-            "username": user, "taskname": f"221122_000000:{user}_bench", "source": src, "destination": dst,
+            "username": user, "taskname": task_of(user), "source": src, "destination": dst,
             "source_lfn": f"/store/temp/user/{tail}", "destination_lfn": f"/store/user/{tail}",
-            "filesize": 1000 + i % 1000, "checksum": f"{zlib.adler32(tail.encode()):08x}", "publish": 0,
+            "filesize": 1000 + i % 1000, "checksum": f"{zlib.adler32(tail.encode()):08x}",
+            "publish": int(bool(publish_every) and i % publish_every == 0),
             "job_id": str(i), "job_retry_count": 0, "type": "output",
         })
     return requests
@@ -194,6 +229,36 @@ def write_proxies(work: Path, folders: list[Path], n_users: int) -> None:
     for folder in folders:
         for u in range(n_users):
             shutil.copyfile(template, folder / f"user{u:04d}.pem")
+
+
+def publication_inputs(requests: list[dict], n_users: int) -> dict:
+    """What CRAB would have stored for publication: each user's task (final, so the last
+    partial block of a task closes in the same pass) and the metadata of every file to publish."""
+    tasks = [{"tm_taskname": task_of(f"user{u:04d}"), "tm_username": f"user{u:04d}",
+              "tm_publish_name": f"/Bench/user{u:04d}-bench-v1/USER", "tm_task_status": "COMPLETED"}
+             for u in range(n_users)]
+    metadata = [{"lfn": r["destination_lfn"], "taskname": r["taskname"],
+                 "metadata": {"outdataset": f"/Bench/{r['username']}-bench-v1/USER", "inevents": 10,
+                              "runlumi": {"1": [int(r["job_id"]) + 1]}, "swversion": "CMSSW_13_0_0"}}
+                for r in requests if r["publish"]]
+    return {"tasks": tasks, "metadata": metadata}
+
+
+#: stores tasks and file metadata through the state backend of the checkout it runs in
+#: (argv: config, JSON file of publication_inputs); the backend's home moved after 3cb02fa
+_PUBLICATION_SETUP = (
+    "import json, sys\n"
+    "from aso.config import load_config\n"
+    "try:\n"
+    "    from aso.state.factory import backend_from_config\n"
+    "except ImportError:\n"
+    "    from aso.state.backend import backend_from_config\n"
+    "backend = backend_from_config(load_config(sys.argv[1]))\n"
+    "data = json.load(open(sys.argv[2]))\n"
+    "backend.upsert_tasks(data['tasks'])\n"
+    "for i in range(0, len(data['metadata']), 10000):\n"
+    "    backend.put_file_metadata(data['metadata'][i:i + 10000])\n"
+)
 
 
 def delegation_timing(work: Path, n_users: int) -> float:
@@ -238,7 +303,19 @@ def main() -> int:
     ap.add_argument("--profile", action="append", default=[], metavar="COMPONENT",
                     help="sample this component's passes with py-spy (pip install py-spy), writing collapsed stacks "
                          "to COMPONENT.stacks in the current folder")
+    ap.add_argument("--profile-gil", action="store_true",
+                    help="--profile: sample only the thread holding the GIL (where the CPU goes)")
+    ap.add_argument("--publish-every", type=int, default=2, metavar="N",
+                    help="flag every N-th file for publication (default 2: half of them; 0: none)")
+    ap.add_argument("--baseline", type=Path, default=None, metavar="PATH",
+                    help="also run the same benchmark with the aso code of the checkout at PATH and print both and "
+                         "the ratio (plain case only)")
+    ap.add_argument("--repeat", type=int, default=1, help="--baseline: runs of each code, alternating (median shown)")
     args = ap.parse_args()
+    if args.baseline and (args.topology or args.two_hop or args.real):
+        ap.error("--baseline compares the plain case only (not with --topology, --two-hop or --real)")
+    if args.baseline and not (args.baseline / "aso" / "cli").is_dir():
+        ap.error(f"--baseline: {args.baseline} is not an aso checkout (no aso/cli in it)")
     if args.real:
         from benchmarks.pipeline_real import main as real_main
 
@@ -247,6 +324,8 @@ def main() -> int:
         return real_main(args, console)
     for name in args.profile:
         PROFILE[name] = Path.cwd() / f"{name}.stacks"
+    if args.profile_gil:
+        PROFILE_OPTIONS.append("--gil")
 
     base = args.workdir or Path(tempfile.mkdtemp(prefix="aso-pipeline-bench-"))
     if base.exists():
@@ -260,6 +339,13 @@ def main() -> int:
         cases = hop_cases(fts_url)
     else:
         cases = [Case("plain")]
+    if args.baseline:
+        result = comparison(compare(args, fts_port, base))
+        if args.json:
+            print(json.dumps(result, indent=2))
+        else:
+            print_comparison(result)
+        return 0
     summaries = []
     for n, case in enumerate(cases):
         work = base / f"case{n}"
@@ -279,22 +365,31 @@ def main() -> int:
     return 0
 
 
-def run_case(args, case: Case, work: Path, fts_port: int, with_delegation: bool = True) -> dict:
+COMPONENTS = ("transfer", "monitor", "reporter", "publisher", "retry-manager")
+
+
+def run_case(args, case: Case, work: Path, fts_port: int, with_delegation: bool = True, tree: Path = ROOT) -> dict:
+    """One run of the pipeline with the aso code of ``tree`` (the FTS service is always this
+    checkout's)."""
     work.mkdir(parents=True)
+    env = tree_env(tree)
     fts = start_simulating_fts(work, fts_port)
     services = [fts]
     settings = ["--set", "transfer.acquire_limit=100000", "--set", "retry_manager.stuck_after=36000"]
     settings += [a for s in case.settings for a in ("--set", s)]
     if args.rest:
-        from tests.state.servers import start_state_server
+        from tests.state.servers import write_server_config
 
         (work / "server").mkdir()
-        server, url = start_state_server(work / "server")
+        port = free_port()
+        server = Service(aso_command("--config", str(write_server_config(work / "server")), "server", "--host", "127.0.0.1",
+                                     "--port", str(port)), port, work / "server" / "server.log", env=env, cwd=str(work)).start()
         services.append(server)
-        settings += ["--set", f"state.url={url}", "--set", 'state.token="service-token"', "--set", 'aso.instance="test"']
+        settings += ["--set", f"state.url=http://127.0.0.1:{port}", "--set", 'state.token="service-token"',
+                     "--set", 'aso.instance="test"']
     try:
         subprocess.run(aso_command("init", str(work / "aso"), "--fts", f"http://127.0.0.1:{fts_port}", *settings),
-                       check=True, capture_output=True)
+                       check=True, capture_output=True, env=env, cwd=work)
         config = work / "aso" / "aso.toml"
         if case.toml:
             # the case's sites replace the three example ones
@@ -303,29 +398,43 @@ def run_case(args, case: Case, work: Path, fts_port: int, with_delegation: bool 
             config.write_text(text)
         write_proxies(work, [work / "aso" / "proxies"], args.users)
 
-        console.print(f"[{case.name}] injecting {args.files} requests for {args.users} users …")
-        requests = make_requests(args.files, args.users, case.pairs)
+        console.print(f"[{case.name}, {tree}] injecting {args.files} requests for {args.users} users …")
+        requests = make_requests(args.files, args.users, case.pairs, args.publish_every)
+        to_publish = sum(r["publish"] for r in requests)
         start = time.perf_counter()
         for i in range(0, len(requests), 10000):
             path = work / "inject.json"
             path.write_text(json.dumps(requests[i:i + 10000]))
-            subprocess.run(aso_command("--config", str(config), "inject", str(path)), check=True, capture_output=True)
+            subprocess.run(aso_command("--config", str(config), "inject", str(path)), check=True, capture_output=True,
+                           env=env, cwd=work)
         inject_seconds = time.perf_counter() - start
+        if to_publish:
+            path = work / "publication.json"
+            path.write_text(json.dumps(publication_inputs(requests, args.users)))
+            subprocess.run([sys.executable, "-c", _PUBLICATION_SETUP, str(config), str(path)], check=True,
+                           capture_output=True, env=env, cwd=work)
 
-        stats = {c: ComponentStats() for c in ("transfer", "monitor", "reporter")}
+        stats = {c: ComponentStats() for c in COMPONENTS}
         start = time.perf_counter()
-        done = 0
+        done = published = 0
+        aso = work / "aso"
         for round_no in range(200):
-            out = run_pass(config, "transfer", stats["transfer"], work / "aso")
+            out = run_pass(config, "transfer", stats["transfer"], aso, tree)
             stats["transfer"].files += out.get("files", 0)
             time.sleep(0.3)  # the simulated FTS finishes a round's files within its next scheduling round
-            out = run_pass(config, "monitor", stats["monitor"], work / "aso")
+            out = run_pass(config, "monitor", stats["monitor"], aso, tree)
             stats["monitor"].files += sum(out.get("handed_over", {}).values())
-            out = run_pass(config, "reporter", stats["reporter"], work / "aso")
+            out = run_pass(config, "reporter", stats["reporter"], aso, tree)
             stats["reporter"].files += sum(out.get("states", {}).values())
             done += out.get("states", {}).get("DONE", 0)
-            console.print(f"  round {round_no + 1}: submitted {stats['transfer'].files}, reported {stats['reporter'].files}")
-            if stats["reporter"].files >= args.files:
+            out = run_pass(config, "publisher", stats["publisher"], aso, tree)
+            handled = sum(out.get(k, 0) for k in ("published", "already_in_catalog", "failed", "retry"))
+            stats["publisher"].files += handled
+            published += out.get("published", 0) + out.get("already_in_catalog", 0)
+            out = run_pass(config, "retry-manager", stats["retry-manager"], aso, tree)
+            console.print(f"  round {round_no + 1}: submitted {stats['transfer'].files}, reported "
+                          f"{stats['reporter'].files}, published {published}/{to_publish}")
+            if stats["reporter"].files >= args.files and stats["publisher"].files >= to_publish:
                 break
         total = time.perf_counter() - start
         deleg = delegation_timing(work, args.delegation_users) if args.delegation_users and with_delegation else None
@@ -336,30 +445,94 @@ def run_case(args, case: Case, work: Path, fts_port: int, with_delegation: bool 
     backend = "REST (aso server over SQLite)" if args.rest else "local SQLite"
     rows = []
     for name, s in stats.items():
-        rows.append({"component": f"aso {name}", "passes": s.passes, "seconds": round(s.seconds, 2), "files": s.files,
-                     "files/s": round(s.files / s.seconds) if s.seconds else 0, "peak MB": round(s.peak_rss_mb, 1)})
-    target = 60 if not args.rest else 120
-    return {"case": case.name, "files": args.files, "users": args.users, "backend": backend,
+        rows.append({"component": f"aso {name}", "passes": s.passes, "seconds": round(s.seconds, 2),
+                     "cpu": round(s.cpu, 2), "files": s.files,
+                     "files/s": round(s.files / s.seconds) if s.seconds and s.files else 0,
+                     "peak MB": round(s.peak_rss_mb, 1)})
+    return {"case": case.name, "code": str(tree), "files": args.files, "users": args.users, "backend": backend,
             "inject_seconds": round(inject_seconds, 2), "end_to_end_seconds": round(total, 2), "done": done,
-            "target_seconds_at_100k": target,
+            "to_publish": to_publish, "published": published,
             "first_delegation_seconds_per_user": round(deleg, 3) if deleg else None, "components": rows,
             "mode": "aso fts-server --simulate (FTS bookkeeping real, no data moved)"}
+
+
+def compare(args, fts_port: int, base: Path) -> list[dict]:
+    """This checkout and ``args.baseline`` alternating, ``args.repeat`` times each."""
+    runs = []
+    for n in range(args.repeat):
+        for label, tree in (("baseline", args.baseline.resolve()), ("this", ROOT)):
+            summary = run_case(args, Case("plain"), base / f"{label}{n}", fts_port, with_delegation=False, tree=tree)
+            summary["label"] = label
+            runs.append(summary)
+    return runs
+
+
+def _median(values: list[float]) -> float:
+    values = sorted(values)
+    mid = len(values) // 2
+    return values[mid] if len(values) % 2 else (values[mid - 1] + values[mid]) / 2
+
+
+def comparison(runs: list[dict]) -> dict:
+    """Per component and end to end: the median wall and CPU seconds of each code, and
+    baseline / this."""
+    def value(label: str, component: str | None, key: str) -> float:
+        mine = [r for r in runs if r["label"] == label]
+        if component is None:
+            if key == "seconds":
+                return _median([r["end_to_end_seconds"] for r in mine])
+            return _median([sum(c[key] for c in r["components"]) for r in mine])
+        return _median([next(c[key] for c in r["components"] if c["component"] == component) for r in mine])
+
+    rows = []
+    for component in [c["component"] for c in runs[0]["components"]] + [None]:
+        row = {"component": component or "end to end"}
+        for key in ("seconds", "cpu"):
+            b, t = value("baseline", component, key), value("this", component, key)
+            row.update({f"baseline {key}": round(b, 2), f"this {key}": round(t, 2),
+                        f"{key} ratio": round(b / t, 2) if t else None})
+        rows.append(row)
+    return {"files": runs[0]["files"], "users": runs[0]["users"], "backend": runs[0]["backend"],
+            "baseline": next(r["code"] for r in runs if r["label"] == "baseline"), "repeat": len(runs) // 2,
+            "rows": rows, "runs": runs}
+
+
+def print_comparison(result: dict) -> None:
+    table = Table(title=f"aso pipeline: {result['files']} files, {result['users']} users, {result['backend']}; "
+                        f"median of {result['repeat']} alternating run(s) each; baseline {result['baseline']}")
+    columns = ("baseline s", "this s", "speed-up", "baseline CPU s", "this CPU s", "CPU ratio")
+    table.add_column("component")
+    for col in columns:
+        table.add_column(col, justify="right")
+    for r in result["rows"]:
+        table.add_row(r["component"], f"{r['baseline seconds']:.2f}", f"{r['this seconds']:.2f}",
+                      f"{r['seconds ratio']:.2f}x", f"{r['baseline cpu']:.2f}", f"{r['this cpu']:.2f}",
+                      f"{r['cpu ratio']:.2f}x")
+    Console(width=160).print(table)
+    for r in result["runs"]:
+        parts = ", ".join(f"{c['component'][4:]} {c['seconds']:.1f}" for c in r["components"])
+        console.print(f"  {r['label']}: end to end {r['end_to_end_seconds']:.1f} s ({parts}); DONE {r['done']}/"
+                      f"{r['files']}, published {r['published']}/{r['to_publish']}")
 
 
 def print_summary(args, summary: dict) -> None:
     table = Table(title=f"aso pipeline, {summary['case']}: {summary['files']} files, {summary['users']} users, "
                         f"{summary['backend']}; FTS: aso fts-server --simulate (no data moved)")
-    for col in ("component", "passes", "seconds", "files", "files/s", "peak MB"):
+    for col in ("component", "passes", "seconds", "cpu", "files", "files/s", "peak MB"):
         table.add_column(col, justify="left" if col == "component" else "right")
     for r in summary["components"]:
-        table.add_row(*(str(r[c]) for c in ("component", "passes", "seconds", "files", "files/s", "peak MB")))
+        table.add_row(*(str(r[c]) for c in ("component", "passes", "seconds", "cpu", "files", "files/s", "peak MB")))
     total, inject = summary["end_to_end_seconds"], summary["inject_seconds"]
-    table.add_row("end to end", "", f"{total:.2f}", str(summary["files"]), f"{summary['files'] / total:.0f}", "")
-    table.add_row("(inject, not in the total)", "", f"{inject:.2f}", str(summary["files"]), f"{summary['files'] / inject:.0f}", "")
-    table.add_row("DONE at the end", "", "", str(summary["done"]), "", "")
+    cpu = sum(r["cpu"] for r in summary["components"])
+    table.add_row("end to end", "", f"{total:.2f}", f"{cpu:.2f}", str(summary["files"]), f"{summary['files'] / total:.0f}", "")
+    table.add_row("(inject, not in the total)", "", f"{inject:.2f}", "", str(summary["files"]),
+                  f"{summary['files'] / inject:.0f}", "")
+    table.add_row("DONE at the end", "", "", "", str(summary["done"]), "", "")
+    table.add_row("published at the end", "", "", "", f"{summary['published']}/{summary['to_publish']}", "", "")
     deleg = summary["first_delegation_seconds_per_user"]
     if deleg is not None:
-        table.add_row(f"first-time delegation, per user ({args.delegation_users} users, HTTPS)", "", f"{deleg:.3f}", "", "", "")
+        table.add_row(f"first-time delegation, per user ({args.delegation_users} users, HTTPS)", "", f"{deleg:.3f}", "", "",
+                      "", "")
     Console(width=160).print(table)
 
 

@@ -134,3 +134,34 @@ def test_namespaces_from_config_refuse_malformed_entries():
     for server in ({"groups": {"alice": ["../x"]}}, {"source_areas": ["relative/"]}, {"source_areas": ["/s/{group}/"]}):
         with pytest.raises(ConfigError):
             Namespaces.from_config(from_dict({"server": server}).server)
+
+
+def _rule_part_by_part(value) -> bool:
+    """The LFN rule as documented, one path part at a time (the reference for LFN_RE)."""
+    if not isinstance(value, str) or not value or len(value) > validate.MAX_LFN or not value.startswith("/"):
+        return False
+    return all(part and part not in (".", "..") and validate.LFN_PART_RE.fullmatch(part)
+               for part in value[1:].split("/"))
+
+
+@settings(max_examples=3000, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
+@given(st.one_of(TRICKY, TRICKY.map(lambda s: "/" + s)))
+@example("/...")
+@example("/..a/.b/a..")
+@example("/a/../b")
+@example("/a/./b")
+@example("/.")
+@example("/a/..")
+@example("/a\n")
+@example("/a/")
+@example("//a")
+@example("/" + "a" * 999)
+@example("/" + "a" * 1000)
+def test_the_one_expression_fast_path_accepts_exactly_the_rule(value):
+    assert bool(validate.LFN_RE.fullmatch(value) and len(value) <= validate.MAX_LFN) == _rule_part_by_part(value)
+    try:
+        validate.lfn(value)
+    except ValidationError:
+        assert not _rule_part_by_part(value)
+    else:
+        assert _rule_part_by_part(value)

@@ -65,13 +65,12 @@ def test_a_writer_killed_mid_write_leaves_the_old_entry(tmp_path):
     box.write("alice", "job", {"version": 1})
     # a child that starts replacing the entry with a large payload and is killed mid-write
     code = textwrap.dedent(f"""
-        import json, os, signal, aso.sandbox as s
-        real_dump = json.dump
-        def dump_then_die(data, fh, **kw):
-            fh.write('{{"version": 2, "pad": "' + 'x' * 100000)
-            fh.flush()
+        import os, signal, aso.sandbox as s
+        # half of a large payload reaches the temporary file; the process dies before its fsync
+        s._dumps = lambda data: '{{"version": 2, "pad": "' + 'x' * 100000
+        def die(fd):
             os.kill(os.getpid(), signal.SIGKILL)
-        s.json.dump = dump_then_die
+        s.os.fsync = die
         s.Sandbox({str(tmp_path)!r}, "monitor").write("alice", "job", {{"version": 2}})
     """)
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True)
@@ -147,3 +146,35 @@ def test_an_unwritable_sandbox_raises_one_clear_error(tmp_path):
     with pytest.raises(SandboxError) as err:
         box.write("alice", "job", _job(1))
     assert str(tmp_path / "monitor" / "alice" / "job.json") in str(err.value)
+
+
+def test_several_entries_written_and_removed_together(tmp_path):
+    from aso.components.handoffs import MonitorEntry
+
+    box = Sandbox(tmp_path, "monitor")
+    box.write("alice", "job-1", _job(0))  # replaced whole by the batch
+    jobs = [(f"job-{n}", MonitorEntry.from_json(_job(n))) for n in (1, 2, 3)]
+    box.write_records("alice", jobs)
+    box.write_records("alice", [])  # nothing to write: no folder touched
+    assert [box.read("alice", name) for name, _ in jobs] == [_job(1), _job(2), _job(3)]
+    assert not [p for p in (box.dir / "alice").iterdir() if p.name.startswith(".")]
+    assert box.remove_many("alice", ["job-1", "job-3", "job-9"]) == 2
+    assert [e.name for e in box.entries()] == ["job-2"]
+    with pytest.raises(TypeError):
+        box.write_records("alice", [("job-4", _job(4))])  # a dict, not the kind's record
+    with pytest.raises(ValidationError):
+        box.write_records("alice", [("../x", jobs[0][1])])
+    assert [e.name for e in box.entries()] == ["job-2"]
+
+
+def test_a_batch_that_cannot_be_written_leaves_no_temporaries(tmp_path):
+    from aso.components.handoffs import MonitorEntry
+    from aso.sandbox import SandboxError
+
+    box = Sandbox(tmp_path, "monitor")
+    (box.dir / "alice" / "job-2.json").mkdir(parents=True)  # a folder where an entry goes: rename fails
+    with pytest.raises(SandboxError) as err:
+        box.write_records("alice", [(f"job-{n}", MonitorEntry.from_json(_job(n))) for n in (1, 2, 3)])
+    assert "monitor/alice" in str(err.value)
+    assert not [p for p in (box.dir / "alice").iterdir() if p.name.startswith(".")]
+    assert box.read("alice", "job-1") == _job(1)  # written before the failure: whole

@@ -18,7 +18,7 @@ wrong, which the sandbox uses to quarantine the entry.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from aso.transfertools.base import Transfer
@@ -85,7 +85,7 @@ class Chunk:
         return list(dict.fromkeys(t.id for t in self.live(dead)))
 
     def to_json(self) -> dict:
-        doc = {"sid": self.sid, "endpoint": self.endpoint, "transfers": [asdict(t) for t in self.transfers]}
+        doc = {"sid": self.sid, "endpoint": self.endpoint, "transfers": [_transfer_json(t) for t in self.transfers]}
         if self.path:  # only then: a direct chunk is written as before paths existed
             doc["path"] = self.path
         if self.bring_online > 0:  # likewise: a disk chunk is written as before tape existed
@@ -111,6 +111,13 @@ class Chunk:
             raise HandoffShapeError("a chunk's 'bring_online' and 'copy_pin_lifetime' must be integers")
         return cls(doc["sid"], doc["endpoint"],
                    [Transfer(**{k: t[k] for k in _TRANSFER_FIELDS if k in t}) for t in transfers], path, *staging)
+
+
+def _transfer_json(t: Transfer) -> dict:
+    """A transfer as ``dataclasses.asdict`` writes it (its fields in order; metadata holds
+    plain values), without its generic recursion: a write-ahead record holds every file."""
+    return {"id": t.id, "source": t.source, "destination": t.destination, "filesize": t.filesize,
+            "checksum": t.checksum, "metadata": dict(t.metadata)}
 
 
 @dataclass

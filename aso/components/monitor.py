@@ -99,6 +99,19 @@ def unlisted_outcome(result: JobResult) -> tuple[str, str | None]:
     return result.unlisted or "FAILED", f"{why}: {result.reason}" if result.reason else why
 
 
+@dataclass
+class _Writes:
+    """The sandbox writes one (user, endpoint) group's poll leads to, made together."""
+
+    reporter: list[tuple[str, ReporterEntry]] = field(default_factory=list)
+    #: monitor entries rewritten with files handed over (durable)
+    monitor: list[tuple[str, MonitorEntry]] = field(default_factory=list)
+    #: monitor entries rewritten with only their news time (not durable)
+    quiet: list[tuple[str, MonitorEntry]] = field(default_factory=list)
+    #: monitor entries of jobs all handed over
+    remove: list[str] = field(default_factory=list)
+
+
 class MonitorPass:
     def __init__(self, proxies, tools: ToolFactory, settings: PipelineSettings, now: Callable[[], float] = time.time,
                  backend: Any = None):
@@ -110,14 +123,25 @@ class MonitorPass:
         self.monitor_box = settings.sandbox("monitor")
         self.reporter_box = settings.sandbox("reporter")
 
-    def _hand_over(self, entry: Entry, job: MonitorEntry, files: list[ReportedFile]) -> None:
-        """Reporter entry first, then the monitor entry's record of it."""
+    def _hand_over(self, entry: Entry, job: MonitorEntry, files: list[ReportedFile], out: _Writes) -> None:
+        """Reporter entry first (written by :meth:`_write`), then the monitor entry's record of it."""
         name = f"{job.job_id}_{job.batches}"
-        self.reporter_box.write_record(entry.user, name, ReporterEntry(job.job_id, files, entry.user, job.endpoint))
+        out.reporter.append((name, ReporterEntry(job.job_id, files, entry.user, job.endpoint)))
         job.hand_over((f.id for f in files), int(self.now()))
         job.batches += 1
 
-    def _apply(self, entry: Entry, job: MonitorEntry, result: JobResult, summary: MonitorSummary) -> None:
+    def _write(self, user: str, out: _Writes) -> None:
+        """A group's sandbox writes, in the order that keeps every file findable: all its
+        reporter entries (durable, one fsync of the folder), then the monitor entries'
+        records of them (rewritten or removed)."""
+        self.reporter_box.write_records(user, out.reporter)
+        self.monitor_box.write_records(user, out.monitor)
+        for name, job in out.quiet:
+            self.monitor_box.write_record(user, name, job, durable=False)
+        self.monitor_box.remove_many(user, out.remove)
+
+    def _apply(self, entry: Entry, job: MonitorEntry, result: JobResult, summary: MonitorSummary,
+               out: _Writes) -> None:
         reported = set(job.reported)
         now = self.now()
         new: list[ReportedFile] = []
@@ -150,23 +174,23 @@ class MonitorPass:
         for f in new:
             summary.handed_over[f.state] += 1
         if new:
-            self._hand_over(entry, job, new)
+            self._hand_over(entry, job, new, out)
         if job.complete:
-            self.monitor_box.remove(entry.user, entry.name)
+            out.remove.append(entry.name)
             summary.finished_jobs += 1
             log.info("user %s: FTS job %s %s, all %d file(s) handed to the reporter", entry.user, result.job_id,
                      result.state, len(job.files))
         else:
             summary.active_jobs += 1
             if new:
-                self.monitor_box.write_record(entry.user, entry.name, job)
+                out.monitor.append((entry.name, job))
                 log.info("user %s: FTS job %s %s, %d more file(s) handed to the reporter", entry.user, result.job_id,
                          result.state, len(new))
             elif self.settings.poll_after:
                 # polled and unfinished: news too, so the job rests for another poll_after
                 # (losing this write to a power cut only polls it again)
                 job.last_news = now
-                self.monitor_box.write_record(entry.user, entry.name, job, durable=False)
+                out.quiet.append((entry.name, job))
 
     def run_group(self, user: str, endpoint: str, entries: list[tuple[Entry, MonitorEntry]]) -> MonitorSummary:
         """Poll one user's jobs at one endpoint; returns what this group found."""
@@ -192,13 +216,15 @@ class MonitorPass:
             summary.errors.append(f"{user}: status from {endpoint} failed: {exc}")
             return
         with self.monitor_box.user_lock(user):
+            out = _Writes()
             for entry, _ in entries:
                 # as it is now: the receiver may have handed files over (or all of them)
                 job = self.monitor_box.load_record(entry)
                 result = results.get(job.job_id) if job is not None else None
                 if result is not None:
                     with log_context(fts_job=job.job_id):
-                        self._apply(entry, job, result, summary)
+                        self._apply(entry, job, result, summary, out)
+            self._write(user, out)
 
     def adopt(self, summary: MonitorSummary) -> None:
         """Follow the FTS jobs of this worker's SUBMITTED (and KILL) rows that no monitor or

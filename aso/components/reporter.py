@@ -91,15 +91,20 @@ class ReporterPass:
         if not entries:
             return 0, Counter(), 0
         results = [r for doc in docs for r in doc.results()]
-        rows = {r["tm_id"]: r for r in self.backend.get_transfers(sorted({f.id for _, f in results}))}
+        # Only a failure's outcome depends on the row (its retry counts): a finished file is
+        # DONE whatever the row holds, and the guarded update says if there is no such row.
+        failed = sorted({f.id for _, f in results if f.state != "FINISHED"})
+        rows = {r["tm_id"]: r for r in self.backend.get_transfers(failed)} if failed else {}
         updates, latest = [], {}
         for job_id, f in results:
             latest[(f.id, job_id)] = f  # a result written twice (a replayed hand-over) counts once
         for (row_id, job_id), f in latest.items():
+            if f.state == "FINISHED":
+                updates.append(TransferUpdate(id=row_id, state="DONE", expect_state="SUBMITTED", expect_fts_id=job_id))
+                continue
             row = rows.get(row_id)
             if row is None:
-                log.warning("user %s: result for unknown row %s (FTS job %s) ignored", user, row_id, job_id,
-                            extra={"fts_job": job_id, "rows": row_id})
+                _unknown_row(user, row_id, job_id)
                 continue
             state, reason = self.decide(row, f.state, f.reason)
             updates.append(TransferUpdate(id=row_id, state=state, reason=reason, expect_state="SUBMITTED",
@@ -121,12 +126,14 @@ class ReporterPass:
                 continue  # another user's, in the same group commit
             if skip.get("state") in ("DONE", "FAILED", "RETRY") and skip.get("reason", "").startswith("already"):
                 continue
+            if skip.get("state") is None:  # no such row (a finished file's, not read before)
+                _unknown_row(user, skip.get("id"), job_of.get(skip.get("id")))
+                continue
             ignored += 1
             log.info("user %s: late result for row %s of FTS job %s ignored (%s)", user, skip.get("id"),
                      job_of.get(skip.get("id")), skip.get("reason"),
                      extra={"fts_job": job_of.get(skip.get("id")), "rows": skip.get("id")})
-        for entry in entries:
-            self.box.remove(entry.user, entry.name)
+        self.box.remove_many(user, [entry.name for entry in entries])
         return len(entries), states, ignored
 
     @staticmethod
@@ -180,6 +187,11 @@ class ReporterPass:
                 summary.ignored += ignored
                 if progress:
                     progress(done, len(users))
+
+
+def _unknown_row(user: str, row_id: str | None, job_id: str | None) -> None:
+    log.warning("user %s: result for unknown row %s (FTS job %s) ignored", user, row_id, job_id,
+                extra={"fts_job": job_id, "rows": row_id})
 
 
 def run_reporter(backend: StateBackend, settings: PipelineSettings,

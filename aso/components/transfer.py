@@ -311,8 +311,8 @@ class TransferPass:
 
     def _apply(self, items: list[_Pending]) -> None:
         """Record the outcome of several users' batches: one bulk state update for all of
-        them, the monitor entries, then each record is shrunk to what is left or removed.
-        Every step is repeatable if a kill interrupts it."""
+        them (then :meth:`_follow_up`, in each user's own thread, writes the monitor entries
+        and shrinks or removes the record). Every step is repeatable if a kill interrupts it."""
         updates: list[TransferUpdate] = []
         for item in items:
             batch, result = item.batch, item.result
@@ -343,22 +343,29 @@ class TransferPass:
                     log.info("row %s was %s when its FTS job was recorded; the monitor will ignore its result",
                              skip.get("id"), skip.get("state"), extra={"rows": skip.get("id")})
         self._record_killed(items, killed_now)
+
+    def _follow_up(self, item: _Pending) -> None:
+        """Once a batch's state update is recorded: its monitor entries (one fsync of the
+        user's folder for all of them), then its record shrunk to what is left or removed.
+        Runs in the user's thread, so users' sandbox writes overlap instead of queuing
+        behind the recorder."""
         now = int(time.time())
-        for item in items:
-            user, batch, result = item.user, item.batch, item.result
-            for chunk, job_id in batch.submitted:
-                live = chunk.live(item.dead)
-                if not live:
-                    continue  # all killed before submission: nothing to follow
-                # A replayed chunk may already be followed: its entry knows what was handed over.
-                if not self.monitor_box.exists(user, job_id):
-                    self.monitor_box.write_record(user, job_id, MonitorEntry.new(job_id, user, chunk.endpoint, now, live))
-                result.jobs += 1
-                result.files += len(chunk.live_ids(item.dead))
-            if batch.kept:
-                self.submit_box.write_record(user, item.name, SubmitRecord(user, now, batch.kept))
-            else:
-                self.submit_box.remove(user, item.name)
+        user, batch, result = item.user, item.batch, item.result
+        entries = []
+        for chunk, job_id in batch.submitted:
+            live = chunk.live(item.dead)
+            if not live:
+                continue  # all killed before submission: nothing to follow
+            # A replayed chunk may already be followed: its entry knows what was handed over.
+            if not self.monitor_box.exists(user, job_id):
+                entries.append((job_id, MonitorEntry.new(job_id, user, chunk.endpoint, now, live)))
+            result.jobs += 1
+            result.files += len(chunk.live_ids(item.dead))
+        self.monitor_box.write_records(user, entries)
+        if batch.kept:
+            self.submit_box.write_record(user, item.name, SubmitRecord(user, now, batch.kept))
+        else:
+            self.submit_box.remove(user, item.name)
 
     def _record_killed(self, items: list[_Pending], killed_now: set[str]) -> None:
         """Rows killed while their chunk was being submitted: record the FTS job on those
@@ -411,6 +418,7 @@ class TransferPass:
             self._apply([item])
         else:
             group.commit(item)
+        self._follow_up(item)
 
     # -- a pass -----------------------------------------------------------------------
 

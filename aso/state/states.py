@@ -40,6 +40,11 @@ class PublicationState(IntEnum):
 
 
 def _parse(enum: type[IntEnum], value, field: str):
+    if type(value) is str:
+        # the usual spelling, the name itself: one look-up (a 100k-row update parses 200k)
+        member = enum.__members__.get(value)
+        if member is not None:
+            return member
     from aso.errors import ValidationError
 
     if isinstance(value, enum):

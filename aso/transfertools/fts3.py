@@ -8,6 +8,7 @@ multi-status answer, and a partial answer must still deliver the jobs it knows.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
 import uuid
 from collections.abc import Sequence
@@ -56,6 +57,27 @@ def _session_request_class():
     return SessionRequest
 
 
+#: what each endpoint answered on ``GET /`` (its API version), once per process: the
+#: client's context asks it on creation, and a pass creates one context per user
+_ENDPOINT_INFO: dict[str, dict] = {}
+
+
+@functools.cache
+def _with_known_endpoint(context_class):
+    """``context_class`` asking ``GET /`` of an endpoint only the first time in this process
+    (a second user's context at the same endpoint saves that round trip; whether the
+    endpoint answers, and accepts this user's credentials, the next call finds out)."""
+
+    class KnownEndpointContext(context_class):
+        def _validate_endpoint(self):
+            info = _ENDPOINT_INFO.get(self.endpoint)
+            if info is None:
+                info = _ENDPOINT_INFO[self.endpoint] = super()._validate_endpoint()
+            return dict(info)
+
+    return KnownEndpointContext
+
+
 def _client_error(exc: Exception, what: str) -> TransferToolError:
     from fts3.rest.client import exceptions as fx
 
@@ -90,6 +112,7 @@ class Fts3Tool(TransferTool):
         if self._context is None:
             from fts3.rest.client.context import Context
 
+            Context = _with_known_endpoint(Context)  # noqa: N806 - the client's class, wrapped
             try:
                 if self._tls:
                     self._context = Context(self.endpoint, ucert=self.proxy_path, ukey=self.proxy_path, verify=True,

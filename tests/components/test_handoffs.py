@@ -76,3 +76,17 @@ def test_a_wrong_shape_is_refused_with_a_clear_error(record, doc, message):
 def test_a_record_of_another_kind_is_not_written(tmp_path):
     with pytest.raises(TypeError):
         Sandbox(tmp_path, "monitor").write_record("alice", "e", ReporterEntry.from_json(REPORTER))
+
+
+def test_a_chunk_writes_its_transfers_as_asdict_would():
+    from dataclasses import asdict
+
+    from aso.components.handoffs import Chunk
+    from aso.transfertools import Transfer
+
+    transfers = [Transfer("a" * 56, "file:///s/x", "file:///d/x", 12, "0000abcd", {"taskname": "t", "hop": 1}),
+                 Transfer("b" * 56, "file:///s/y", "file:///d/y")]
+    doc = Chunk("sid1", "http://fts", transfers).to_json()
+    assert doc["transfers"] == [asdict(t) for t in transfers]
+    assert [list(t) for t in doc["transfers"]] == [list(asdict(t)) for t in transfers]
+    assert Chunk.from_json(doc).transfers == transfers
