@@ -161,6 +161,64 @@ def build(url: str, rows: int, users: int) -> None:
     console.print(f"  built in {time.perf_counter() - start:.0f} s")
 
 
+def explain(url: str, users: int) -> None:
+    """Each query a pass, /metrics or the status page runs, with its time on the history and
+    its plan (SQLite: EXPLAIN QUERY PLAN; PostgreSQL: EXPLAIN ANALYZE, rolled back)."""
+    from sqlalchemy import event
+
+    from aso.web import queries
+
+    out = Console(stderr=True, width=250)
+    store = Store(url)
+    seen: list[tuple[str, object]] = []
+
+    @event.listens_for(store.engine, "before_cursor_execute")
+    def _record(conn, cursor, statement, params, context, executemany):
+        if not executemany and statement.lstrip().upper().startswith(("SELECT", "UPDATE", "WITH", "DELETE")) \
+                and "schema_version" not in statement and "changes()" not in statement:
+            seen.append((statement, params))
+
+    user, task = "user0001", "201101_000000:user0001_hist5"
+    calls = [
+        ("active_users", lambda: store.active_users(worker=WORKER, request_type="transfer")),
+        ("acquire_transfers", lambda: store.acquire_transfers([user], 100, worker=WORKER, request_type="transfer")),
+        ("acquired_transfers", lambda: store.acquired_transfers(user, 100000, worker=WORKER, request_type="transfer")),
+        ("retry_transfers", lambda: store.retry_transfers(0, worker=WORKER)),
+        ("stuck_transfers", lambda: store.stuck_transfers(["ACQUIRED", "SUBMITTED"], 36000, worker=WORKER)),
+        ("transfers_to_kill", lambda: store.transfers_to_kill()),
+        ("acquire_publication", lambda: store.acquire_publication(worker=WORKER)),
+        ("acquired_publication", lambda: store.acquired_publication(worker=WORKER)),
+        ("throttle_counts", store.throttle_counts),
+        ("/metrics state_counts", store.state_counts),
+        ("/metrics queue_depth", store.queue_depth),
+        ("status page overview", lambda: queries.overview(store, None, with_health=False)),
+        ("status page overview (a user)", lambda: queries.overview(store, user, with_health=False)),
+        ("status page task", lambda: queries.task_page(store, None, task)),
+        ("statistics (a task)", lambda: store.statistics(task=task)),
+        ("archive candidates", lambda: store.archivable(int(time.time()) - 30 * 86400)),
+    ]
+    for name, call in calls:
+        seen.clear()
+        start = time.perf_counter()
+        call()
+        out.print(f"[bold]{name}[/]: {1000 * (time.perf_counter() - start):.1f} ms")
+        for statement, params in list(seen):
+            out.print("   " + " ".join(statement.split())[:200], style="dim", markup=False)
+            with store.engine.connect() as conn:
+                cursor = conn.connection.dbapi_connection.cursor()
+                if store.is_sqlite:
+                    cursor.execute("EXPLAIN QUERY PLAN " + statement, params)
+                    lines = [r[-1] for r in cursor.fetchall()]
+                else:
+                    cursor.execute("BEGIN")
+                    cursor.execute("EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF) " + statement, params)
+                    lines = [r[0] for r in cursor.fetchall()]
+                    cursor.execute("ROLLBACK")
+            for line in lines:
+                out.print("      " + line, markup=False)
+    store.close()
+
+
 def run_pipeline(args, extra: list[str]) -> dict:
     command = [sys.executable, str(ROOT / "benchmarks" / "pipeline.py"), "--files", str(args.files),
                "--users", str(args.users), "--delegation-users", "0", "--json", *extra]
@@ -181,9 +239,11 @@ def main() -> int:
     ap.add_argument("--rebuild", action="store_true", help="build the history even if it is there")
     ap.add_argument("--skip-empty", action="store_true", help="run only over the history")
     ap.add_argument("--build-only", action="store_true", help="build (or check) the history and stop")
+    ap.add_argument("--explain", action="store_true",
+                    help="print each pipeline, /metrics and status page query's time and plan on the history, and stop")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
-    if args.postgres and not args.postgres_empty and not (args.skip_empty or args.build_only):
+    if args.postgres and not args.postgres_empty and not (args.skip_empty or args.build_only or args.explain):
         ap.error("--postgres needs --postgres-empty (the database of the run without history)")
 
     if args.postgres:
@@ -201,7 +261,9 @@ def main() -> int:
         build(url, args.rows, args.users)
     else:
         console.print(f"reusing the history of {have} finished rows in {url}")
-    if args.build_only:
+    if args.explain:
+        explain(url, args.users)
+    if args.build_only or args.explain:
         return 0
 
     empty = None
