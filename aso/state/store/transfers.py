@@ -118,11 +118,17 @@ class Transfers(StoreEngine):
 
     def state_counts(self) -> dict[tuple[str, str], int]:
         """Rows per (transfer state, publication state) over the whole table, for /metrics:
-        one grouped count, an index-only scan of ix_ftdb_publish (it holds both columns)."""
-        query = select(_c.tm_transfer_state, _c.tm_publication_state, func.count()).group_by(
-            _c.tm_transfer_state, _c.tm_publication_state)
+        one grouped count, an index-only scan of ix_ftdb_publish (it holds both columns),
+        grouped in that index's own column order: grouped any other way, SQLite sorted every
+        row's entry in a temporary B-tree first (37 s instead of 4 over 10 million rows)."""
+        query = select(_c.tm_publish, _c.tm_publication_state, _c.tm_transfer_state, func.count()).group_by(
+            _c.tm_publish, _c.tm_publication_state, _c.tm_transfer_state)
+        counts: dict[tuple[str, str], int] = {}
         with self._read() as conn:
-            return {(T(t).name, P(p).name): n for t, p, n in conn.execute(query)}
+            for _publish, p, t, n in conn.execute(query):
+                key = (T(t).name, P(p).name)
+                counts[key] = counts.get(key, 0) + n
+        return counts
 
     def queue_depth(self) -> dict[tuple[str, str], int]:
         """Rows waiting or in flight (NEW, ACQUIRED, SUBMITTED) per (source, destination) site,
