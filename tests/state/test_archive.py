@@ -170,3 +170,21 @@ def test_cli_errors_one_line_and_exit_code(installation, args, code, message):
     assert result.exit_code == code, result.output
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], lines
+
+
+def test_a_database_made_before_v6_gets_the_history_table_and_the_kill_index(tmp_path):
+    import sqlite3
+
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    Store(url).close()
+    with sqlite3.connect(tmp_path / "old.db") as db:  # back to what version 4 made
+        db.execute("DROP TABLE filetransfersdb_history")
+        db.execute("DROP INDEX ix_ftdb_kill")
+        db.execute("DELETE FROM schema_version WHERE version >= 5")
+    Store(url).close()
+    with sqlite3.connect(tmp_path / "old.db") as db:
+        tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        plan = " ".join(r[-1] for r in db.execute(
+            "EXPLAIN QUERY PLAN SELECT tm_id FROM filetransfersdb WHERE tm_transfer_state = 6 ORDER BY tm_last_update"))
+    assert "filetransfersdb_history" in tables
+    assert "ix_ftdb_kill" in plan  # the retry manager's kill scan reads KILL rows only
