@@ -221,6 +221,7 @@ def main() -> int:
     ap.add_argument("--postgres", metavar="URL", default=None,
                     help="the components use this PostgreSQL database directly as their state URL (its aso tables are "
                          "dropped first; default: local SQLite in the work folder)")
+    ap.add_argument("--inject-batch", type=int, default=10000, help="requests per aso inject call (default 10000)")
     ap.add_argument("--state-url", metavar="URL", default=None,
                     help="use this state database as it is (not emptied), e.g. one holding a history of finished rows "
                          "(benchmarks/history.py)")
@@ -320,9 +321,10 @@ def run_case(args, case: Case, work: Path, fts_port: int, with_delegation: bool 
 
         console.print(f"[{case.name}] injecting {args.files} requests for {args.users} users …")
         start = time.perf_counter()
-        for i in range(0, args.files, 10000):
+        step = args.inject_batch
+        for i in range(0, args.files, step):
             path = work / "inject.json"
-            path.write_text(json.dumps(make_requests(min(i + 10000, args.files), args.users, case.pairs, i)))
+            path.write_text(json.dumps(make_requests(min(i + step, args.files), args.users, case.pairs, i)))
             subprocess.run(aso_command("--config", str(config), "inject", str(path)), check=True, capture_output=True)
         inject_seconds = time.perf_counter() - start
 
