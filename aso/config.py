@@ -197,6 +197,9 @@ OPTIONS: list[Option] = [
     # Prometheus metrics (docs/operations.md, "Metrics")
     _o("metrics", "textfile_dir", "", "Folder where each component pass writes aso_<component>.prom for node-exporter's textfile collector ('' = none written).", "path"),
     _o("metrics", "cache_seconds", 10.0, "Seconds aso server and aso fts-server reuse the row counts behind their /metrics gauges before counting again.", minimum=0),
+    # finished rows out of the live table (aso archive; docs/operations.md, "Archiving finished rows")
+    _o("archive", "older_than_days", 30, "aso archive takes finished rows (transfer FAILED or KILLED, or DONE with publication DONE, FAILED or NOT_REQUIRED) that ended and last changed more than this many days ago.", minimum=0),
+    _o("archive", "batch_size", 10000, "Rows aso archive moves or deletes per transaction (a kill loses at most the batch under way, which the next run takes again).", minimum=1, maximum=1000000),
     # topology: links, paths and throttling
     _o("topology", "default_distance", 1, "Distance of a site pair that no [[links]] entry names (0 = no such link: only the configured links exist). With the default every pair of sites is one direct link of distance 1, as before links existed.", **_NON_NEGATIVE),
     _o("topology", "hop_penalty", 10, "Cost added for every intermediate site of a multi-hop path (Rucio's default; a site's own hop_penalty wins).", **_NON_NEGATIVE),

@@ -7,6 +7,8 @@
     python benchmarks/pipeline.py --files 100000 --users 1000 --topology  # 20 sites: implied links vs 380 links + limits
     python benchmarks/pipeline.py --files 10000 --users 100 --two-hop     # one-hop run beside a two-hop run
     python benchmarks/pipeline.py --files 100000 --users 1000 --baseline /work/baseline  # this code vs another checkout
+    python benchmarks/pipeline.py --files 100000 --users 1000 --postgres postgresql+psycopg://postgres@127.0.0.1/aso_bench
+                                                                          # local backend on PostgreSQL (emptied first)
 
 Runs the real commands (``aso transfer``, ``aso monitor``, ``aso reporter``, ``aso publisher``,
 ``aso retry-manager``) as cron would, pass after pass until every row is DONE and every file
@@ -193,11 +195,12 @@ def task_of(user: str) -> str:
 
 
 def make_requests(n_files: int, n_users: int, pairs: tuple[tuple[str, str], ...] = LINKS,
-                  publish_every: int = 0) -> list[dict]:
-    """``n_files`` requests over ``n_users`` users (one task each); every
+                  publish_every: int = 0, start: int = 0) -> list[dict]:
+    """Requests ``start`` to ``n_files`` over ``n_users`` users (one task each; a slice at a
+    time: a million at once would be a gigabyte of dicts in the benchmark itself); every
     ``publish_every``-th file flagged for publication (0: none)."""
     requests = []
-    for i in range(n_files):
+    for i in range(start, n_files):
         user = f"user{i % n_users:04d}"
         src, dst = pairs[i % len(pairs)]
         tail = f"{user}/bench/{i // 1000:04d}/out_{i}.root"
@@ -280,6 +283,21 @@ def delegation_timing(work: Path, n_users: int) -> float:
         return (time.perf_counter() - start) / n_users
 
 
+def bench_state_url(args) -> str | None:
+    """The state URL the components get: ``--state-url`` as it is, or ``--postgres`` emptied
+    (every aso table dropped, so each run starts from the same empty database)."""
+    if args.state_url:
+        return args.state_url
+    if not args.postgres:
+        return None
+    from aso.state.store import Store
+
+    store = Store(args.postgres)
+    store.drop_all()
+    store.close()
+    return args.postgres
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--files", type=int, default=10000)
@@ -287,6 +305,13 @@ def main() -> int:
     ap.add_argument("--rest", action="store_true", help="state backend through an aso server (else local SQLite)")
     ap.add_argument("--delegation-users", type=int, default=20, help="users for the first-time delegation line (0: skip)")
     ap.add_argument("--workdir", type=Path, default=None)
+    ap.add_argument("--postgres", metavar="URL", default=None,
+                    help="the components use this PostgreSQL database directly as their state URL (its aso tables are "
+                         "dropped first; default: local SQLite in the work folder)")
+    ap.add_argument("--inject-batch", type=int, default=10000, help="requests per aso inject call (default 10000)")
+    ap.add_argument("--state-url", metavar="URL", default=None,
+                    help="use this state database as it is (not emptied), e.g. one holding a history of finished rows "
+                         "(benchmarks/history.py)")
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--real", action="store_true",
                     help="real bytes end to end, beside the service alone and cp + sync (benchmarks/pipeline_real.py)")
@@ -377,6 +402,9 @@ def run_case(args, case: Case, work: Path, fts_port: int, with_delegation: bool 
     services = [fts]
     settings = ["--set", "transfer.acquire_limit=100000", "--set", "retry_manager.stuck_after=36000"]
     settings += [a for s in case.settings for a in ("--set", s)]
+    state_url = bench_state_url(args)
+    if state_url:
+        settings += ["--set", f"state.url={state_url}"]
     if args.rest:
         from tests.state.servers import write_server_config
 
@@ -399,20 +427,23 @@ def run_case(args, case: Case, work: Path, fts_port: int, with_delegation: bool 
         write_proxies(work, [work / "aso" / "proxies"], args.users)
 
         console.print(f"[{case.name}, {tree}] injecting {args.files} requests for {args.users} users …")
-        requests = make_requests(args.files, args.users, case.pairs, args.publish_every)
-        to_publish = sum(r["publish"] for r in requests)
+        to_publish = 0
         start = time.perf_counter()
-        for i in range(0, len(requests), 10000):
+        step = args.inject_batch
+        for i in range(0, args.files, step):
             path = work / "inject.json"
-            path.write_text(json.dumps(requests[i:i + 10000]))
+            requests = make_requests(min(i + step, args.files), args.users, case.pairs, args.publish_every, i)
+            to_publish += sum(r["publish"] for r in requests)
+            path.write_text(json.dumps(requests))
             subprocess.run(aso_command("--config", str(config), "inject", str(path)), check=True, capture_output=True,
                            env=env, cwd=work)
+            if to_publish:
+                meta = work / "publication.json"
+                meta.write_text(json.dumps(publication_inputs(requests, args.users if i == 0 else 0)))
+                subprocess.run([sys.executable, "-c", _PUBLICATION_SETUP, str(config), str(meta)], check=True,
+                               capture_output=True, env=env, cwd=work)
+            del requests
         inject_seconds = time.perf_counter() - start
-        if to_publish:
-            path = work / "publication.json"
-            path.write_text(json.dumps(publication_inputs(requests, args.users)))
-            subprocess.run([sys.executable, "-c", _PUBLICATION_SETUP, str(config), str(path)], check=True,
-                           capture_output=True, env=env, cwd=work)
 
         stats = {c: ComponentStats() for c in COMPONENTS}
         start = time.perf_counter()
@@ -442,7 +473,9 @@ def run_case(args, case: Case, work: Path, fts_port: int, with_delegation: bool 
         for s in services:
             s.stop()
 
-    backend = "REST (aso server over SQLite)" if args.rest else "local SQLite"
+    backend = "REST (aso server over SQLite)" if args.rest else "local PostgreSQL" if args.postgres else "local SQLite"
+    if args.state_url:
+        backend += " (given database)"
     rows = []
     for name, s in stats.items():
         rows.append({"component": f"aso {name}", "passes": s.passes, "seconds": round(s.seconds, 2),

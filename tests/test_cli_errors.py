@@ -67,6 +67,8 @@ NO_STATE_BACKEND = {
     ("fts-server",): "is the FTS service and talks to no state backend",
     ("web",): "reads a database, never an aso server: an http(s) state.url is bad configuration "
               "(exit 2, tests/web/test_cli_web.py)",
+    ("archive",): "works on a database, never through an aso server: an http(s) state.url is bad configuration "
+                  "(exit 2), an unreachable database exit 3 (tests/state/test_archive.py)",
     ("monitor",): "talks to FTS and its sandbox only, never to the state backend",
     ("receiver",): "turns broker messages into sandbox hand-offs, never talks to the state backend",
     ("catalog", "list"): "reads the catalog, not the state backend",

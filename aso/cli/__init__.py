@@ -33,6 +33,7 @@ COMMANDS: dict[str, str] = {
     "topology": "topology_cmds:topology",
     "demo": "demo_cmds:demo",
     "web": "web_cmds:web",
+    "archive": "archive_cmds:archive",
 }
 
 

@@ -28,7 +28,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from aso.components.handoffs import MonitorEntry, ReportedFile, ReporterEntry
-from aso.components.pipeline import PipelineSettings, ToolCache, ToolFactory
+from aso.components.pipeline import PipelineSettings, ToolCache, ToolFactory, bounded_map
 from aso.errors import AsoError
 from aso.logs import log_context
 from aso.sandbox import Entry
@@ -266,33 +266,49 @@ class MonitorPass:
             log.info("user %s: FTS job %s (%d file(s)) taken over from another host: followed from now on", user,
                      job_id, len(rows[job_id]), extra={"user": user, "fts_job": job_id})
 
-    def run(self, progress: Callable[[int, int], None] | None = None) -> MonitorSummary:
+    def run_user(self, user: str) -> tuple[MonitorSummary, set[str]]:
+        """Poll every job of ``user`` due now, one bulk query per endpoint; the endpoints
+        polled. Only this user's entries are loaded: a pass over a million files' jobs
+        holds a few users' entries at a time, never all of them."""
         summary = MonitorSummary()
-        self.adopt(summary)
-        groups: dict[tuple[str, str], list[tuple[Entry, MonitorEntry]]] = defaultdict(list)
+        groups: dict[str, list[tuple[Entry, MonitorEntry]]] = defaultdict(list)
         poll_after, now = self.settings.poll_after, self.now()
-        for entry in self.monitor_box.entries():
+        for entry in self.monitor_box.entries(user):
             job = self.monitor_box.load_record(entry)
             if job is None:
                 continue
             if poll_after and now - job.quiet_since() < poll_after:
                 summary.quiet_skipped += 1
                 continue
-            groups[(entry.user, job.endpoint)].append((entry, job))
+            groups[job.endpoint].append((entry, job))
         summary.jobs = sum(len(v) for v in groups.values())
-        summary.users = len({u for u, _ in groups})
-        summary.endpoints = len({e for _, e in groups})
+        summary.users = 1 if groups else 0
+        for endpoint, items in sorted(groups.items()):
+            summary.merge(self.run_group(user, endpoint, items))
+        return summary, set(groups)
+
+    def run(self, progress: Callable[[int, int], None] | None = None) -> MonitorSummary:
+        summary = MonitorSummary()
+        # before the users are listed: a job taken over gets its entry first
+        self.adopt(summary)
+        endpoints: set[str] = set()
+        users = self.monitor_box.users()
+        threads = max(1, self.settings.monitor_threads)
         if progress:
-            progress(0, len(groups))
+            progress(0, len(users))
         try:
-            with ThreadPoolExecutor(max_workers=max(1, self.settings.monitor_threads)) as pool:
-                futures = [pool.submit(self.run_group, u, e, items) for (u, e), items in sorted(groups.items())]
-                for done, future in enumerate(futures, 1):
-                    summary.merge(future.result())
+            with ThreadPoolExecutor(max_workers=threads) as pool:
+                for done, (part, polled) in enumerate(bounded_map(pool, self.run_user, users, 2 * threads), 1):
+                    summary.jobs += part.jobs
+                    summary.users += part.users
+                    summary.quiet_skipped += part.quiet_skipped
+                    summary.merge(part)
+                    endpoints |= polled
                     if progress:
-                        progress(done, len(futures))
+                        progress(done, len(users))
         finally:
             self.tools.close()
+        summary.endpoints = len(endpoints)
         summary.unreachable = sorted(set(summary.unreachable))
         return summary
 

@@ -13,8 +13,9 @@ import datetime as dt
 import logging
 import queue
 import threading
-from collections.abc import Callable
-from concurrent.futures import Future
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Executor, Future
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Generic, TypeVar
@@ -31,6 +32,7 @@ log = logging.getLogger("aso.pipeline")
 ToolFactory = Callable[[str, str], TransferTool]
 T = TypeVar("T")
 R = TypeVar("R")
+A = TypeVar("A")
 
 
 @dataclass
@@ -205,3 +207,16 @@ class GroupCommit(Generic[T, R]):
             done.set_result(self._apply([item]))
         except BaseException as exc:
             done.set_exception(exc)
+
+
+def bounded_map(pool: Executor, fn: Callable[[A], R], items: Iterable[A], window: int) -> Iterator[R]:
+    """``fn`` over ``items`` on ``pool``, results in order, at most ``window`` submitted and
+    not yet consumed: a pass over 10,000 users holds a few users' work (their rows, their
+    sandbox entries, their results) at a time, not every user's at once."""
+    pending: deque[Future] = deque()
+    for item in items:
+        pending.append(pool.submit(fn, item))
+        if len(pending) >= window:
+            yield pending.popleft().result()
+    while pending:
+        yield pending.popleft().result()

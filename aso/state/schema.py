@@ -30,6 +30,14 @@ metadata = MetaData()
 #: word, because SQLite uses a partial index only when the query's WHERE contains its terms
 LIVE_STATES = "tm_transfer_state IN (0, 1, 5)"
 FAILING_STATES = "tm_transfer_state IN (2, 4)"
+#: rows a kill asked for, until the retry manager cancels them (v6)
+KILL_STATE = "tm_transfer_state = 6"
+#: rows the pipeline will never touch again unless an operator retries them: transfer
+#: FAILED or KILLED, or DONE with publication over (DONE, FAILED, NOT_REQUIRED). The one
+#: definition of what ``aso archive`` may move (aso.state.store.archive).
+FINISHED_ROWS = "(tm_transfer_state IN (2, 7) OR (tm_transfer_state = 3 AND tm_publication_state IN (2, 3, 5)))"
+#: the partial index ix_ftdb_end's predicate (finished rows, oldest first, for the archive)
+ENDED = "tm_end_time IS NOT NULL"
 
 transfers = Table(
     "filetransfersdb",
@@ -76,7 +84,10 @@ transfers = Table(
     Index("ix_ftdb_worker_tstate", "tm_aso_worker", "tm_transfer_state"),
     Index("ix_ftdb_worker_pstate", "tm_aso_worker", "tm_publication_state"),
     Index("ix_ftdb_publish", "tm_publish", "tm_publication_state", "tm_transfer_state"),
-    Index("ix_ftdb_user_tstate", "tm_username", "tm_transfer_state"),
+    # (v6: the worker too) A user's ACQUIRED rows of this worker, the transfer pass's read
+    # per user, are one seek; by (worker, state) they were a walk through every ACQUIRED
+    # row of the worker for each user, quadratic in a pass over 10,000 users.
+    Index("ix_ftdb_user_tstate_worker", "tm_username", "tm_transfer_state", "tm_aso_worker"),
     # Throttling counts the files in flight per link and user; partial, so it holds only
     # live rows and a table of millions of finished rows does not make it grow.
     Index("ix_ftdb_inflight", "tm_source", "tm_destination", "tm_username",
@@ -93,6 +104,10 @@ transfers = Table(
     # - recent failures: FAILED and RETRY rows by when they got there.
     Index("ix_ftdb_failing", "tm_last_update",
           sqlite_where=text(FAILING_STATES), postgresql_where=text(FAILING_STATES)),
+    # The retry manager's kills (v6): no other index leads with the state, so without it
+    # each pass read every row of the table to find the few in KILL.
+    Index("ix_ftdb_kill", "tm_last_update", "tm_id",
+          sqlite_where=text(KILL_STATE), postgresql_where=text(KILL_STATE)),
 )
 
 tasks = Table(
@@ -161,6 +176,19 @@ workers = Table(
     Column("w_taken_over_by", String(100)),
 )
 
+#: finished rows moved out of filetransfersdb by ``aso archive`` (Rucio's requests_history):
+#: the same columns, no primary key (a file re-injected after its row was archived may be
+#: archived again), and when it was moved
+transfers_history = Table(
+    "filetransfersdb_history",
+    metadata,
+    *(Column(c.name, c.type, nullable=True) for c in transfers.columns),
+    Column("tm_archived_time", BigInteger, nullable=False),
+    Index("ix_ftdbh_id", "tm_id"),
+    Index("ix_ftdbh_taskname", "tm_taskname"),
+    Index("ix_ftdbh_archived", "tm_archived_time"),
+)
+
 schema_version = Table(
     "schema_version",
     metadata,
@@ -204,6 +232,20 @@ def _v5_hosts(conn: Connection) -> None:
     workers.create(conn, checkfirst=True)
 
 
+#: the partial indexes v6 adds to filetransfersdb
+V6_INDEXES: tuple[str, ...] = ("ix_ftdb_kill", "ix_ftdb_user_tstate_worker")
+
+
+def _v6_history(conn: Connection) -> None:
+    """The archive table of ``aso archive``, and the partial indexes that keep the
+    pipeline's scans on live rows (a table of millions of finished rows must not slow them)."""
+    transfers_history.create(conn, checkfirst=True)
+    conn.execute(text("DROP INDEX IF EXISTS ix_ftdb_user_tstate"))
+    for index in transfers.indexes:
+        if index.name in V6_INDEXES:
+            index.create(conn, checkfirst=True)
+
+
 #: Ordered migrations: (version, function). Append; never edit a released one.
 MIGRATIONS: list[tuple[int, Callable[[Connection], None]]] = [
     (1, _create_v1),
@@ -211,6 +253,7 @@ MIGRATIONS: list[tuple[int, Callable[[Connection], None]]] = [
     (3, _v3_component_passes),
     (4, _v4_status_page_indexes),
     (5, _v5_hosts),
+    (6, _v6_history),
 ]
 
 LATEST_VERSION = MIGRATIONS[-1][0]

@@ -8,7 +8,7 @@ The overview must stay fast with millions of finished rows, so each query is ans
 index and none reads the finished rows one by one:
 
 - state totals: a scan of the covering index ix_ftdb_publish (publish flag, publication and
-  transfer state), grouped in its own order (no sort); a user's from ix_ftdb_user_tstate;
+  transfer state), grouped in its own order (no sort); a user's from ix_ftdb_user_tstate_worker;
 - the queue (per task, per link, oldest waiting and in flight): the partial index
   ix_ftdb_live, which holds only NEW, ACQUIRED and SUBMITTED rows;
 - throughput: a range of the partial index ix_ftdb_end (covering: end time, state, size);

@@ -7,10 +7,12 @@ against ``aso.state.states`` before anything is written, and a call is all-or-no
 
 Read it top-down: ``engine`` (connections, transactions, migrations, shared helpers), then
 one module per resource: ``injection``, ``transfers`` (reads and the pipeline), ``kills``
-(kills and operator retries), ``publication``, ``tasks`` (tasks and file metadata).
+(kills and operator retries), ``publication``, ``tasks`` (tasks and file metadata),
+``archive`` (finished rows out of the live table).
 :class:`Store` is all of them together.
 """
 
+from aso.state.store.archive import Archive
 from aso.state.store.engine import StoreEngine
 from aso.state.store.heartbeats import Heartbeats
 from aso.state.store.injection import Injection
@@ -21,7 +23,7 @@ from aso.state.store.tasks import Tasks
 from aso.state.store.transfers import Transfers
 
 
-class Store(Injection, Transfers, Kills, Publication, Tasks, Passes, Heartbeats):
+class Store(Injection, Transfers, Kills, Publication, Tasks, Passes, Heartbeats, Archive):
     """The store behind both backends; ``worker``/``owner`` are explicit arguments.
 
     ``Store(url, max_retry=..., publication_max_retry=...)`` opens (and migrates) the

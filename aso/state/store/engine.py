@@ -26,6 +26,9 @@ from aso.state.schema import LATEST_VERSION, MIGRATIONS, schema_version, transfe
 from aso.state.states import PublicationState, TransferState
 
 CHUNK = 500
+#: rows inserted or moved between states by one call after which PostgreSQL's statistics
+#: are refreshed (see StoreEngine._refresh_statistics)
+ANALYZE_AFTER = 5000
 REASON_MAX = 1000
 #: bytes of page cache all SQLite connections of a process may hold together (soft limit)
 SQLITE_HEAP_LIMIT = 96 * 2**20
@@ -159,6 +162,16 @@ class StoreEngine:
                 yield conn
         except OperationalError as exc:
             raise BackendUnavailable(f"state database: {exc.orig}") from exc
+
+    def _refresh_statistics(self, changed: int) -> None:
+        """PostgreSQL: ANALYZE the transfers table after a statement moved ``changed`` rows
+        between states (at least ANALYZE_AFTER). The planner otherwise keeps believing, until
+        autovacuum comes by, that a state it saw empty still is, and answers each user's read
+        of that state from an index it must walk from end to end (per user: quadratic over a
+        pass). SQLite plans from the schema alone."""
+        if not self.is_sqlite and changed >= ANALYZE_AFTER:
+            with self._write() as conn:
+                conn.execute(text(f"ANALYZE {transfers.name}"))
 
     def _for_update(self, query):
         return query if self.is_sqlite else query.with_for_update()

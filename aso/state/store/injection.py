@@ -13,9 +13,7 @@ from aso.state.records import TRANSFER_COLUMNS, InjectResult
 from aso.state.requests import transfer_row
 from aso.state.schema import tasks, transfers
 from aso.state.states import REINJECTABLE, TRANSFER_IN_FLIGHT
-from aso.state.store.engine import StoreEngine, T, _batch_gc, _c, _chunks, _now
-
-ANALYZE_AFTER = 5000
+from aso.state.store.engine import ANALYZE_AFTER, StoreEngine, T, _batch_gc, _c, _chunks, _now
 
 
 class Injection(StoreEngine):

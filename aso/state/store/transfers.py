@@ -118,11 +118,17 @@ class Transfers(StoreEngine):
 
     def state_counts(self) -> dict[tuple[str, str], int]:
         """Rows per (transfer state, publication state) over the whole table, for /metrics:
-        one grouped count, an index-only scan of ix_ftdb_publish (it holds both columns)."""
-        query = select(_c.tm_transfer_state, _c.tm_publication_state, func.count()).group_by(
-            _c.tm_transfer_state, _c.tm_publication_state)
+        one grouped count, an index-only scan of ix_ftdb_publish (it holds both columns),
+        grouped in that index's own column order: grouped any other way, SQLite sorted every
+        row's entry in a temporary B-tree first (37 s instead of 4 over 10 million rows)."""
+        query = select(_c.tm_publish, _c.tm_publication_state, _c.tm_transfer_state, func.count()).group_by(
+            _c.tm_publish, _c.tm_publication_state, _c.tm_transfer_state)
+        counts: dict[tuple[str, str], int] = {}
         with self._read() as conn:
-            return {(T(t).name, P(p).name): n for t, p, n in conn.execute(query)}
+            for _publish, p, t, n in conn.execute(query):
+                key = (T(t).name, P(p).name)
+                counts[key] = counts.get(key, 0) + n
+        return counts
 
     def queue_depth(self) -> dict[tuple[str, str], int]:
         """Rows waiting or in flight (NEW, ACQUIRED, SUBMITTED) per (source, destination) site,
@@ -217,14 +223,14 @@ class Transfers(StoreEngine):
                         key,
                         # Re-checked per row under the row lock on PostgreSQL, so two
                         # acquirers never take the same row.
-                        _c.tm_transfer_state == int(T.NEW),
-                        _free_or_mine(worker),
+                        *self._still_takeable(worker),
                     )
                     # a submission id is planned afresh for every acquisition
                     .values(tm_transfer_state=int(T.ACQUIRED), tm_aso_worker=worker, tm_last_update=now, tm_sid=None)
                     .execution_options(synchronize_session=False)
                 )
                 total += result.rowcount
+        self._refresh_statistics(total)
         return Acquired(total)
 
     def _acquire_throttled(self, users: list[str], limit: int, worker: str, limits: ThrottleLimits,
@@ -261,6 +267,7 @@ class Transfers(StoreEngine):
                 # Python's sqlite3 answers -1 for a statement that starts with WITH: ask SQLite
                 taken += conn.execute(text("SELECT changes()")).scalar() if self.is_sqlite else result.rowcount
         held = sum(held_back(inflight, waiting, alloc, limits).values())
+        self._refresh_statistics(taken)
         return Acquired(taken, held)
 
     def _take_oldest(self, allowances, worker: str, now: int, kind: tuple = (), pinned: set[str] = frozenset()):
@@ -296,10 +303,21 @@ class Transfers(StoreEngine):
             key = _c.tm_id.in_(picked)
         return (
             update(transfers)
-            .where(key, _c.tm_transfer_state == int(T.NEW), _free_or_mine(worker))
+            .where(key, *self._still_takeable(worker))
             .values(tm_transfer_state=int(T.ACQUIRED), tm_aso_worker=worker, tm_last_update=now, tm_sid=None)
             .execution_options(synchronize_session=False)
         )
+
+    def _still_takeable(self, worker: str) -> tuple:
+        """The re-check of an acquiring UPDATE whose rows come from an id list: NEW and
+        free or this worker's. On SQLite the columns carry a unary ``+``, which keeps them off
+        the indexes: else SQLite walked ix_ftdb_worker_tstate through every unowned NEW row
+        of the table for each chunk of 100 users (quadratic in a pass over 10,000 users)
+        instead of looking the picked ids up by primary key."""
+        if not self.is_sqlite:
+            return _c.tm_transfer_state == int(T.NEW), _free_or_mine(worker)
+        return (text(f"+tm_transfer_state = {int(T.NEW)}"),
+                text("(+tm_aso_worker IS NULL OR +tm_aso_worker = :takeable_worker)").bindparams(takeable_worker=worker))
 
     def throttle_counts(self) -> ThrottleCounts:
         """Rows per (user, source, destination) in flight (ACQUIRED or SUBMITTED) and waiting
