@@ -98,6 +98,20 @@ HOST_RE = re.compile(r"^[A-Za-z0-9_.-]{1,255}$")
 MAX_EPOCH_MS = 10**13
 
 
+def _host_and_component(get: Any) -> tuple[str, str]:
+    """The ``host`` and ``component`` parameters of an instance's records (passes and
+    heartbeats); ValidationError naming the bad one."""
+    from aso.errors import ValidationError
+
+    host = get("host")
+    if not isinstance(host, str) or not HOST_RE.fullmatch(host):
+        raise ValidationError("host", f"{str(host)[:100]!r} is not a host name ([A-Za-z0-9_.-], 1 to 255 characters)")
+    component = get("component")
+    if component not in COMPONENTS:
+        raise ValidationError("component", f"{str(component)[:100]!r} is not one of {', '.join(COMPONENTS)}")
+    return host, component
+
+
 @dataclass
 class PassRecord:
     """One component instance's latest pass, as the state backend keeps it: one record per
@@ -139,12 +153,7 @@ class PassRecord:
         from aso import validate
         from aso.errors import ValidationError
 
-        host = get("host")
-        if not isinstance(host, str) or not HOST_RE.fullmatch(host):
-            raise ValidationError("host", f"{str(host)[:100]!r} is not a host name ([A-Za-z0-9_.-], 1 to 255 characters)")
-        component = get("component")
-        if component not in COMPONENTS:
-            raise ValidationError("component", f"{str(component)[:100]!r} is not one of {', '.join(COMPONENTS)}")
+        host, component = _host_and_component(get)
         pass_id = validate.path_part(get("pass_id"), "pass_id")
 
         def number(name: str, nullable: bool = False, maximum: int = MAX_EPOCH_MS) -> int | None:
@@ -202,12 +211,7 @@ class Heartbeat:
         from aso import validate
         from aso.errors import ValidationError
 
-        host = get("host")
-        if not isinstance(host, str) or not HOST_RE.fullmatch(host):
-            raise ValidationError("host", f"{str(host)[:100]!r} is not a host name ([A-Za-z0-9_.-], 1 to 255 characters)")
-        component = get("component")
-        if component not in COMPONENTS:
-            raise ValidationError("component", f"{str(component)[:100]!r} is not one of {', '.join(COMPONENTS)}")
+        host, component = _host_and_component(get)
         pid = validate.non_negative_int(get("pid"), "pid", validate.MAX_INT32)
         started = validate.non_negative_int(get("started_ms"), "started_ms", MAX_EPOCH_MS)
         timeout = validate.non_negative_int(get("timeout"), "timeout", MAX_HEARTBEAT_TIMEOUT)
