@@ -69,7 +69,8 @@ NO_STATE_BACKEND = {
               "(exit 2, tests/web/test_cli_web.py)",
     ("archive",): "works on a database, never through an aso server: an http(s) state.url is bad configuration "
                   "(exit 2), an unreachable database exit 3 (tests/state/test_archive.py)",
-    ("monitor",): "talks to FTS and its sandbox only, never to the state backend",
+    ("monitor",): "polls FTS whether or not the state backend answers: its heartbeat and its look for "
+                  "jobs taken over from other hosts are best effort (docs/hosts.md)",
     ("receiver",): "turns broker messages into sandbox hand-offs, never talks to the state backend",
     ("catalog", "list"): "reads the catalog, not the state backend",
     ("topology",): "reads the configuration's sites and links, never the state backend",
