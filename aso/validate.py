@@ -101,8 +101,10 @@ def pfn(prefix: str, lfn_value: str) -> str:
     spelling of a prefix or an LFN can name a file outside the site.
     """
     lfn(lfn_value, "lfn")
-    base, inside = _prefix_inside(prefix)
+    base, inside, plain = _prefix_inside(prefix)
     url = base + lfn_value
+    if plain:
+        return url
     parts = urlsplit(url)
     path = posixpath.normpath(unquote(parts.path))
     if parts.query or parts.fragment or "\x00" in path or not path.startswith(inside):
@@ -111,12 +113,20 @@ def pfn(prefix: str, lfn_value: str) -> str:
 
 
 @functools.lru_cache(maxsize=256)
-def _prefix_inside(prefix: str) -> tuple[str, str]:
-    """A site prefix without its trailing '/', and the decoded, normalised path every URL
-    below it starts with (a pass builds a URL per file over a few prefixes)."""
+def _prefix_inside(prefix: str) -> tuple[str, str, bool]:
+    """A site prefix without its trailing '/', the decoded, normalised path every URL
+    below it starts with (a pass builds a URL per file over a few prefixes), and whether
+    the prefix is plain: nothing in it that decoding or normalising changes, and a path
+    appended to it stays the URL's path. Below a plain prefix, an LFN that keeps the rule
+    (plain parts, no '%', '?', '#') is already inside, so its URL needs no checking."""
     base = prefix.rstrip("/")
     base_path = posixpath.normpath(unquote(urlsplit(base + "/").path) or "/")
-    return base, base_path.rstrip("/") + "/"
+    inside = base_path.rstrip("/") + "/"
+    probe = "/aso-probe/x"
+    parts = urlsplit(base + probe)
+    plain = (not any(c in base for c in "%?#\x00\\") and not parts.query and not parts.fragment
+             and parts.path.endswith(probe) and posixpath.normpath(parts.path) == inside + probe[1:])
+    return base, inside, plain
 
 
 def path_part(value, field: str) -> str:

@@ -165,3 +165,27 @@ def test_the_one_expression_fast_path_accepts_exactly_the_rule(value):
         assert not _rule_part_by_part(value)
     else:
         assert _rule_part_by_part(value)
+
+
+LFN_PARTS = st.from_regex(r"[A-Za-z0-9_.+\-]{1,8}", fullmatch=True).filter(lambda p: p not in (".", ".."))
+
+
+@settings(max_examples=2000, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
+@given(prefix=st.builds(lambda scheme, host, path: scheme + host + path,
+                        st.sampled_from(["file://", "root://", "https://", "davs://", ""]),
+                        st.sampled_from(["", "h", "h:1094", "h/", "h//"]), TRICKY),
+       value=st.lists(LFN_PARTS, min_size=1, max_size=5).map(lambda parts: "/" + "/".join(parts)))
+@example(prefix="file:///tmp/a/..", value="/store/x")
+@example(prefix="root://h", value="/store/x")
+@example(prefix="file:///tmp/a%2F..", value="/x")
+def test_a_prefix_taken_as_plain_keeps_every_lfn_inside_unchecked(prefix, value):
+    """The PFN builder's fast path: below a prefix it takes as plain, the URL is the prefix
+    and the LFN joined, unchecked; the full check (decode, normalise, compare) must agree."""
+    base, inside, plain = validate._prefix_inside(prefix)
+    if not plain:
+        return
+    url = base + value
+    assert validate.pfn(prefix, value) == url
+    parts = urlsplit(url)
+    assert not parts.query and not parts.fragment
+    assert decoded_path(url) == inside + value[1:]

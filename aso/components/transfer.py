@@ -260,6 +260,8 @@ class TransferPass:
         self.submit_box = settings.sandbox(SUBMIT_BOXES[kind])
         self.monitor_box = settings.sandbox("monitor")
         self._group: GroupCommit | None = None
+        #: records several users' submission ids in one write (see :meth:`_record_sids`)
+        self._sids: GroupCommit | None = None
         #: endpoints found unreachable during this pass (set.add is atomic under the GIL)
         self._down: set[str] = set()
 
@@ -540,11 +542,24 @@ class TransferPass:
         # that sid), then one write-ahead record here for all of this user's chunks; both
         # before any submission, the record shrunk or removed only once the submissions'
         # effects are recorded.
-        self.backend.set_submission_ids({t.id: chunk.sid for chunk in chunks for t in chunk.transfers})
+        sids = {t.id: chunk.sid for chunk in chunks for t in chunk.transfers}
+        if self._sids is None:
+            self.backend.set_submission_ids(sids)
+        else:
+            self._sids.commit(sids)
         name = uuid.uuid4().hex
         self.submit_box.write_record(user, name, SubmitRecord(user, int(time.time()), chunks))
         self._run_record(user, name, chunks, proxy, rows_by_id, result, self._group)
         return result
+
+    def _record_sids(self, batches: list[dict[str, str]]) -> None:
+        """Record the submission ids of several users' chunks in one write: users' threads
+        plan in parallel, and each waits only for the write that holds its ids (a row id
+        is in one user's batch only, so the batches merge without clashing)."""
+        merged: dict[str, str] = {}
+        for sids in batches:
+            merged.update(sids)
+        self.backend.set_submission_ids(merged)
 
     def _plan(self, rows: list[dict], new_sid: Callable[[], str] | None = None) -> Plan:
         sid = new_sid or (lambda: uuid.uuid4().hex)
@@ -592,6 +607,7 @@ class TransferPass:
             if progress:
                 progress(0, len(users))
             self._group = GroupCommit(self._apply, size=_rows, name="transfer-recorder")
+            self._sids = GroupCommit(self._record_sids, size=len, name="sid-recorder")
             with ThreadPoolExecutor(max_workers=max(1, self.settings.transfer_threads)) as pool:
                 futures = {u: pool.submit(self.run_user, u, pending) for u in users}
                 for done, (user, future) in enumerate(futures.items(), 1):
@@ -610,9 +626,10 @@ class TransferPass:
                     if progress:
                         progress(done, len(users))
         finally:
-            if self._group is not None:
-                self._group.close()
-                self._group = None
+            for group in (self._group, self._sids):
+                if group is not None:
+                    group.close()
+            self._group = self._sids = None
             self.tools.close()
         return summary
 

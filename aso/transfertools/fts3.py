@@ -85,6 +85,20 @@ def _client_error(exc: Exception, what: str) -> TransferToolError:
     return TransferToolError(f"{what}: {type(exc).__name__}: {exc}", transient=transient)
 
 
+def _status_error(resp: requests.Response, what: str) -> TransferToolError:
+    """An FTS answer that is not a success, as the client words it: transient when FTS
+    is in trouble (5xx) or asks for delegation (419), else a refusal (a retry would be
+    refused alike)."""
+    try:
+        message = resp.json().get("message") or resp.text
+    except (ValueError, AttributeError):
+        message = resp.text
+    transient = resp.status_code >= 500 or resp.status_code == 419
+    word = "" if transient else "refused: "
+    return TransferToolError(f"{what} {word}HTTP {resp.status_code}: {str(message)[:500]}", transient=transient,
+                             status=resp.status_code)
+
+
 class Fts3Tool(TransferTool):
     name = "fts3"
 
@@ -132,14 +146,29 @@ class Fts3Tool(TransferTool):
                                         transient=True) from None
         return self._context
 
+    def _call(self, method: str, path: str, what: str, body: Any = None) -> requests.Response:
+        """One call on this tool's own kept-alive session (the proxy as client certificate
+        over HTTPS): submission and whoami go this way rather than through the client's
+        context, whose extra layers cost more than the call for a small job. Answers the
+        response whatever its status; an unreachable endpoint is transient."""
+        headers = {"Content-Type": "application/json"} if body is not None else None
+        try:
+            return self._http.request(method, self.endpoint + path, data=None if body is None else json.dumps(body),
+                                      headers=headers, timeout=self.timeout, verify=self._verify)
+        except requests.RequestException as exc:
+            raise TransferToolError(f"{what}: cannot reach FTS at {self.endpoint}: {type(exc).__name__}: {exc}",
+                                    transient=True) from None
+
     def whoami(self) -> dict:
         if self._whoami is None:
+            what = f"whoami at {self.endpoint}"
+            resp = self._call("GET", "/whoami", what)
+            if resp.status_code != 200:
+                raise _status_error(resp, what)
             try:
-                self._whoami = json.loads(self.context.get("/whoami"))
-            except TransferToolError:
-                raise
-            except Exception as exc:
-                raise _client_error(exc, f"whoami at {self.endpoint}") from None
+                self._whoami = resp.json()
+            except ValueError:
+                raise TransferToolError(f"{what}: not JSON: {resp.text[:200]!r}", transient=True) from None
         return self._whoami
 
     # -- the interface -----------------------------------------------------------------
@@ -199,21 +228,19 @@ class Fts3Tool(TransferTool):
         return {"files": files, "params": params}
 
     def submit(self, transfers: Sequence[Transfer], options: JobOptions, sid: str, *, multihop: bool = False) -> str:
-        from fts3.rest.client.exceptions import ClientError
-
         if not transfers:
             raise ValueError("nothing to submit")
         expected = self.expected_job_id(sid)
+        what = f"submission to {self.endpoint}"
+        resp = self._call("POST", "/jobs", what, self.submission_body(transfers, options, sid, multihop=multihop))
+        if resp.status_code == 409:
+            return expected  # submitted before (a rerun after a crash): same job, nothing new
+        if resp.status_code not in (200, 201, 202):
+            raise _status_error(resp, what)
         try:
-            answer = self.context.post_json("/jobs", self.submission_body(transfers, options, sid, multihop=multihop))
-        except ClientError as exc:
-            # the client words a 409 as "Client error: 409"
-            if str(exc).rsplit(":", 1)[-1].strip() == "409":
-                return expected  # submitted before (a rerun after a crash): same job, nothing new
-            raise TransferToolError(f"submission to {self.endpoint} refused: {exc}", transient=False) from None
-        except Exception as exc:
-            raise _client_error(exc, f"submission to {self.endpoint}") from None
-        job_id = json.loads(answer)["job_id"]
+            job_id = resp.json()["job_id"]
+        except (ValueError, KeyError, TypeError):
+            raise TransferToolError(f"{what}: no job id in the answer {resp.text[:200]!r}", transient=True) from None
         if job_id != expected:
             raise TransferToolError(f"FTS gave job id {job_id}, expected {expected} for sid {sid}", transient=False)
         return job_id

@@ -51,7 +51,7 @@ class Kills(StoreEngine):
             .limit(validate.non_negative_int(limit, "limit"))
         )
         with self._read() as conn:
-            return [_row(r) for r in conn.execute(query).mappings()]
+            return [_row(r) for r in conn.execute(query)]
 
     def mark_killed(self, ids: list[str], reason: str | None = None) -> int:
         for i, row_id in enumerate(ids):

@@ -57,7 +57,7 @@ class Publication(StoreEngine):
             validate.non_negative_int(limit, "limit")
         )
         with self._read() as conn:
-            return [_row(r) for r in conn.execute(query).mappings()]
+            return [_row(r) for r in conn.execute(query)]
 
     def update_publication(self, updates: list[PublicationUpdate], *, worker: str,
                            generation: int | None = None) -> UpdateResult:
@@ -75,14 +75,15 @@ class Publication(StoreEngine):
         now = _now()
         with self._write() as conn:
             self._fence(conn, worker, generation)
-            current = self._select_rows(conn, [u.id for u, *_ in parsed], [_c.tm_id, _c.tm_publication_state], lock=True)
+            current = self._select_rows(conn, [u.id for u, *_ in parsed], [_c.tm_id, _c.tm_publication_state], lock=True,
+                                        tuples=True)
             params = []
             for u, state, inc in parsed:
                 row = current.get(u.id)
                 if row is None:
                     result.skipped.append({"id": u.id, "state": None, "reason": "no such transfer"})
                     continue
-                now_state = P(row["tm_publication_state"])
+                now_state = P(row[1])
                 if now_state == state:
                     result.skipped.append({"id": u.id, "state": now_state.name, "reason": f"already {state.name}"})
                     continue
@@ -101,20 +102,8 @@ class Publication(StoreEngine):
                 )
                 result.updated.append(u.id)
             if params:
-                conn.execute(
-                    update(transfers)
-                    .where(_c.tm_id == bindparam("b_id"))
-                    .values(
-                        tm_publication_state=bindparam("b_state"),
-                        tm_publication_failure_reason=func.coalesce(bindparam("b_reason"), _c.tm_publication_failure_reason),
-                        tm_publication_retry_count=_c.tm_publication_retry_count + bindparam("b_inc"),
-                        tm_dbs_blockname=func.coalesce(bindparam("b_block"), _c.tm_dbs_blockname),
-                        tm_publish=func.coalesce(bindparam("b_publish"), _c.tm_publish),
-                        tm_last_update=bindparam("b_now"),
-                    )
-                    .execution_options(synchronize_session=False),
-                    params,
-                )
+                params.sort(key=lambda p: p["b_id"])  # the primary-key B-tree in order
+                self._executemany(conn, _UPDATE_PUBLICATION, params)
         return result
 
     def retry_publication(self, *, task: str | None = None, ids: list[str] | None = None, owner: str | None = None) -> int:
@@ -129,3 +118,19 @@ class Publication(StoreEngine):
                 tm_last_update=_now(),
             )
         return len(todo)
+
+
+#: the bulk update of rows' publication states (Publication.update_publication), one
+#: parameter set per row, built once so that it compiles once
+_UPDATE_PUBLICATION = (
+    update(transfers)
+    .where(_c.tm_id == bindparam("b_id"))
+    .values(
+        tm_publication_state=bindparam("b_state"),
+        tm_publication_failure_reason=func.coalesce(bindparam("b_reason"), _c.tm_publication_failure_reason),
+        tm_publication_retry_count=_c.tm_publication_retry_count + bindparam("b_inc"),
+        tm_dbs_blockname=func.coalesce(bindparam("b_block"), _c.tm_dbs_blockname),
+        tm_publish=func.coalesce(bindparam("b_publish"), _c.tm_publish),
+        tm_last_update=bindparam("b_now"),
+    )
+)

@@ -63,7 +63,7 @@ class Transfers(StoreEngine):
         for i, row_id in enumerate(ids):
             validate.row_id(row_id, f"ids[{i}]")
         with self._read() as conn:
-            found = self._select_rows(conn, ids)
+            found = self._select_rows(conn, ids, tuples=True)
         rows = [_row(found[i]) for i in dict.fromkeys(ids) if i in found]
         if owner is not None:
             rows = [r for r in rows if r["tm_username"] == owner]
@@ -90,7 +90,7 @@ class Transfers(StoreEngine):
         limit = validate.non_negative_int(limit, "limit")
         query = query.order_by(_c.tm_creation_time, _c.tm_id).limit(limit)
         with self._read() as conn:
-            return [_row(r) for r in conn.execute(query).mappings()]
+            return [_row(r) for r in conn.execute(query)]
 
     def statistics(self, *, user: str | None = None, task: str | None = None, owner: str | None = None,
                    request_type: str | None = None) -> list[dict[str, Any]]:
@@ -342,7 +342,7 @@ class Transfers(StoreEngine):
             query = query.where(_c.tm_username == validate.username(user))
         query = query.order_by(_c.tm_creation_time, _c.tm_id).limit(validate.non_negative_int(limit, "limit"))
         with self._read() as conn:
-            return [_row(r) for r in conn.execute(query).mappings()]
+            return [_row(r) for r in conn.execute(query)]
 
     def update_transfers(self, updates: list[TransferUpdate], *, worker: str,
                          generation: int | None = None) -> UpdateResult:
@@ -368,7 +368,7 @@ class Transfers(StoreEngine):
             self._fence(conn, worker, generation)
             current = self._select_rows(
                 conn, [u.id for u, *_ in parsed], [_c.tm_id, _c.tm_transfer_state, _c.tm_fts_id, _c.tm_aso_worker],
-                lock=True,
+                lock=True, tuples=True,
             )
             params = []
             for u, state, expect, inc in parsed:
@@ -376,8 +376,8 @@ class Transfers(StoreEngine):
                 if row is None:
                     result.skipped.append({"id": u.id, "state": None, "reason": "no such transfer"})
                     continue
-                now_state = T(row["tm_transfer_state"])
-                owner = row["tm_aso_worker"]
+                _, now_code, now_fts_id, owner = row
+                now_state = T(now_code)
                 if owner is not None and owner != worker:
                     # taken over: a returning host's stale hand-offs must not write over the
                     # new owner's rows
@@ -386,10 +386,10 @@ class Transfers(StoreEngine):
                 if expect is not None and now_state != expect:
                     result.skipped.append({"id": u.id, "state": now_state.name, "reason": f"expected {expect.name}"})
                     continue
-                if u.expect_fts_id is not None and row["tm_fts_id"] != u.expect_fts_id:
-                    result.skipped.append({"id": u.id, "state": now_state.name, "reason": f"belongs to FTS job {row['tm_fts_id']}, not {u.expect_fts_id}"})
+                if u.expect_fts_id is not None and now_fts_id != u.expect_fts_id:
+                    result.skipped.append({"id": u.id, "state": now_state.name, "reason": f"belongs to FTS job {now_fts_id}, not {u.expect_fts_id}"})
                     continue
-                if now_state == state and (u.fts_id is None or u.fts_id == row["tm_fts_id"]):
+                if now_state == state and (u.fts_id is None or u.fts_id == now_fts_id):
                     # A repeated update (a retried request, a result handed over twice) is
                     # already applied: report it, change nothing.
                     result.skipped.append({"id": u.id, "state": now_state.name, "reason": f"already {state.name}"})
@@ -422,24 +422,7 @@ class Transfers(StoreEngine):
             if params:
                 # Walking the primary-key B-tree in order keeps big batches cache-friendly.
                 params.sort(key=lambda p: p["b_id"])
-                conn.execute(
-                    update(transfers)
-                    .where(_c.tm_id == bindparam("b_id"))
-                    .values(
-                        tm_transfer_state=bindparam("b_state"),
-                        tm_transfer_failure_reason=case(
-                            (bindparam("b_keep_reason"), _c.tm_transfer_failure_reason), else_=bindparam("b_reason")
-                        ),
-                        tm_transfer_retry_count=_c.tm_transfer_retry_count + bindparam("b_inc"),
-                        tm_fts_id=func.coalesce(bindparam("b_fts_id"), _c.tm_fts_id),
-                        tm_fts_instance=func.coalesce(bindparam("b_fts_instance"), _c.tm_fts_instance),
-                        tm_path=case((bindparam("b_path") == "", null()), else_=func.coalesce(bindparam("b_path"), _c.tm_path)),
-                        tm_last_update=bindparam("b_now"),
-                        tm_end_time=func.coalesce(bindparam("b_end"), _c.tm_end_time),
-                    )
-                    .execution_options(synchronize_session=False),
-                    params,
-                )
+                self._executemany(conn, _UPDATE_TRANSFER, params)
         return result
 
     def retry_transfers(self, cooloff: int, *, worker: str, generation: int | None = None) -> int:
@@ -478,7 +461,7 @@ class Transfers(StoreEngine):
             .limit(validate.non_negative_int(limit, "limit"))
         )
         with self._read() as conn:
-            return [_row(r) for r in conn.execute(query).mappings()]
+            return [_row(r) for r in conn.execute(query)]
 
     def release_transfers(self, ids: list[str], *, worker: str, generation: int | None = None) -> int:
         validate.worker(worker)
@@ -500,7 +483,7 @@ class Transfers(StoreEngine):
     # -- several hosts: submission ids and in-flight jobs ----------------------------------
     def set_submission_ids(self, sids: dict[str, str], *, worker: str, generation: int | None = None) -> int:
         """Record the submission id (FTS sid) each row was planned into, before its chunk
-        is submitted; only rows ACQUIRED by ``worker`` take it. One UPDATE per chunk."""
+        is submitted; only rows ACQUIRED by ``worker`` take it. Answers how many took it."""
         validate.worker(worker)
         _check_batch_ids(list(sids))
         for i, sid in enumerate(sids.values()):
@@ -508,22 +491,13 @@ class Transfers(StoreEngine):
             _short(sid, f"list_of_sid[{i}]", 64)
         if not sids:
             return 0
-        total = 0
+        params = [{"s_id": row_id, "s_sid": sid, "s_worker": worker} for row_id, sid in sorted(sids.items())]
         with self._write() as conn:
             self._fence(conn, worker, generation)
-            # Rows found by primary key only: a filter on (worker, state) tempts the planner
-            # to that index, which after a takeover's bulk update its statistics misjudge.
-            found = self._select_rows(conn, list(sids), [_c.tm_id, _c.tm_transfer_state, _c.tm_aso_worker], lock=True)
-            by_sid: dict[str, list[str]] = {}
-            for row_id, row in found.items():
-                if row["tm_transfer_state"] == int(T.ACQUIRED) and row["tm_aso_worker"] == worker:
-                    by_sid.setdefault(sids[row_id], []).append(row_id)
-            # one UPDATE per chunk (its rows share the sid), where one statement per row cost
-            # PostgreSQL 3 s per 10,000 rows
-            for sid, ids in sorted(by_sid.items()):
-                total += len(ids)
-                self._update_ids(conn, sorted(ids), tm_sid=sid)
-        return total
+            # One guarded UPDATE per row by primary key, as one executemany: the guard is
+            # the row's own (ACQUIRED, this worker), so nothing is read first. tm_sid is in
+            # no index: each row costs one table-page write.
+            return self._executemany(conn, _SET_SID, params)
 
     def submitted_jobs(self, *, worker: str, request_type: str | None = None) -> list[tuple[str, str, str]]:
         """(user, FTS job id, FTS endpoint) of every job holding rows of ``worker`` in
@@ -551,8 +525,36 @@ class Transfers(StoreEngine):
                 query = select(transfers).where(
                     _c.tm_fts_id.in_(chunk), _c.tm_aso_worker == worker,
                     _c.tm_transfer_state.in_([int(T.SUBMITTED), int(T.KILL)])).order_by(_c.tm_id)
-                rows += [_row(r) for r in conn.execute(query).mappings()]
+                rows += [_row(r) for r in conn.execute(query)]
         return rows
+
+
+#: the bulk update of rows' transfer states (Transfers.update_transfers), one parameter set
+#: per row, built once so that it compiles once
+_UPDATE_TRANSFER = (
+    update(transfers)
+    .where(_c.tm_id == bindparam("b_id"))
+    .values(
+        tm_transfer_state=bindparam("b_state"),
+        tm_transfer_failure_reason=case(
+            (bindparam("b_keep_reason"), _c.tm_transfer_failure_reason), else_=bindparam("b_reason")
+        ),
+        tm_transfer_retry_count=_c.tm_transfer_retry_count + bindparam("b_inc"),
+        tm_fts_id=func.coalesce(bindparam("b_fts_id"), _c.tm_fts_id),
+        tm_fts_instance=func.coalesce(bindparam("b_fts_instance"), _c.tm_fts_instance),
+        tm_path=case((bindparam("b_path") == "", null()), else_=func.coalesce(bindparam("b_path"), _c.tm_path)),
+        tm_last_update=bindparam("b_now"),
+        tm_end_time=func.coalesce(bindparam("b_end"), _c.tm_end_time),
+    )
+)
+
+
+#: one row's submission id, only while the row is ACQUIRED by the worker setting it
+_SET_SID = (
+    update(transfers)
+    .where(_c.tm_id == bindparam("s_id"), _c.tm_transfer_state == int(T.ACQUIRED), _c.tm_aso_worker == bindparam("s_worker"))
+    .values(tm_sid=bindparam("s_sid"))
+)
 
 
 def _takeable(worker: str, users, pinned: set[str]):
