@@ -10,11 +10,15 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import json
+import os
 import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
+from urllib.parse import quote
 
 import requests
+import urllib3
 
 from aso.messaging.fts3 import ROW_ID_KEY, UNUSED_HOP_REASON, hop_reason
 from aso.transfertools.base import (
@@ -85,7 +89,22 @@ def _client_error(exc: Exception, what: str) -> TransferToolError:
     return TransferToolError(f"{what}: {type(exc).__name__}: {exc}", transient=transient)
 
 
-def _status_error(resp: requests.Response, what: str) -> TransferToolError:
+@dataclass(frozen=True)
+class _Answer:
+    """An FTS answer: its status and body."""
+
+    status_code: int
+    content: bytes
+
+    @property
+    def text(self) -> str:
+        return self.content.decode("utf-8", "replace")
+
+    def json(self) -> Any:
+        return json.loads(self.content)
+
+
+def _status_error(resp: _Answer, what: str) -> TransferToolError:
     """An FTS answer that is not a success, as the client words it: transient when FTS
     is in trouble (5xx) or asks for delegation (419), else a refusal (a retry would be
     refused alike)."""
@@ -110,14 +129,9 @@ class Fts3Tool(TransferTool):
         self.bulk_size = bulk_size
         self._context = None
         self._whoami: dict | None = None
-        self._http = requests.Session()
         # Over plain HTTP (aso fts-server's single-user mode) there is no TLS to present a proxy in.
         self._tls = self.endpoint.startswith("https://")
-        if self._tls:
-            self._http.cert = (self.proxy_path, self.proxy_path)
-        # passed per request: a session-wide value loses to REQUESTS_CA_BUNDLE in the environment
-        self._verify = self.ca_dir or True
-        self._http.headers.update({"Accept": "application/json", "User-Agent": "aso-fts3-tool"})
+        self._pool: urllib3.HTTPConnectionPool | None = None
 
     # -- the client's context, created on first use (it contacts the endpoint) ---------------
 
@@ -146,18 +160,42 @@ class Fts3Tool(TransferTool):
                                         transient=True) from None
         return self._context
 
-    def _call(self, method: str, path: str, what: str, body: Any = None) -> requests.Response:
-        """One call on this tool's own kept-alive session (the proxy as client certificate
-        over HTTPS): submission and whoami go this way rather than through the client's
-        context, whose extra layers cost more than the call for a small job. Answers the
-        response whatever its status; an unreachable endpoint is transient."""
+    def _connection(self) -> urllib3.HTTPConnectionPool:
+        """This tool's one kept-alive connection to the endpoint (urllib3, without the
+        layers of ``requests``: a pass makes thousands of small calls, and those layers
+        cost more than the call itself). Over HTTPS the proxy is the client certificate
+        and the server is checked against ``ca_dir`` (else the system's CAs)."""
+        if self._pool is None:
+            url = urllib3.util.parse_url(self.endpoint)
+            options: dict[str, Any] = {
+                "maxsize": 1, "retries": False, "timeout": urllib3.Timeout(connect=self.timeout, read=self.timeout),
+                "headers": {"Accept": "application/json", "User-Agent": "aso-fts3-tool"},
+            }
+            if self._tls:
+                options.update(cert_file=self.proxy_path, key_file=self.proxy_path, cert_reqs="CERT_REQUIRED")
+                if self.ca_dir and os.path.isdir(self.ca_dir):
+                    options["ca_cert_dir"] = self.ca_dir
+                elif self.ca_dir:
+                    options["ca_certs"] = self.ca_dir
+                self._pool = urllib3.HTTPSConnectionPool(url.host, url.port or 443, **options)
+            else:
+                self._pool = urllib3.HTTPConnectionPool(url.host, url.port or 80, **options)
+            self._base_path = (url.path or "").rstrip("/")
+        return self._pool
+
+    def _call(self, method: str, path: str, what: str, body: Any = None) -> _Answer:
+        """One call on this tool's own connection; submission, whoami and bulk status go
+        this way rather than through the client's context. Answers the response whatever
+        its status; an unreachable endpoint is transient."""
         headers = {"Content-Type": "application/json"} if body is not None else None
+        pool = self._connection()
         try:
-            return self._http.request(method, self.endpoint + path, data=None if body is None else json.dumps(body),
-                                      headers=headers, timeout=self.timeout, verify=self._verify)
-        except requests.RequestException as exc:
+            resp = pool.request(method, self._base_path + path, body=None if body is None else json.dumps(body),
+                                headers=headers)
+        except (urllib3.exceptions.HTTPError, OSError) as exc:
             raise TransferToolError(f"{what}: cannot reach FTS at {self.endpoint}: {type(exc).__name__}: {exc}",
                                     transient=True) from None
+        return _Answer(resp.status, resp.data)
 
     def whoami(self) -> dict:
         if self._whoami is None:
@@ -250,12 +288,9 @@ class Fts3Tool(TransferTool):
         ids = list(dict.fromkeys(job_ids))
         for i in range(0, len(ids), self.bulk_size):
             chunk = ids[i:i + self.bulk_size]
-            url = f"{self.endpoint}/jobs/{','.join(chunk)}"
-            try:
-                resp = self._http.get(url, params={"files": ",".join(STATUS_FILE_FIELDS)}, timeout=self.timeout,
-                                      verify=self._verify)
-            except requests.RequestException as exc:
-                raise TransferToolError(f"status from {self.endpoint}: {exc}", transient=True) from None
+            path = ",".join(quote(job_id, safe="") for job_id in chunk)
+            resp = self._call("GET", f"/jobs/{path}?files={','.join(STATUS_FILE_FIELDS)}",
+                              f"status from {self.endpoint}")
             if resp.status_code == 404 and len(chunk) == 1:
                 results[chunk[0]] = _lost(chunk[0], "404 Not Found")
                 continue
@@ -290,7 +325,9 @@ class Fts3Tool(TransferTool):
             raise _client_error(exc, f"cancel {job_id} at {self.endpoint}") from None
 
     def close(self) -> None:
-        self._http.close()
+        if self._pool is not None:
+            self._pool.close()
+            self._pool = None
         if self._context is not None:
             self._context._requester.session.close()
 

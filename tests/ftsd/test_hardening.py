@@ -344,3 +344,14 @@ def test_tape_roots_precedence(tmp_path):
     assert _tape_roots(app, ()) == (("/srv/tape",), "fts_server.tape_roots")
     app = _config(tmp_path, '[sites.D]\nprefix = "file:///data/disk/"\nfts = "https://f"\n')
     assert _tape_roots(app, ()) == ((), "none")
+
+
+def test_the_control_character_class_is_unicodes_cc_category():
+    """URLs are checked for control characters with one character class; it must hold
+    exactly the code points Unicode calls controls (category Cc), no more, no fewer."""
+    import sys
+    import unicodedata
+
+    for code in range(sys.maxunicode + 1):
+        c = chr(code)
+        assert (urls._control("a" + c) == c) == (unicodedata.category(c) == "Cc"), hex(code)
