@@ -213,11 +213,11 @@ def create_app(service: FtsService) -> Flask:
         ids = _split_ids(job_list)
         found, errors = _jobs_for(ids, identity, "check")
         wanted = request.args.get("files")
-        files = store.files(list(found)) if wanted is not None else {}
         keys = [k for k in (wanted or "").split(",") if k in FILE_KEYS]
+        files = store.files(list(found), keys) if wanted is not None else {}
         for job_id, job in found.items():
             if wanted is not None:
-                job["files"] = [{k: f[k] for k in keys} for f in files[job_id]]
+                job["files"] = files[job_id]
             found[job_id] = _per_job(job)
         return _answer(ids, found, errors)
 

@@ -187,8 +187,8 @@ class JobStore(ExecutorQueries, StagingQueries):
         marks = ",".join("?" * len(job_ids))
         return {r["job_id"]: render_job(r) for r in self._read(f"SELECT * FROM t_job WHERE job_id IN ({marks})", list(job_ids))}
 
-    def files(self, job_ids: Sequence[str]) -> dict[str, list[dict]]:
-        """Files of each job, in file_index order."""
+    def files(self, job_ids: Sequence[str], keys: Sequence[str] | None = None) -> dict[str, list[dict]]:
+        """Files of each job, in file_index order (only their ``keys`` when given)."""
         out: dict[str, list[dict]] = {j: [] for j in job_ids}
         if not job_ids:
             return out
@@ -199,7 +199,7 @@ class JobStore(ExecutorQueries, StagingQueries):
             list(job_ids),
         )
         for r in rows:
-            out[r["job_id"]].append(render_file(r))
+            out[r["job_id"]].append(render_file(r, keys))
         return out
 
     def retries(self, job_id: str, file_id: int) -> list[dict]:

@@ -109,3 +109,13 @@ def test_a_copy_that_ends_after_its_file_was_canceled_leaves_no_destination(tmp_
         if grouped:
             executor.stop()
         store.close()
+
+
+def test_a_bulk_status_renders_only_the_fields_asked_for_and_as_the_full_file_shows_them(tmp_path):
+    from aso.ftsd.db_rows import FILE_KEYS
+
+    store, ids = _store_with_files(tmp_path, 3)
+    job = store.list_jobs()[0]["job_id"]
+    full = store.files([job])[job]
+    for keys in (list(FILE_KEYS), ["file_id", "file_state", "file_metadata", "finish_time"], []):
+        assert store.files([job], keys)[job] == [{k: f[k] for k in keys} for f in full]
