@@ -1,8 +1,10 @@
-"""FTS3 through the official client library (``fts3.rest.client``), as CRAB does.
-
-Delegation, submission and cancellation use the client's own classes. Bulk status uses
-plain ``requests`` with the same credentials, because the client raises on a 207
-multi-status answer, and a partial answer must still deliver the jobs it knows.
+"""FTS3 over its REST API: delegation and cancellation through the official client
+library (``fts3.rest.client``), as CRAB does; whoami, submission and bulk status on the
+tool's own kept-alive urllib3 connection with the same credentials. Those three are what
+a pass calls thousands of times, and the client's layers cost more than a small call;
+besides, the client raises on a 207 multi-status answer, and a partial bulk status must
+still deliver the jobs it knows. Errors are worded and classed (transient or refused) as
+the client does.
 """
 
 from __future__ import annotations
