@@ -218,6 +218,34 @@ def _failure(row: dict[str, Any], reason: str, settings: PublisherSettings, fina
     return PublicationUpdate(id=row["tm_id"], state="RETRY", reason=decision.reason, retry_increment=1)
 
 
+def _held_meanwhile(catalog: Catalog, block: Block) -> dict[str, str]:
+    """The files of ``block`` its dataset holds now (LFN -> block name); none when the
+    catalog cannot say (it is down: the block's failure stands)."""
+    try:
+        held = catalog.dataset_files(block.dataset)
+    except Exception as exc:  # noqa: BLE001 - the caller records the original failure
+        log.warning("cannot read dataset %s back after a failed publication: %s", block.dataset, exc)
+        return {}
+    return {f.lfn: held[f.lfn] for f in block.files if f.lfn in held}
+
+
+def _overtaken(plan: TaskPlan, ids: list[str], held: dict[str, str], block: Block) -> list[PublicationUpdate]:
+    """A refused block of which ``held`` files were published meanwhile by another
+    publisher: those DONE in the block that holds them, the others RETRY with no retry
+    counted (the refusal was the race's, not theirs)."""
+    updates = []
+    for row_id in ids:
+        name = held.get(plan.rows[row_id]["tm_destination_lfn"])
+        if name is not None:
+            updates.append(PublicationUpdate(id=row_id, state="DONE", block_name=name))
+        else:
+            updates.append(PublicationUpdate(
+                id=row_id, state="RETRY", retry_increment=0,
+                reason=f"block {block.name} overlapped files another publisher put in {block.dataset} meanwhile; "
+                       "published in a new block next pass"))
+    return updates
+
+
 def execute_plan(
     backend: StateBackend, catalog: Catalog, settings: PublisherSettings, plan: TaskPlan
 ) -> PublishSummary:
@@ -242,6 +270,16 @@ def execute_plan(
             reason = f"publication of block {block.name} failed: {exc}"
             log.warning("%s: %s", plan.task, reason)
             summary.errors.append(reason)
+            held = _held_meanwhile(catalog, block)
+            if held:
+                # Another publisher (a host this one took over from, that went on for a
+                # moment) put some of these files in the dataset since the plan was made:
+                # they are published, once; the rest go in a block of their own next pass.
+                updates = _overtaken(plan, ids, held, block)
+                backend.update_publication(updates)
+                summary.already_in_catalog += sum(1 for u in updates if u.state == "DONE")
+                summary.retry += sum(1 for u in updates if u.state == "RETRY")
+                continue
             updates = [_failure(plan.rows[i], reason, settings, plan.expired) for i in ids]
             backend.update_publication(updates)
             summary.failed += sum(1 for u in updates if u.state == "FAILED")

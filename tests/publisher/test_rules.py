@@ -152,3 +152,33 @@ def test_a_row_with_an_lfn_outside_the_rule_fails_alone(backend, catalog, settin
     plan = plan_task(backend, catalog, settings, "task_legacy", [*rows, legacy])
     assert set(plan.failures) == {"f" * 56} and "not publishable" in plan.failures["f" * 56]
     assert sum(len(ids) for _, ids in plan.blocks) == 3
+
+
+def test_files_another_publisher_put_in_the_dataset_meanwhile_are_done_once(backend, catalog, settings):
+    """A publisher this one took over from goes on for a moment and publishes some of the
+    files after this one planned its block: the block is refused (its files would be in the
+    catalog twice); those files are DONE in the other block, the rest RETRY with no retry
+    counted and go in a block of their own on the next pass. Every file is in the catalog once."""
+    from aso.components.publisher import execute_plan, plan_task
+
+    lfns = add_files(backend, "task_race", 10, task_status="COMPLETED")
+    backend.acquire_publication()
+    rows = backend.acquired_publication()
+    plan = plan_task(backend, catalog, settings, "task_race", rows)
+    assert len(plan.blocks) == 1
+    theirs = Block(DATASET, block_name(DATASET, lfns[:4]), [CatalogFile(x, 1000, "00000001") for x in lfns[:4]])
+    assert catalog.publish_block(theirs) is True  # the other publisher, between plan and publish
+
+    summary = execute_plan(backend, catalog, settings, plan)
+    assert (summary.already_in_catalog, summary.retry, summary.published, summary.failed) == (4, 6, 0, 0)
+    states = {r["tm_destination_lfn"]: r for r in backend.list_transfers(task="task_race")}
+    assert all(states[x]["tm_publication_state"] == "DONE" and states[x]["tm_dbs_blockname"] == theirs.name
+               for x in lfns[:4])
+    assert all(states[x]["tm_publication_state"] == "RETRY" and states[x]["tm_publication_retry_count"] == 0
+               for x in lfns[4:])
+
+    again = run_publisher(backend, catalog, settings)
+    assert (again.published, again.failed) == (6, 0)
+    held = catalog.dataset_files(DATASET)
+    assert sorted(held) == sorted(lfns)
+    assert {r["tm_publication_state"] for r in backend.list_transfers(task="task_race")} == {"DONE"}
