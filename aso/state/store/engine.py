@@ -149,6 +149,11 @@ class StoreEngine:
             cur.execute("PRAGMA journal_mode=WAL")
             cur.execute("PRAGMA synchronous=NORMAL")
             cur.execute("PRAGMA busy_timeout=60000")
+            # Checkpoint the WAL every 10,000 pages (40 MB), not SQLite's 1,000: a bulk update
+            # of 100,000 rows rewrites the same index pages again and again, and each
+            # checkpoint copied them into the database file (and synced it) once more; the
+            # reporter's pass took 15% less.
+            cur.execute("PRAGMA wal_autocheckpoint=10000")
             # A larger page cache keeps 100k-row batches from thrashing the indexes.
             cur.execute("PRAGMA cache_size=-131072")
             # ...but the limit is per connection, and a component's threads each hold one:
