@@ -299,8 +299,15 @@ class Fts3Tool(TransferTool):
             if resp.status_code not in (200, 207):
                 raise TransferToolError(f"status from {self.endpoint}: HTTP {resp.status_code} {resp.text[:300]}",
                                         transient=resp.status_code >= 500, status=resp.status_code)
-            body = resp.json()
+            try:
+                body = resp.json()
+            except ValueError:
+                raise TransferToolError(f"status from {self.endpoint}: not JSON: {resp.text[:200]!r}",
+                                        transient=True) from None
             for element in body if isinstance(body, list) else [body]:
+                if not isinstance(element, dict):
+                    raise TransferToolError(f"status from {self.endpoint}: a job's status is not an object: "
+                                            f"{str(element)[:200]!r}", transient=True)
                 job_id = element.get("job_id")
                 if job_id not in chunk:
                     continue

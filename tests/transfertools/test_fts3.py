@@ -135,3 +135,41 @@ def test_cancel_with_an_empty_file_list_cancels_nothing(tmp_path):
         done = wait_terminal(tool, job)
         assert done.state == "FINISHED", done
         assert (tmp_path / "d").read_bytes() == b"x" * 100
+
+
+def test_a_bad_reply_is_a_transient_error_not_a_crash(tmp_path):
+    """An endpoint answering 200 with something that is not FTS's JSON (a proxy's error
+    page, a truncated body, a list of strings): every call says so as a transient error,
+    so the monitor keeps its entries and polls again next pass."""
+    import http.server
+    import threading
+
+    bodies = iter([b"<html>gateway</html>", b'["not", "jobs"]', b"<html>gateway</html>", b"{}"])
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def _answer(self):
+            body = next(bodies)
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        do_GET = do_POST = _answer
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        tool = open_transfer_tool("fts3", f"http://127.0.0.1:{server.server_port}", "/none")
+        for _ in range(2):  # not JSON, then JSON of the wrong shape
+            with pytest.raises(TransferToolError) as err:
+                tool.bulk_query(["33333333-0000-0000-0000-000000000000"])
+            assert err.value.transient and "status from" in str(err.value)
+        with pytest.raises(TransferToolError) as err:
+            tool.whoami()
+        assert err.value.transient and "not JSON" in str(err.value)
+    finally:
+        server.shutdown()
+        server.server_close()
