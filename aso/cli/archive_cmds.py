@@ -52,7 +52,8 @@ def archive(app, older_than: int | None, purge: bool, batch_size: int | None, dr
             url = check_option("server.db_url", db_url)
         except ConfigError as exc:
             fail(f"--db-url: {str(exc).removeprefix('server.db_url: ')}", EXIT_BAD_INPUT)
-    cutoff = int(time.time()) - days * DAY
+    # more days than the epoch holds: nothing is that old (not a negative cut-off)
+    cutoff = max(0, int(time.time()) - days * DAY)
     store = Store(url)
     try:
         total = store.archivable(cutoff) if not dry_run else 0

@@ -151,6 +151,9 @@ def test_cli_archive_and_purge(installation):
     assert json.loads(dry.output) | {"cutoff": 0} == {"mode": "archive", "dry_run": True, "rows": 10, "batches": 0,
                                                        "older_than_days": 30, "cutoff": 0}
     assert run(installation, "archive", "--older-than", "41").output.startswith("0 finished row(s) older than 41")
+    # more days than the epoch holds: nothing is that old (not an error about a negative cut-off)
+    huge = run(installation, "archive", "--older-than", "100000000")
+    assert huge.exit_code == 0 and huge.output.startswith("0 finished row(s) older than 100000000"), huge.output
     done = run(installation, "archive", "--batch-size", "4")
     assert done.exit_code == 0, done.output
     assert done.output.strip() == "10 finished row(s) older than 30 day(s) moved to filetransfersdb_history in 3 batch(es)"
