@@ -44,6 +44,7 @@ import json
 import shutil
 import subprocess
 import tempfile
+import threading
 import time
 import zlib
 from dataclasses import dataclass, field
@@ -112,8 +113,14 @@ def run_pass(config: Path, component: str, stats: ComponentStats, cwd: Path, tre
                    "--", *command]
     proc = subprocess.Popen(command, env={**tree_env(tree), "ASO_BENCH_HWM": str(hwm_file)},
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=cwd)
+    # stderr read beside stdout: a pass that logs more than a pipe holds would block on it
+    # while this waited for stdout to end (communicate() would reap the child before wait4)
+    err_chunks: list[bytes] = []
+    reader = threading.Thread(target=lambda: err_chunks.append(proc.stderr.read()), daemon=True)
+    reader.start()
     out = proc.stdout.read()
-    err = proc.stderr.read()
+    reader.join()
+    err = b"".join(err_chunks)
     _, status, usage = os.wait4(proc.pid, 0)
     proc.returncode = os.waitstatus_to_exitcode(status)
     stats.seconds += time.perf_counter() - start

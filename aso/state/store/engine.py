@@ -8,7 +8,9 @@ modules (``injection``, ``transfers``, ``kills``, ``publication``, ``tasks``) bu
 
 from __future__ import annotations
 
+import contextlib
 import gc
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -123,6 +125,14 @@ class StoreEngine:
         self.max_retry = max_retry
         self.publication_max_retry = publication_max_retry
         self.is_sqlite = url.startswith("sqlite")
+        #: SQLite lets one transaction write at a time, and a writer that finds the database
+        #: locked polls for it, sleeping up to 100 ms between tries: threads of one process
+        #: queue here instead, and the next one starts the moment the last one commits
+        self._sqlite_writer = threading.RLock()
+        #: ...all on one connection, whose page cache stays warm: SQLite empties a
+        #: connection's cache whenever another connection has written, so writers taking
+        #: turns on pooled connections read every page again (720,000 reads in one pass)
+        self._sqlite_writer_conn: Connection | None = None
         try:
             self.engine = self._make_engine(url)
             self._migrate()
@@ -171,13 +181,31 @@ class StoreEngine:
     def _write(self) -> Iterator[Connection]:
         """A write transaction: BEGIN IMMEDIATE on SQLite; rolled back on any error."""
         try:
-            with self.engine.connect() as conn:
-                if self.is_sqlite:
-                    conn.info["immediate"] = True
-                with conn.begin():
+            if not self.is_sqlite:
+                with self.engine.connect() as conn, conn.begin():
                     yield conn
+                return
+            with self._sqlite_writer:
+                if self._sqlite_writer_conn is None:
+                    self._sqlite_writer_conn = self.engine.connect()
+                conn = self._sqlite_writer_conn
+                conn.info["immediate"] = True
+                try:
+                    with conn.begin():
+                        yield conn
+                except SQLAlchemyError:
+                    # rolled back; a connection an I/O error may have left unusable is not kept
+                    self._drop_writer()
+                    raise
         except OperationalError as exc:
             raise BackendUnavailable(f"state database: {exc.orig}") from exc
+
+    def _drop_writer(self) -> None:
+        with self._sqlite_writer:
+            conn, self._sqlite_writer_conn = self._sqlite_writer_conn, None
+            if conn is not None:
+                with contextlib.suppress(SQLAlchemyError):
+                    conn.close()
 
     @contextmanager
     def _read(self) -> Iterator[Connection]:
@@ -217,6 +245,7 @@ class StoreEngine:
                     conn.execute(insert(schema_version).values(version=version, applied=_now()))
 
     def close(self) -> None:
+        self._drop_writer()
         self.engine.dispose()
 
     def drop_all(self) -> None:
