@@ -144,6 +144,39 @@ def test_guards_skip_late_results(backend):
     assert repeat.skipped[0]["reason"] == "already SUBMITTED"
 
 
+def test_alike_updates_change_only_the_rows_their_guards_let_through(make_backend):
+    """A chunk's rows going SUBMITTED with one job (and a job's files going DONE) are applied
+    a group at a time; a row killed meanwhile, already submitted, or another worker's is
+    skipped with its reason, as row by row."""
+    a, b = make_backend("worker-a"), make_backend("worker-b")
+    a.inject([request(i) for i in range(6)] + [request(i, user="bob", task="task_b") for i in range(2)])
+    a.acquire_transfers(["alice"], 1000)
+    b.acquire_transfers(["bob"], 1000)
+    ids = sorted(r["tm_id"] for r in a.acquired_transfers())
+    bobs = sorted(r["tm_id"] for r in b.acquired_transfers())
+    a.request_kill(ids=[ids[0]])
+    a.update_transfers([TransferUpdate(ids[1], "SUBMITTED", fts_id="job-0", fts_instance="https://f",
+                                       expect_state="ACQUIRED")])
+    chunk = ids + bobs[:1]
+    result = a.update_transfers([TransferUpdate(i, "SUBMITTED", fts_id="job-1", fts_instance="https://f",
+                                                expect_state="ACQUIRED") for i in chunk])
+    assert sorted(result.updated) == ids[2:]
+    assert sorted(result.skipped, key=lambda s: s["id"]) == sorted([
+        {"id": ids[0], "state": "KILL", "reason": "expected ACQUIRED"},
+        {"id": ids[1], "state": "SUBMITTED", "reason": "expected ACQUIRED"},
+        {"id": bobs[0], "state": "ACQUIRED", "reason": "owned by worker-b"},
+    ], key=lambda s: s["id"])
+    rows = {r["tm_id"]: r for r in a.get_transfers(chunk)}
+    assert {rows[i]["tm_fts_id"] for i in ids[2:]} == {"job-1"} and rows[ids[1]]["tm_fts_id"] == "job-0"
+    assert rows[ids[0]]["tm_fts_id"] is None and rows[bobs[0]]["tm_transfer_state"] == "ACQUIRED"
+    done = a.update_transfers([TransferUpdate(i, "DONE", expect_state="SUBMITTED", expect_fts_id="job-1")
+                               for i in ids[1:]])
+    assert sorted(done.updated) == ids[2:]
+    assert done.skipped == [{"id": ids[1], "state": "SUBMITTED", "reason": "belongs to FTS job job-0, not job-1"}]
+    finished = a.get_transfers(ids[2:])
+    assert {r["tm_transfer_state"] for r in finished} == {"DONE"} and all(r["tm_end_time"] for r in finished)
+
+
 def test_submitted_while_killed_keeps_kill_and_records_the_job(backend):
     backend.inject([request(1)])
     backend.acquire_transfers(["alice"], 10)

@@ -34,6 +34,8 @@ ANALYZE_AFTER = 5000
 REASON_MAX = 1000
 #: bytes of page cache all SQLite connections of a process may hold together (soft limit)
 SQLITE_HEAP_LIMIT = 96 * 2**20
+#: how long a SQLite writer waits for the database (or this process's other writers)
+SQLITE_BUSY_SECONDS = 60
 T = TransferState
 P = PublicationState
 _c = transfers.c
@@ -148,7 +150,7 @@ class StoreEngine:
     def _make_engine(self, url: str) -> Engine:
         if not self.is_sqlite:
             return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
-        engine = create_engine(url, connect_args={"timeout": 60, "check_same_thread": False})
+        engine = create_engine(url, connect_args={"timeout": SQLITE_BUSY_SECONDS, "check_same_thread": False})
 
         @event.listens_for(engine, "connect")
         def _on_connect(dbapi_conn, _record):
@@ -158,7 +160,7 @@ class StoreEngine:
             cur = dbapi_conn.cursor()
             cur.execute("PRAGMA journal_mode=WAL")
             cur.execute("PRAGMA synchronous=NORMAL")
-            cur.execute("PRAGMA busy_timeout=60000")
+            cur.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_SECONDS * 1000}")
             # Checkpoint the WAL every 10,000 pages (40 MB), not SQLite's 1,000: a bulk update
             # of 100,000 rows rewrites the same index pages again and again, and each
             # checkpoint copied them into the database file (and synced it) once more; the
@@ -185,7 +187,12 @@ class StoreEngine:
                 with self.engine.connect() as conn, conn.begin():
                     yield conn
                 return
-            with self._sqlite_writer:
+            # as long as SQLite's own busy timeout: a writer stuck behind another for that
+            # long fails as it did when each thread waited on SQLite's lock
+            if not self._sqlite_writer.acquire(timeout=SQLITE_BUSY_SECONDS):
+                raise BackendUnavailable(f"state database: another thread of this process kept writing "
+                                         f"for {SQLITE_BUSY_SECONDS} s")
+            try:
                 if self._sqlite_writer_conn is None:
                     self._sqlite_writer_conn = self.engine.connect()
                 conn = self._sqlite_writer_conn
@@ -197,6 +204,8 @@ class StoreEngine:
                     # rolled back; a connection an I/O error may have left unusable is not kept
                     self._drop_writer()
                     raise
+            finally:
+                self._sqlite_writer.release()
         except OperationalError as exc:
             raise BackendUnavailable(f"state database: {exc.orig}") from exc
 

@@ -366,10 +366,11 @@ class Transfers(StoreEngine):
         now = _now()
         with self._write() as conn:
             self._fence(conn, worker, generation)
+            result.updated, parsed = self._update_grouped(conn, parsed, worker, now)
             current = self._select_rows(
                 conn, [u.id for u, *_ in parsed], [_c.tm_id, _c.tm_transfer_state, _c.tm_fts_id, _c.tm_aso_worker],
                 lock=True, tuples=True,
-            )
+            ) if parsed else {}
             params = []
             for u, state, expect, inc in parsed:
                 row = current.get(u.id)
@@ -403,27 +404,43 @@ class Transfers(StoreEngine):
                     pass  # FTS finished the copy before the kill reached it: the file is there
                 elif state not in TRANSFER_TRANSITIONS[now_state]:
                     raise TransitionError(u.id, now_state.name, state.name)
-                params.append(
-                    {
-                        "b_id": u.id,
-                        "b_state": int(target),
-                        "b_reason": _reason(u.reason),
-                        "b_keep_reason": u.reason is None,
-                        "b_inc": inc,
-                        "b_fts_id": u.fts_id,
-                        "b_fts_instance": u.fts_instance,
-                        # a new submission records its path; a direct one clears an old path
-                        "b_path": u.path if u.path is not None or target != T.SUBMITTED else "",
-                        "b_now": now,
-                        "b_end": now if target in _TERMINAL_TRANSFER else None,
-                    }
-                )
+                params.append({"b_id": u.id, **_update_values(u, target, inc, now)})
                 result.updated.append(u.id)
             if params:
                 # Walking the primary-key B-tree in order keeps big batches cache-friendly.
                 params.sort(key=lambda p: p["b_id"])
                 self._executemany(conn, _UPDATE_TRANSFER, params)
         return result
+
+    def _update_grouped(self, conn, parsed: list, worker: str, now: int) -> tuple[list[str], list]:
+        """Apply the updates that name the state their rows must be in a group at a time:
+        one guarded UPDATE (expected state, this worker or none, the expected FTS job) for
+        all the rows taking the same values, such as a chunk's rows going SUBMITTED with its
+        FTS job or a job's files going DONE, instead of reading and updating row by row.
+        Answers the ids it changed and the updates left: those the row-by-row checks must
+        see (no expected state, a kill's special cases) and the rows a guard stopped (a
+        repeat, a kill meanwhile, another owner), whose checks then say why."""
+        groups: dict[tuple, list] = {}
+        rest = []
+        for item in parsed:
+            u, state, expect, inc = item
+            if expect is None or expect == state or expect == T.KILL or state not in TRANSFER_TRANSITIONS[expect]:
+                rest.append(item)
+                continue
+            key = (state, expect, inc, u.reason, u.fts_id, u.fts_instance, u.path, u.expect_fts_id)
+            groups.setdefault(key, []).append(item)
+        changed: list[str] = []
+        for items in groups.values():
+            u, state, expect, inc = items[0]
+            values = _update_values(u, state, inc, now)
+            statement = _UPDATE_GROUP if u.expect_fts_id is None else _UPDATE_GROUP_OF_JOB
+            for ids in _chunks(sorted(item[0].id for item in items)):
+                changed += conn.execute(statement, {**values, "g_ids": list(ids), "g_expect": int(expect),
+                                                    "g_worker": worker, "g_fts_id": u.expect_fts_id}).scalars()
+        if len(changed) < len(parsed) - len(rest):
+            done = set(changed)
+            rest += [item for items in groups.values() for item in items if item[0].id not in done]
+        return changed, rest
 
     def retry_transfers(self, cooloff: int, *, worker: str, generation: int | None = None) -> int:
         validate.worker(worker)
@@ -529,23 +546,55 @@ class Transfers(StoreEngine):
         return rows
 
 
+def _update_values(u: TransferUpdate, target: T, inc: int, now: int) -> dict[str, Any]:
+    """The parameters of one row's update to ``target`` (of _UPDATE_VALUES)."""
+    return {
+        "b_state": int(target),
+        "b_reason": _reason(u.reason),
+        "b_keep_reason": u.reason is None,
+        "b_inc": inc,
+        "b_fts_id": u.fts_id,
+        "b_fts_instance": u.fts_instance,
+        # a new submission records its path; a direct one clears an old path
+        "b_path": u.path if u.path is not None or target != T.SUBMITTED else "",
+        "b_now": now,
+        "b_end": now if target in _TERMINAL_TRANSFER else None,
+    }
+
+
+#: what an update of a row's transfer state sets (parameters: _update_values)
+_UPDATE_VALUES = {
+    "tm_transfer_state": bindparam("b_state"),
+    "tm_transfer_failure_reason": case(
+        (bindparam("b_keep_reason"), _c.tm_transfer_failure_reason), else_=bindparam("b_reason")
+    ),
+    "tm_transfer_retry_count": _c.tm_transfer_retry_count + bindparam("b_inc"),
+    "tm_fts_id": func.coalesce(bindparam("b_fts_id"), _c.tm_fts_id),
+    "tm_fts_instance": func.coalesce(bindparam("b_fts_instance"), _c.tm_fts_instance),
+    "tm_path": case((bindparam("b_path") == "", null()), else_=func.coalesce(bindparam("b_path"), _c.tm_path)),
+    "tm_last_update": bindparam("b_now"),
+    "tm_end_time": func.coalesce(bindparam("b_end"), _c.tm_end_time),
+}
+
 #: the bulk update of rows' transfer states (Transfers.update_transfers), one parameter set
 #: per row, built once so that it compiles once
-_UPDATE_TRANSFER = (
-    update(transfers)
-    .where(_c.tm_id == bindparam("b_id"))
-    .values(
-        tm_transfer_state=bindparam("b_state"),
-        tm_transfer_failure_reason=case(
-            (bindparam("b_keep_reason"), _c.tm_transfer_failure_reason), else_=bindparam("b_reason")
-        ),
-        tm_transfer_retry_count=_c.tm_transfer_retry_count + bindparam("b_inc"),
-        tm_fts_id=func.coalesce(bindparam("b_fts_id"), _c.tm_fts_id),
-        tm_fts_instance=func.coalesce(bindparam("b_fts_instance"), _c.tm_fts_instance),
-        tm_path=case((bindparam("b_path") == "", null()), else_=func.coalesce(bindparam("b_path"), _c.tm_path)),
-        tm_last_update=bindparam("b_now"),
-        tm_end_time=func.coalesce(bindparam("b_end"), _c.tm_end_time),
-    )
+_UPDATE_TRANSFER = update(transfers).where(_c.tm_id == bindparam("b_id")).values(_UPDATE_VALUES)
+
+#: a group of rows taking the same values, each only if it is in the expected state and
+#: this worker's (or nobody's), answering the ids it changed (Transfers._update_grouped).
+#: The state and worker terms are written so that no index can serve them: as plain
+#: comparisons, SQLite chose the (worker, state) index over the primary key and walked
+#: every row of the worker in that state, 20 ms per statement instead of 1.
+_GROUP_GUARD = (
+    _c.tm_id.in_(bindparam("g_ids", expanding=True)),
+    _c.tm_transfer_state + 0 == bindparam("g_expect"),
+    func.coalesce(_c.tm_aso_worker, bindparam("g_worker")) == bindparam("g_worker"),
+)
+_UPDATE_GROUP = update(transfers).where(*_GROUP_GUARD).values(_UPDATE_VALUES).returning(_c.tm_id)
+#: ...and only if it is in the expected FTS job
+_UPDATE_GROUP_OF_JOB = (
+    update(transfers).where(*_GROUP_GUARD, _c.tm_fts_id == bindparam("g_fts_id"))
+    .values(_UPDATE_VALUES).returning(_c.tm_id)
 )
 
 
