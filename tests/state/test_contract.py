@@ -260,6 +260,24 @@ def test_publication_flow_and_ownership(make_backend):
     assert a.get_transfers([ids[1]])[0]["tm_publication_state"] == "NEW"
 
 
+def test_alike_publication_updates_are_all_or_nothing_and_name_repeats(backend):
+    ids = submit(backend, 4, publish=1)
+    backend.update_transfers([TransferUpdate(i, "DONE") for i in ids[:3]])
+    assert backend.acquire_publication() == 3
+    backend.update_publication([PublicationUpdate(ids[0], "DONE", block_name="/a/b/USER#1")])
+    block = [PublicationUpdate(i, "DONE", block_name="/a/b/USER#1") for i in ids]
+    # ids[3] is still NEW: DONE cannot follow, so nothing of the batch is applied
+    with pytest.raises(TransitionError) as err:
+        backend.update_publication(block)
+    assert err.value.row_id == ids[3]
+    assert [r["tm_publication_state"] for r in backend.get_transfers(ids[1:3])] == ["ACQUIRED", "ACQUIRED"]
+    result = backend.update_publication(block[:3])
+    assert sorted(result.updated) == sorted(ids[1:3])
+    assert result.skipped == [{"id": ids[0], "state": "DONE", "reason": "already DONE"}]
+    got = backend.get_transfers(ids[:3])
+    assert {(r["tm_publication_state"], r["tm_dbs_blockname"]) for r in got} == {("DONE", "/a/b/USER#1")}
+
+
 def test_statistics_and_listing(backend):
     backend.inject([request(i) for i in range(3)] + [request(i, user="bob", task="task_b") for i in range(2)])
     stats = backend.statistics()

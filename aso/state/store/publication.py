@@ -19,6 +19,7 @@ from aso.state.store.engine import (
     T,
     _c,
     _check_batch_ids,
+    _chunks,
     _now,
     _reason,
     _row,
@@ -75,8 +76,9 @@ class Publication(StoreEngine):
         now = _now()
         with self._write() as conn:
             self._fence(conn, worker, generation)
+            result.updated, parsed = _update_grouped(conn, parsed, now)
             current = self._select_rows(conn, [u.id for u, *_ in parsed], [_c.tm_id, _c.tm_publication_state], lock=True,
-                                        tuples=True)
+                                        tuples=True) if parsed else {}
             params = []
             for u, state, inc in parsed:
                 row = current.get(u.id)
@@ -89,17 +91,7 @@ class Publication(StoreEngine):
                     continue
                 if state not in PUBLICATION_TRANSITIONS[now_state]:
                     raise TransitionError(u.id, now_state.name, state.name, kind="publication")
-                params.append(
-                    {
-                        "b_id": u.id,
-                        "b_state": int(state),
-                        "b_reason": _reason(u.reason),
-                        "b_inc": inc,
-                        "b_block": u.block_name,
-                        "b_publish": u.publish_flag,
-                        "b_now": now,
-                    }
-                )
+                params.append({"b_id": u.id, **_update_values(u, state, inc, now)})
                 result.updated.append(u.id)
             if params:
                 params.sort(key=lambda p: p["b_id"])  # the primary-key B-tree in order
@@ -120,17 +112,60 @@ class Publication(StoreEngine):
         return len(todo)
 
 
+def _update_values(u: PublicationUpdate, state: P, inc: int, now: int) -> dict[str, Any]:
+    """The parameters of one row's update to ``state`` (of _UPDATE_VALUES)."""
+    return {"b_state": int(state), "b_reason": _reason(u.reason), "b_inc": inc, "b_block": u.block_name,
+            "b_publish": u.publish_flag, "b_now": now}
+
+
+def _update_grouped(conn, parsed: list, now: int) -> tuple[list[str], list]:
+    """Apply the updates that take the same values a group at a time: one UPDATE of the
+    group's rows in a state the new one may follow (a block's files going DONE), answering
+    the ids it changed. Answers those and the updates left, whose rows the row-by-row
+    checks must see: a repeat (already in that state), a transition not allowed (which
+    fails the whole batch, as before), a row that does not exist."""
+    groups: dict[tuple, list] = {}
+    for item in parsed:
+        u, state, inc = item
+        groups.setdefault((state, inc, u.reason, u.block_name, u.publish_flag), []).append(item)
+    changed: list[str] = []
+    for (state, *_), items in groups.items():
+        values = _update_values(items[0][0], state, items[0][2], now)
+        for ids in _chunks(sorted(item[0].id for item in items)):
+            changed += conn.execute(_UPDATE_GROUP, {**values, "g_ids": list(ids), "g_from": _CAN_PRECEDE[state]}).scalars()
+    if len(changed) == len(parsed):
+        return changed, []
+    done = set(changed)
+    return changed, [item for item in parsed if item[0].id not in done]
+
+
+#: the states each publication state may follow (itself excepted: a repeat is no change)
+_CAN_PRECEDE: dict[P, list[int]] = {
+    target: sorted(int(s) for s, nexts in PUBLICATION_TRANSITIONS.items() if target in nexts and s != target)
+    for target in P
+}
+
+#: what an update of a row's publication state sets (parameters: _update_values)
+_UPDATE_VALUES = {
+    "tm_publication_state": bindparam("b_state"),
+    "tm_publication_failure_reason": func.coalesce(bindparam("b_reason"), _c.tm_publication_failure_reason),
+    "tm_publication_retry_count": _c.tm_publication_retry_count + bindparam("b_inc"),
+    "tm_dbs_blockname": func.coalesce(bindparam("b_block"), _c.tm_dbs_blockname),
+    "tm_publish": func.coalesce(bindparam("b_publish"), _c.tm_publish),
+    "tm_last_update": bindparam("b_now"),
+}
+
 #: the bulk update of rows' publication states (Publication.update_publication), one
 #: parameter set per row, built once so that it compiles once
-_UPDATE_PUBLICATION = (
+_UPDATE_PUBLICATION = update(transfers).where(_c.tm_id == bindparam("b_id")).values(_UPDATE_VALUES)
+
+#: a group of rows taking the same values, each only from a state the new one may follow;
+#: the state term is written so that no index serves it (the primary key must: see
+#: aso.state.store.transfers._GROUP_GUARD)
+_UPDATE_GROUP = (
     update(transfers)
-    .where(_c.tm_id == bindparam("b_id"))
-    .values(
-        tm_publication_state=bindparam("b_state"),
-        tm_publication_failure_reason=func.coalesce(bindparam("b_reason"), _c.tm_publication_failure_reason),
-        tm_publication_retry_count=_c.tm_publication_retry_count + bindparam("b_inc"),
-        tm_dbs_blockname=func.coalesce(bindparam("b_block"), _c.tm_dbs_blockname),
-        tm_publish=func.coalesce(bindparam("b_publish"), _c.tm_publish),
-        tm_last_update=bindparam("b_now"),
-    )
+    .where(_c.tm_id.in_(bindparam("g_ids", expanding=True)),
+           (_c.tm_publication_state + 0).in_(bindparam("g_from", expanding=True)))
+    .values(_UPDATE_VALUES)
+    .returning(_c.tm_id)
 )
