@@ -149,7 +149,7 @@ def test_alike_updates_change_only_the_rows_their_guards_let_through(make_backen
     a group at a time; a row killed meanwhile, already submitted, or another worker's is
     skipped with its reason, as row by row."""
     a, b = make_backend("worker-a"), make_backend("worker-b")
-    a.inject([request(i) for i in range(6)] + [request(i, user="bob", task="task_b") for i in range(2)])
+    a.inject([request(i) for i in range(8)] + [request(i, user="bob", task="task_b") for i in range(2)])
     a.acquire_transfers(["alice"], 1000)
     b.acquire_transfers(["bob"], 1000)
     ids = sorted(r["tm_id"] for r in a.acquired_transfers())
@@ -169,12 +169,17 @@ def test_alike_updates_change_only_the_rows_their_guards_let_through(make_backen
     rows = {r["tm_id"]: r for r in a.get_transfers(chunk)}
     assert {rows[i]["tm_fts_id"] for i in ids[2:]} == {"job-1"} and rows[ids[1]]["tm_fts_id"] == "job-0"
     assert rows[ids[0]]["tm_fts_id"] is None and rows[bobs[0]]["tm_transfer_state"] == "ACQUIRED"
-    done = a.update_transfers([TransferUpdate(i, "DONE", expect_state="SUBMITTED", expect_fts_id="job-1")
-                               for i in ids[1:]])
+    # a job's files: most DONE alike, two failed each with its own reason (row by row)
+    done = a.update_transfers(
+        [TransferUpdate(i, "DONE", expect_state="SUBMITTED", expect_fts_id="job-1") for i in ids[1:-2]]
+        + [TransferUpdate(i, "RETRY", reason=f"copy failed: {i}", expect_state="SUBMITTED", expect_fts_id="job-1")
+           for i in ids[-2:]])
     assert sorted(done.updated) == ids[2:]
     assert done.skipped == [{"id": ids[1], "state": "SUBMITTED", "reason": "belongs to FTS job job-0, not job-1"}]
-    finished = a.get_transfers(ids[2:])
+    finished = a.get_transfers(ids[2:-2])
     assert {r["tm_transfer_state"] for r in finished} == {"DONE"} and all(r["tm_end_time"] for r in finished)
+    assert [(r["tm_transfer_state"], r["tm_transfer_failure_reason"]) for r in a.get_transfers(ids[-2:])] == \
+        [("RETRY", f"copy failed: {i}") for i in ids[-2:]]
 
 
 def test_submitted_while_killed_keeps_kill_and_records_the_job(backend):
@@ -261,20 +266,20 @@ def test_publication_flow_and_ownership(make_backend):
 
 
 def test_alike_publication_updates_are_all_or_nothing_and_name_repeats(backend):
-    ids = submit(backend, 4, publish=1)
-    backend.update_transfers([TransferUpdate(i, "DONE") for i in ids[:3]])
-    assert backend.acquire_publication() == 3
+    ids = submit(backend, 7, publish=1)
+    backend.update_transfers([TransferUpdate(i, "DONE") for i in ids[:6]])
+    assert backend.acquire_publication() == 6
     backend.update_publication([PublicationUpdate(ids[0], "DONE", block_name="/a/b/USER#1")])
     block = [PublicationUpdate(i, "DONE", block_name="/a/b/USER#1") for i in ids]
-    # ids[3] is still NEW: DONE cannot follow, so nothing of the batch is applied
+    # ids[6] is still NEW: DONE cannot follow, so nothing of the batch is applied
     with pytest.raises(TransitionError) as err:
         backend.update_publication(block)
-    assert err.value.row_id == ids[3]
-    assert [r["tm_publication_state"] for r in backend.get_transfers(ids[1:3])] == ["ACQUIRED", "ACQUIRED"]
-    result = backend.update_publication(block[:3])
-    assert sorted(result.updated) == sorted(ids[1:3])
+    assert err.value.row_id == ids[6]
+    assert {r["tm_publication_state"] for r in backend.get_transfers(ids[1:6])} == {"ACQUIRED"}
+    result = backend.update_publication(block[:6])
+    assert sorted(result.updated) == sorted(ids[1:6])
     assert result.skipped == [{"id": ids[0], "state": "DONE", "reason": "already DONE"}]
-    got = backend.get_transfers(ids[:3])
+    got = backend.get_transfers(ids[:6])
     assert {(r["tm_publication_state"], r["tm_dbs_blockname"]) for r in got} == {("DONE", "/a/b/USER#1")}
 
 

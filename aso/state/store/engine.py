@@ -12,7 +12,7 @@ import contextlib
 import gc
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -47,6 +47,36 @@ _c = transfers.c
 def _chunks(items: Sequence, size: int = CHUNK) -> Iterator[Sequence]:
     for start in range(0, len(items), size):
         yield items[start : start + size]
+
+
+#: rows taking the same values below which they are not worth a statement of their own:
+#: updates that each carry their own failure reason go row by row in one executemany,
+#: not one statement per row
+ALIKE_MIN = 4
+
+
+def _update_alike(conn: Connection, groups: Iterable[list[tuple]],
+                  statement_of: Callable[[list[tuple]], tuple[Any, dict[str, Any]]]) -> tuple[list[str], list[tuple]]:
+    """Apply groups of parsed updates (tuples whose first item has the row ``id``), each
+    group's rows taking the same values, with one guarded ``UPDATE … WHERE tm_id IN
+    (:g_ids) … RETURNING tm_id`` per group (``statement_of(group)``: the statement and its
+    other parameters). Answers the ids it changed, and the updates left for the row-by-row
+    checks: the groups too small to be worth it, and the rows a guard stopped."""
+    changed: list[str] = []
+    rest: list[tuple] = []
+    applied: list[list[tuple]] = []
+    for group in groups:
+        if len(group) < ALIKE_MIN:
+            rest += group
+            continue
+        statement, params = statement_of(group)
+        for ids in _chunks(sorted(item[0].id for item in group)):
+            changed += conn.execute(statement, {**params, "g_ids": list(ids)}).scalars()
+        applied.append(group)
+    if len(changed) < sum(len(group) for group in applied):
+        done = set(changed)
+        rest += [item for group in applied for item in group if item[0].id not in done]
+    return changed, rest
 
 
 @contextmanager

@@ -19,11 +19,11 @@ from aso.state.store.engine import (
     T,
     _c,
     _check_batch_ids,
-    _chunks,
     _now,
     _reason,
     _row,
     _short,
+    _update_alike,
 )
 
 
@@ -128,15 +128,12 @@ def _update_grouped(conn, parsed: list, now: int) -> tuple[list[str], list]:
     for item in parsed:
         u, state, inc = item
         groups.setdefault((state, inc, u.reason, u.block_name, u.publish_flag), []).append(item)
-    changed: list[str] = []
-    for (state, *_), items in groups.items():
-        values = _update_values(items[0][0], state, items[0][2], now)
-        for ids in _chunks(sorted(item[0].id for item in items)):
-            changed += conn.execute(_UPDATE_GROUP, {**values, "g_ids": list(ids), "g_from": _CAN_PRECEDE[state]}).scalars()
-    if len(changed) == len(parsed):
-        return changed, []
-    done = set(changed)
-    return changed, [item for item in parsed if item[0].id not in done]
+
+    def statement_of(group: list) -> tuple:
+        u, state, inc = group[0]
+        return _UPDATE_GROUP, {**_update_values(u, state, inc, now), "g_from": _CAN_PRECEDE[state]}
+
+    return _update_alike(conn, groups.values(), statement_of)
 
 
 #: the states each publication state may follow (itself excepted: a repeat is no change)

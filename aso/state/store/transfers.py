@@ -40,6 +40,7 @@ from aso.state.store.engine import (
     _reason,
     _row,
     _short,
+    _update_alike,
 )
 from aso.topology.throttle import Group, ThrottleCounts, ThrottleLimits, allocate, held_back
 
@@ -429,18 +430,16 @@ class Transfers(StoreEngine):
                 continue
             key = (state, expect, inc, u.reason, u.fts_id, u.fts_instance, u.path, u.expect_fts_id)
             groups.setdefault(key, []).append(item)
-        changed: list[str] = []
-        for items in groups.values():
-            u, state, expect, inc = items[0]
-            values = _update_values(u, state, inc, now)
-            statement = _UPDATE_GROUP if u.expect_fts_id is None else _UPDATE_GROUP_OF_JOB
-            for ids in _chunks(sorted(item[0].id for item in items)):
-                changed += conn.execute(statement, {**values, "g_ids": list(ids), "g_expect": int(expect),
-                                                    "g_worker": worker, "g_fts_id": u.expect_fts_id}).scalars()
-        if len(changed) < len(parsed) - len(rest):
-            done = set(changed)
-            rest += [item for items in groups.values() for item in items if item[0].id not in done]
-        return changed, rest
+
+        def statement_of(group: list) -> tuple:
+            u, state, expect, inc = group[0]
+            params = {**_update_values(u, state, inc, now), "g_expect": int(expect), "g_worker": worker}
+            if u.expect_fts_id is None:
+                return _UPDATE_GROUP, params
+            return _UPDATE_GROUP_OF_JOB, {**params, "g_fts_id": u.expect_fts_id}
+
+        changed, left = _update_alike(conn, groups.values(), statement_of)
+        return changed, rest + left
 
     def retry_transfers(self, cooloff: int, *, worker: str, generation: int | None = None) -> int:
         validate.worker(worker)
