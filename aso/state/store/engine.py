@@ -193,6 +193,11 @@ class StoreEngine:
             cur = dbapi_conn.cursor()
             cur.execute("PRAGMA journal_mode=WAL")
             cur.execute("PRAGMA synchronous=NORMAL")
+            # Inside an explicit transaction every multi-row UPDATE keeps a statement journal
+            # (the pages it changes, as they were, to undo the statement alone). Past 64 KB
+            # SQLite spilled it into a temporary file: a transfer pass wrote 260,000 pages
+            # there (half its write calls). In memory it counts against the heap limit below.
+            cur.execute("PRAGMA temp_store=MEMORY")
             cur.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_SECONDS * 1000}")
             # Checkpoint the WAL every 10,000 pages (40 MB), not SQLite's 1,000: a bulk update
             # of 100,000 rows rewrites the same index pages again and again, and each
