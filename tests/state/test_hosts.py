@@ -140,6 +140,22 @@ def test_acquisition_of_other_workers_shares_takes_only_pinned_rows(make_backend
     assert {r["tm_username"] for r in a.list_transfers(states=["NEW"])} == {"bob", "carol", "dave"}
 
 
+def test_a_chunks_submission_id_goes_only_to_its_rows_still_acquired_by_this_worker(make_backend):
+    # a chunk big enough to take its sid in one statement, and one too small for that
+    a, b = make_backend("host-a"), make_backend("host-b")
+    a.inject([request(i) for i in range(8)] + [request(i, "bob") for i in range(8, 10)])
+    a.acquire_transfers(["alice"], 10)
+    b.acquire_transfers(["bob"], 10)
+    ids = sorted(r["tm_id"] for r in a.acquired_transfers())
+    theirs = sorted(r["tm_id"] for r in b.acquired_transfers())
+    a.request_kill(ids=[ids[1]])  # killed after planning: no longer ACQUIRED
+    sids = {i: "sid-big" for i in ids[:6]} | {theirs[0]: "sid-big"} | {ids[6]: "sid-small", theirs[1]: "sid-small"}
+    assert a.set_submission_ids(sids) == 6
+    got = {r["tm_id"]: r["tm_sid"] for r in a.get_transfers(ids + theirs)}
+    assert got == {**{i: "sid-big" for i in ids[:6] if i != ids[1]}, ids[1]: None, ids[6]: "sid-small",
+                   ids[7]: None, theirs[0]: None, theirs[1]: None}
+
+
 def test_submission_ids_and_the_jobs_of_submitted_rows(make_backend):
     a, b = make_backend("host-a"), make_backend("host-b")
     a.inject([request(i) for i in range(4)])
