@@ -91,3 +91,27 @@ def test_a_batch_is_stored_grouped_by_user_and_answered_in_request_order(tmp_pat
     # each user's rows side by side in the table
     assert order == sorted(order)
     backend.close()
+
+
+def test_only_the_writer_keeps_its_temporary_storage_in_memory(tmp_path):
+    # statement journals of big UPDATEs stay off the disk; readers' big sorts stay off the heap
+    store = Store(f"sqlite:///{tmp_path / 'state.db'}")
+    memory = 2  # PRAGMA temp_store: 0 default (files here), 2 memory
+
+    def writer_setting() -> int:
+        with store._write() as conn:
+            return conn.execute(text("PRAGMA temp_store")).scalar()
+
+    assert writer_setting() == memory
+    with store._read() as conn:
+        assert conn.execute(text("PRAGMA temp_store")).scalar() != memory
+    # a writer dropped after an error is replaced by one set the same way, and is not
+    # handed to a reader
+    with pytest.raises(BackendUnavailable):
+        with store._write() as conn:
+            conn.execute(text("INSERT INTO no_such_table VALUES (1)"))
+    assert writer_setting() == memory
+    for _ in range(3):
+        with store._read() as conn:
+            assert conn.execute(text("PRAGMA temp_store")).scalar() != memory
+    store.close()

@@ -193,11 +193,6 @@ class StoreEngine:
             cur = dbapi_conn.cursor()
             cur.execute("PRAGMA journal_mode=WAL")
             cur.execute("PRAGMA synchronous=NORMAL")
-            # Inside an explicit transaction every multi-row UPDATE keeps a statement journal
-            # (the pages it changes, as they were, to undo the statement alone). Past 64 KB
-            # SQLite spilled it into a temporary file: a transfer pass wrote 260,000 pages
-            # there (half its write calls). In memory it counts against the heap limit below.
-            cur.execute("PRAGMA temp_store=MEMORY")
             cur.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_SECONDS * 1000}")
             # Checkpoint the WAL every 10,000 pages (40 MB), not SQLite's 1,000: a bulk update
             # of 100,000 rows rewrites the same index pages again and again, and each
@@ -232,7 +227,7 @@ class StoreEngine:
                                          f"for {SQLITE_BUSY_SECONDS} s")
             try:
                 if self._sqlite_writer_conn is None:
-                    self._sqlite_writer_conn = self.engine.connect()
+                    self._sqlite_writer_conn = self._sqlite_writer_connection()
                 conn = self._sqlite_writer_conn
                 conn.info["immediate"] = True
                 try:
@@ -247,11 +242,26 @@ class StoreEngine:
         except OperationalError as exc:
             raise BackendUnavailable(f"state database: {exc.orig}") from exc
 
+    def _sqlite_writer_connection(self) -> Connection:
+        """The process's SQLite writer connection, its temporary storage in memory.
+
+        Inside an explicit transaction every multi-row UPDATE keeps a statement journal (the
+        pages it changes, as they were, to undo that statement alone). Past 64 KB SQLite
+        spilled it into a temporary file: a transfer pass wrote 260,000 pages there, half
+        its write calls. In memory it counts against the heap limit. Only the writer: on
+        the readers, a big ORDER BY (the publisher's 100,000 acquired rows) would sort in
+        memory too, and the publisher's peak grew by 40 MB at 150,000 rows."""
+        conn = self.engine.connect()
+        conn.connection.driver_connection.execute("PRAGMA temp_store=MEMORY")
+        return conn
+
     def _drop_writer(self) -> None:
         with self._sqlite_writer:
             conn, self._sqlite_writer_conn = self._sqlite_writer_conn, None
             if conn is not None:
                 with contextlib.suppress(SQLAlchemyError):
+                    # discarded, not pooled: a reader must not inherit the writer's settings
+                    conn.invalidate()
                     conn.close()
 
     @contextmanager
