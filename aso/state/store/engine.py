@@ -252,7 +252,12 @@ class StoreEngine:
         the readers, a big ORDER BY (the publisher's 100,000 acquired rows) would sort in
         memory too, and the publisher's peak grew by 40 MB at 150,000 rows."""
         conn = self.engine.connect()
-        conn.connection.driver_connection.execute("PRAGMA temp_store=MEMORY")
+        try:
+            conn.connection.driver_connection.execute("PRAGMA temp_store=MEMORY")
+        except self.engine.dialect.dbapi.Error as exc:  # the driver's own error: not wrapped by SQLAlchemy
+            conn.invalidate()
+            conn.close()
+            raise BackendUnavailable(f"state database: {exc}") from exc
         return conn
 
     def _drop_writer(self) -> None:
