@@ -106,6 +106,8 @@ def create_app(
             raise NotFoundError(f"no REST instance {inst!r} here")
         params = Params(request)
         sub = params.get("subresource", "") or ""
+        if not isinstance(sub, str):  # a JSON body can make it a list or an object
+            raise ValidationError("subresource", f"expected a name, got {type(sub).__name__}")
         route = ROUTES.get((resource, request.method, sub))
         if route is None:
             known = sorted(s for (r, m, s) in ROUTES if r == resource and m == request.method)

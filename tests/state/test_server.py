@@ -159,6 +159,16 @@ def test_bad_injection_writes_nothing(api, server, change, field):
     service.close()
 
 
+@pytest.mark.parametrize("sub", [["updateTransfers"], {"a": 1}, 7])
+def test_a_subresource_that_is_not_a_name_is_400(api, sub):
+    # found by the API fuzzing: a list made the route lookup raise (500)
+    for method, resource in (("PUT", "filemetadata"), ("POST", "filetransfers"), ("GET", "filetransfers")):
+        kwargs = {"params": {"subresource": "x"}} if method == "GET" else {"json": {"subresource": sub}}
+        r = api(method, resource, **kwargs)
+        assert r.status_code == 400, (method, resource, r.text)
+        assert r.json()["field"] == "subresource"
+
+
 def test_malformed_json_and_oversized_bodies(api):
     r = api("PUT", "fileusertransfers", data="{not json", headers={"Content-Type": "application/json"})
     assert r.status_code == 400 and r.json()["field"] == "body"
