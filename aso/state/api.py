@@ -270,7 +270,8 @@ class Api:
                                                                        generation=self._generation(p))}]}
 
     def acquired_publication(self, p: Params, who: Identity) -> Any:
-        rows = self.store.acquired_publication(p.get("username"), p.integer("limit", 100000), worker=self._worker(p))
+        rows = self.store.acquired_publication(p.get("username"), p.integer("limit", 100000), worker=self._worker(p),
+                                               after_user=p.get("after_username"))
         return _table(TRANSFER_COLUMNS, rows)
 
     def update_publication(self, p: Params, who: Identity) -> Any:

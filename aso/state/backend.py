@@ -158,8 +158,11 @@ class StateBackend(ABC):
         rows of another publisher: CRAB #5835)."""
 
     @abstractmethod
-    def acquired_publication(self, user: str | None = None, limit: int = 100000) -> list[dict[str, Any]]:
-        """Publication ACQUIRED rows of this worker whose transfer is DONE."""
+    def acquired_publication(self, user: str | None = None, limit: int = 100000, *,
+                             after_user: str | None = None) -> list[dict[str, Any]]:
+        """Publication ACQUIRED rows of this worker whose transfer is DONE, by user, task and
+        end time, at most ``limit``; with ``after_user``, only users that sort after it (the
+        next page of a pass that reads its rows a few users at a time)."""
 
     @abstractmethod
     def update_publication(self, updates: list[PublicationUpdate]) -> UpdateResult:

@@ -79,8 +79,8 @@ class LocalBackend(StateBackend):
     def acquire_publication(self) -> int:
         return self.store.acquire_publication(worker=self.worker, generation=self.generation)
 
-    def acquired_publication(self, user=None, limit: int = 100000) -> list[dict[str, Any]]:
-        return self.store.acquired_publication(user, limit, worker=self.worker)
+    def acquired_publication(self, user=None, limit: int = 100000, *, after_user=None) -> list[dict[str, Any]]:
+        return self.store.acquired_publication(user, limit, worker=self.worker, after_user=after_user)
 
     def update_publication(self, updates: list[PublicationUpdate]) -> UpdateResult:
         return self.store.update_publication(updates, worker=self.worker, generation=self.generation)

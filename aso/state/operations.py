@@ -140,6 +140,7 @@ _PASS_NUMBER = {**INT, "maximum": MAX_EPOCH_MS}
 PARAMETERS: dict[str, tuple[dict[str, Any], str]] = {
     "asoworker": (WORKER, "the ASO worker acting (CRAB's asoworker)"),
     "username": (USERNAME, "a user name"),
+    "after_username": (USERNAME, "only users that sort after this one (the next page of rows by user)"),
     "usernames": (_array(USERNAME), "user names (repeated key `username`)"),
     "users": (_array(USERNAME), "user names (CRAB's alternative key)"),
     "taskname": (TASKNAME, "a task name"),
@@ -396,8 +397,9 @@ OPERATIONS: dict[tuple[str, str, str], Operation] = {
         "ACQUIRED rows of the worker", {"asoworker": True, "username": False, "limit": False, "request_type": False},
         table(TRANSFER_COLUMNS)),
     ("filetransfers", "GET", "acquiredPublication"): _q(
-        "publication ACQUIRED rows of the worker", {"asoworker": True, "username": False, "limit": False},
-        table(TRANSFER_COLUMNS)),
+        "publication ACQUIRED rows of the worker, by user, task and end time",
+        {"asoworker": True, "username": False, "limit": False, "after_username": False}, table(TRANSFER_COLUMNS),
+        notes="after_username: only users that sort after it (a pass reading its rows page by page)"),
     ("filetransfers", "GET", "activeUsers"): _q(
         "users with unowned NEW rows or ACQUIRED rows of the worker", {"asoworker": True, "request_type": False},
         table(["username"])),

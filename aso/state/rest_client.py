@@ -339,8 +339,9 @@ class RestBackend(StateBackend):
     def acquire_publication(self) -> int:
         return self._post("filetransfers", "acquirePublication", asoworker=self.worker, **self._fenced())["modified"]
 
-    def acquired_publication(self, user=None, limit: int = 100000) -> list[dict[str, Any]]:
-        return self._get_rows("filetransfers", "acquiredPublication", asoworker=self.worker, username=user, limit=limit)
+    def acquired_publication(self, user=None, limit: int = 100000, *, after_user=None) -> list[dict[str, Any]]:
+        return self._get_rows("filetransfers", "acquiredPublication", asoworker=self.worker, username=user, limit=limit,
+                              after_username=after_user)
 
     def update_publication(self, updates: list[PublicationUpdate]) -> UpdateResult:
         result = UpdateResult()

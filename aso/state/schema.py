@@ -82,7 +82,9 @@ transfers = Table(
     # update a B-tree write per row, so stuck-row scans reuse (worker, state).
     Index("ix_ftdb_taskname", "tm_taskname"),
     Index("ix_ftdb_worker_tstate", "tm_aso_worker", "tm_transfer_state"),
-    Index("ix_ftdb_worker_pstate", "tm_aso_worker", "tm_publication_state"),
+    # (v7: the user too) The publisher reads its ACQUIRED rows a page of users at a time:
+    # each page is a seek to the user it stopped at, in user order, whatever came before.
+    Index("ix_ftdb_worker_pstate_user", "tm_aso_worker", "tm_publication_state", "tm_username"),
     Index("ix_ftdb_publish", "tm_publish", "tm_publication_state", "tm_transfer_state"),
     # (v6: the worker too) A user's ACQUIRED rows of this worker, the transfer pass's read
     # per user, are one seek; by (worker, state) they were a walk through every ACQUIRED
@@ -246,6 +248,15 @@ def _v6_history(conn: Connection) -> None:
             index.create(conn, checkfirst=True)
 
 
+def _v7_publication_pages(conn: Connection) -> None:
+    """The publisher's index gains the user (it reads its rows a page of users at a time);
+    the new index replaces the old one, whose columns lead it."""
+    conn.execute(text("DROP INDEX IF EXISTS ix_ftdb_worker_pstate"))
+    for index in transfers.indexes:
+        if index.name == "ix_ftdb_worker_pstate_user":
+            index.create(conn, checkfirst=True)
+
+
 #: Ordered migrations: (version, function). Append; never edit a released one.
 MIGRATIONS: list[tuple[int, Callable[[Connection], None]]] = [
     (1, _create_v1),
@@ -254,6 +265,7 @@ MIGRATIONS: list[tuple[int, Callable[[Connection], None]]] = [
     (4, _v4_status_page_indexes),
     (5, _v5_hosts),
     (6, _v6_history),
+    (7, _v7_publication_pages),
 ]
 
 LATEST_VERSION = MIGRATIONS[-1][0]

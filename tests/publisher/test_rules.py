@@ -182,3 +182,23 @@ def test_files_another_publisher_put_in_the_dataset_meanwhile_are_done_once(back
     held = catalog.dataset_files(DATASET)
     assert sorted(held) == sorted(lfns)
     assert {r["tm_publication_state"] for r in backend.list_transfers(task="task_race")} == {"DONE"}
+
+
+def test_a_pass_reads_its_rows_a_page_of_whole_users_at_a_time(backend, catalog, settings):
+    # pages of 10 rows: u1 and u2 fill one with 3 rows of u3, who starts the next page
+    # whole instead; u3 has more rows than a page, so this pass publishes a page of them
+    sizes = {"u1": 3, "u2": 4, "u3": 25, "u4": 2}
+    for user, n in sizes.items():
+        add_files(backend, f"task_{user}", n, user=user, task_status="COMPLETED", dataset=f"/Primary/{user}-Proc-v1/USER")
+    seen = []
+    summary = run_publisher(backend, catalog, settings, page_rows=10, progress=lambda d, t: seen.append((d, t)))
+    assert summary.acquired == 34
+    assert summary.published == 3 + 4 + 10 + 2
+    assert {u: sorted(set(pub_states(backend, f"task_{u}").values())) for u in sizes} == {
+        "u1": ["DONE"], "u2": ["DONE"], "u3": ["ACQUIRED", "DONE"], "u4": ["DONE"]}
+    assert seen[-1] == (4, 4)  # every user of the pass, done
+    # the rest of u3's rows, a page per pass, and nothing published twice
+    assert run_publisher(backend, catalog, settings, page_rows=10).published == 10
+    assert run_publisher(backend, catalog, settings, page_rows=10).published == 5
+    assert set(pub_states(backend, "task_u3").values()) == {"DONE"}
+    assert sum(len(catalog.dataset_files(f"/Primary/{u}-Proc-v1/USER")) for u in sizes) == 34

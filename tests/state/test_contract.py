@@ -411,3 +411,41 @@ def test_a_v1_database_gains_the_path_column(tmp_path):
         assert "tm_path" in columns and "ix_ftdb_inflight" in indexes
     finally:
         store.close()
+
+
+def test_acquired_publication_pages_by_user(backend):
+    for user, n in (("bob", 2), ("alice", 3), ("carol", 1)):
+        ids = submit(backend, n, user=user, task=f"task_{user}", publish=1)
+        backend.update_transfers([TransferUpdate(i, "DONE") for i in ids])
+    assert backend.acquire_publication() == 6
+    users = [r["tm_username"] for r in backend.acquired_publication()]
+    assert users == ["alice"] * 3 + ["bob"] * 2 + ["carol"]
+    assert [r["tm_username"] for r in backend.acquired_publication(after_user="alice")] == ["bob"] * 2 + ["carol"]
+    assert [r["tm_username"] for r in backend.acquired_publication(limit=1, after_user="bob")] == ["carol"]
+    assert backend.acquired_publication(after_user="carol") == []
+    with pytest.raises(ValidationError) as err:
+        backend.acquired_publication(after_user="../x")
+    assert "after_username" in str(err.value)
+
+
+def test_a_v6_database_gets_the_publishers_index_by_user(tmp_path):
+    import sqlite3
+
+    from aso.state.store import Store
+
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    Store(url).close()
+    with sqlite3.connect(tmp_path / "old.db") as db:  # back to what version 6 made
+        db.execute("DROP INDEX ix_ftdb_worker_pstate_user")
+        db.execute("CREATE INDEX ix_ftdb_worker_pstate ON filetransfersdb (tm_aso_worker, tm_publication_state)")
+        db.execute("DELETE FROM schema_version WHERE version >= 7")
+    Store(url).close()
+    with sqlite3.connect(tmp_path / "old.db") as db:
+        indexes = {r[1] for r in db.execute("PRAGMA index_list(filetransfersdb)")}
+        plan = " ".join(r[-1] for r in db.execute(
+            "EXPLAIN QUERY PLAN SELECT tm_id FROM filetransfersdb WHERE tm_publication_state = 1 "
+            "AND tm_aso_worker = 'w' AND tm_transfer_state = 3 AND tm_username > 'alice' "
+            "ORDER BY tm_username, tm_taskname, tm_end_time, tm_id LIMIT 10"))
+    assert "ix_ftdb_worker_pstate_user" in indexes and "ix_ftdb_worker_pstate" not in indexes
+    # a page is a seek in user order, not a sort of every acquired row
+    assert "ix_ftdb_worker_pstate_user" in plan and "tm_username>?" in plan.replace(" ", ""), plan

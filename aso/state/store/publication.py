@@ -45,7 +45,8 @@ class Publication(StoreEngine):
                 .values(tm_publication_state=int(P.ACQUIRED), tm_last_update=_now())
             ).rowcount
 
-    def acquired_publication(self, user: str | None = None, limit: int = 100000, *, worker: str) -> list[dict[str, Any]]:
+    def acquired_publication(self, user: str | None = None, limit: int = 100000, *, worker: str,
+                             after_user: str | None = None) -> list[dict[str, Any]]:
         validate.worker(worker)
         query = select(transfers).where(
             _c.tm_publication_state == int(P.ACQUIRED),
@@ -54,6 +55,10 @@ class Publication(StoreEngine):
         )
         if user is not None:
             query = query.where(_c.tm_username == validate.username(user))
+        if after_user is not None:
+            # a page of the publisher's pass: the (worker, state, user) index walks on from
+            # the last user it finished, so each page costs its own rows, not all before it
+            query = query.where(_c.tm_username > validate.username(after_user, "after_username"))
         query = query.order_by(_c.tm_username, _c.tm_taskname, _c.tm_end_time, _c.tm_id).limit(
             validate.non_negative_int(limit, "limit")
         )
