@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import bindparam, func, select, update
+from sqlalchemy import bindparam, func, select, text, update
 
 from aso import validate
 from aso.errors import TransitionError, ValidationError
@@ -24,6 +24,7 @@ from aso.state.store.engine import (
     _row,
     _short,
     _update_alike,
+    update_bounded,
 )
 
 
@@ -34,16 +35,18 @@ class Publication(StoreEngine):
         validate.worker(worker)
         with self._write() as conn:
             self._fence(conn, worker, generation)
-            return conn.execute(
-                update(transfers)
-                .where(
-                    _c.tm_aso_worker == worker,
-                    _c.tm_transfer_state == int(T.DONE),
-                    _c.tm_publish == 1,
-                    _c.tm_publication_state.in_([int(P.NEW), int(P.RETRY)]),
-                )
-                .values(tm_publication_state=int(P.ACQUIRED), tm_last_update=_now())
-            ).rowcount
+            if self.is_sqlite:
+                # (worker, transfer state), walked in rowid order a statement at a time; a
+                # unary + keeps the other two off the indexes (else SQLite took (worker,
+                # publication state, user) and lost the rowid order: 7 s, not 5, at 300,000)
+                rest = (text("+tm_publish = 1"), text(f"+tm_publication_state IN ({int(P.NEW)}, {int(P.RETRY)})"))
+            else:
+                rest = (_c.tm_publish == 1, _c.tm_publication_state.in_([int(P.NEW), int(P.RETRY)]))
+            return update_bounded(conn, [
+                _c.tm_aso_worker == worker,
+                _c.tm_transfer_state == int(T.DONE),
+                *rest,
+            ], {"tm_publication_state": int(P.ACQUIRED), "tm_last_update": _now()})
 
     def acquired_publication(self, user: str | None = None, limit: int = 100000, *, worker: str,
                              after_user: str | None = None) -> list[dict[str, Any]]:

@@ -41,6 +41,7 @@ from aso.state.store.engine import (
     _row,
     _short,
     _update_alike,
+    update_bounded,
 )
 from aso.topology.throttle import Group, ThrottleCounts, ThrottleLimits, allocate, held_back
 
@@ -447,20 +448,20 @@ class Transfers(StoreEngine):
         now = _now()
         with self._write() as conn:
             self._fence(conn, worker, generation)
-            return conn.execute(
-                update(transfers)
-                .where(
-                    _c.tm_transfer_state == int(T.RETRY),
-                    _c.tm_aso_worker == worker,
-                    _c.tm_last_update < now - cooloff,
-                )
-                .values(
-                    tm_transfer_state=int(T.NEW),
-                    tm_aso_worker=None,
-                    tm_transfer_retry_count=_c.tm_transfer_retry_count + 1,
-                    tm_last_update=now,
-                )
-            ).rowcount
+            # (worker, state), in rowid order a statement at a time: the unary + keeps
+            # SQLite off the index of failing rows by time, where that order is lost
+            cooled = (text("+tm_last_update < :cooled").bindparams(cooled=now - cooloff) if self.is_sqlite
+                      else _c.tm_last_update < now - cooloff)
+            return update_bounded(conn, [
+                _c.tm_aso_worker == worker,
+                _c.tm_transfer_state == int(T.RETRY),
+                cooled,
+            ], {
+                "tm_transfer_state": int(T.NEW),
+                "tm_aso_worker": None,
+                "tm_transfer_retry_count": _c.tm_transfer_retry_count + 1,
+                "tm_last_update": now,
+            })
 
     def stuck_transfers(self, states: list, older_than: int, limit: int = 10000, *, worker: str) -> list[dict[str, Any]]:
         validate.worker(worker)
