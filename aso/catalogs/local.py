@@ -77,9 +77,11 @@ class LocalCatalog(Catalog):
     def __init__(self, url: str) -> None:
         self.url = url
         self.engine = create_engine(url)
-        #: the publisher's threads write blocks one at a time: on SQLite they queue here
-        #: instead of in SQLite's busy handler, which sleeps up to 100 ms between tries
-        #: (at 300,000 files the threads slept through 50 of a pass's 60 s)
+        #: the publisher's threads write blocks one at a time, on any database: a block's
+        #: check that its dataset exists and the dataset's insert must not interleave with
+        #: another thread's; and on SQLite they queue here instead of in its busy handler,
+        #: which sleeps up to 100 ms between tries (at 300,000 files the threads slept
+        #: through 50 of a pass's 60 s)
         self._writing = threading.Lock()
         if self.engine.dialect.name == "sqlite":
             @event.listens_for(self.engine, "connect")

@@ -178,12 +178,9 @@ def test_cli_errors_one_line_and_exit_code(installation, args, code, message):
 def test_a_database_made_before_v6_gets_the_history_table_and_the_kill_index(tmp_path):
     import sqlite3
 
-    url = f"sqlite:///{tmp_path / 'old.db'}"
-    Store(url).close()
-    with sqlite3.connect(tmp_path / "old.db") as db:  # back to what version 4 made
-        db.execute("DROP TABLE filetransfersdb_history")
-        db.execute("DROP INDEX ix_ftdb_kill")
-        db.execute("DELETE FROM schema_version WHERE version >= 5")
+    from tests.state.migrations import rewound_database
+
+    url = rewound_database(tmp_path / "old.db", 4, "DROP TABLE filetransfersdb_history", "DROP INDEX ix_ftdb_kill")
     Store(url).close()
     with sqlite3.connect(tmp_path / "old.db") as db:
         tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}

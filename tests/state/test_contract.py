@@ -396,13 +396,10 @@ def test_a_v1_database_gains_the_path_column(tmp_path):
     import sqlite3
 
     from aso.state.store import Store
+    from tests.state.migrations import rewound_database
 
-    url = f"sqlite:///{tmp_path / 'old.db'}"
-    Store(url).close()
-    with sqlite3.connect(tmp_path / "old.db") as db:  # back to what version 1 made
-        db.execute("DROP INDEX ix_ftdb_inflight")
-        db.execute("ALTER TABLE filetransfersdb DROP COLUMN tm_path")
-        db.execute("DELETE FROM schema_version WHERE version >= 2")
+    url = rewound_database(tmp_path / "old.db", 1, "DROP INDEX ix_ftdb_inflight",
+                           "ALTER TABLE filetransfersdb DROP COLUMN tm_path")
     store = Store(url)
     try:
         with sqlite3.connect(tmp_path / "old.db") as db:
@@ -432,13 +429,10 @@ def test_a_v6_database_gets_the_publishers_index_by_user(tmp_path):
     import sqlite3
 
     from aso.state.store import Store
+    from tests.state.migrations import rewound_database
 
-    url = f"sqlite:///{tmp_path / 'old.db'}"
-    Store(url).close()
-    with sqlite3.connect(tmp_path / "old.db") as db:  # back to what version 6 made
-        db.execute("DROP INDEX ix_ftdb_worker_pstate_user")
-        db.execute("CREATE INDEX ix_ftdb_worker_pstate ON filetransfersdb (tm_aso_worker, tm_publication_state)")
-        db.execute("DELETE FROM schema_version WHERE version >= 7")
+    url = rewound_database(tmp_path / "old.db", 6, "DROP INDEX ix_ftdb_worker_pstate_user",
+                           "CREATE INDEX ix_ftdb_worker_pstate ON filetransfersdb (tm_aso_worker, tm_publication_state)")
     Store(url).close()
     with sqlite3.connect(tmp_path / "old.db") as db:
         indexes = {r[1] for r in db.execute("PRAGMA index_list(filetransfersdb)")}
