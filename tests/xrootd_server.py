@@ -138,26 +138,49 @@ def xrootd_server(name: str = "site", rate: int = 0, checksums: bool = True) -> 
         folder.mkdir()
         if owner is not None:
             os.chown(folder, *owner)
-    port = free_port()
-    config = base / "xrootd.cfg"
-    config.write_text(_config(port, data, admin, rate, checksums))
-    # with -n NAME the daemon writes its log to <folder of -l>/NAME/xrootd.log
-    log = base / name / "xrootd.log"
-    args = [binary, "-c", str(config), "-l", str(base / "xrootd.log"), "-n", name]
     if owner is not None:
-        args += ["-R", RUN_AS]
-        os.chown(base, *owner)
-    server = XrootdServer(root=data, port=port, log=log)
-    server.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, start_new_session=True)
+        os.chown(base, *owner)  # the daemon writes its log below it
     try:
+        server = _start(binary, base, name, owner, rate, checksums)
         try:
-            wait_for_port(port, timeout=30, proc=server.proc)
-        except (RuntimeError, TimeoutError) as exc:
-            raise RuntimeError(f"xrootd did not start: {exc}\n{_all_logs(base)}") from None
-        yield server
+            yield server
+        finally:
+            _stop(server.proc)
     finally:
-        _stop(server.proc)
         shutil.rmtree(base, ignore_errors=True)
+
+
+#: starts tried before the fixture fails: once in a CI run, a fresh machine's first daemon died
+#: of SIGSEGV before it wrote a line of log, and the next starts in that run went well
+STARTS = 3
+
+
+def _start(binary: str, base: Path, name: str, owner: tuple[int, int] | None, rate: int,
+           checksums: bool) -> XrootdServer:
+    """A listening daemon. A start that dies of a signal before listening is tried again on a
+    new port; one that exits with a status (a bad configuration, say) fails at once."""
+    for attempt in range(1, STARTS + 1):
+        port = free_port()
+        config = base / "xrootd.cfg"
+        config.write_text(_config(port, data=base / "data", admin=base / "admin", rate=rate, checksums=checksums))
+        # with -n NAME the daemon writes its log to <folder of -l>/NAME/xrootd.log
+        log = base / name / "xrootd.log"
+        args = [binary, "-c", str(config), "-l", str(base / "xrootd.log"), "-n", name]
+        if owner is not None:
+            args += ["-R", RUN_AS]
+        # what the daemon prints before its log is open (a crash, a refused option) goes here
+        with open(base / f"start-{attempt}.log", "wb") as output:
+            proc = subprocess.Popen(args, stdout=output, stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            wait_for_port(port, timeout=30, proc=proc)
+        except (RuntimeError, TimeoutError) as exc:
+            died_of_a_signal = (proc.poll() or 0) < 0
+            _stop(proc)
+            if died_of_a_signal and attempt < STARTS:
+                continue
+            raise RuntimeError(f"xrootd did not start (try {attempt} of {STARTS}): {exc}\n{_all_logs(base)}") from None
+        return XrootdServer(root=base / "data", port=port, log=log, proc=proc)
+    raise AssertionError("unreachable")
 
 
 def _all_logs(base: Path) -> str:
