@@ -47,7 +47,10 @@ def test_a_users_acquired_rows_are_one_seek(store):
 
 
 def test_acquisition_looks_the_picked_rows_up_by_key(store):
-    [plan] = plans(store, lambda: store.acquire_transfers(["alice", "bob"], 10, worker=WORKER))
+    count, plan = plans(store, lambda: store.acquire_transfers(["alice", "bob"], 10, worker=WORKER))
+    # what each user has to take, counted on the index alone
+    assert count == ("SEARCH filetransfersdb USING COVERING INDEX ix_ftdb_user_tstate_worker "
+                     "(tm_username=? AND tm_transfer_state=?)"), count
     first = plan.split(" | ")[0]
     assert first.startswith("SEARCH filetransfersdb USING INDEX sqlite_autoindex_filetransfersdb_1 (tm_id=?)"), plan
     assert "ix_ftdb_user_tstate_worker (tm_username=? AND tm_transfer_state=?)" in plan
