@@ -142,3 +142,63 @@ def test_a_returning_host_is_fenced_mid_pass_and_then_leaves_the_new_owners_rows
     assert all_in("DONE")(rows) and len(rows) == 16
     assert_each_file_in_one_job(rows, fts.db)
     assert '"worker": "host-a"' in host_b.aso("status", "--hosts", "--json").stdout
+
+
+def transfer_pass(host: Installation, page_rows: int) -> TransferPass:
+    config = host.config
+    backend = backend_from_config(config)
+    return TransferPass(backend, proxy_source_from_config(config), tool_factory_from_config(config),
+                        config.topology(), PipelineSettings.from_config(config), page_rows=page_rows)
+
+
+def test_a_users_backlog_is_submitted_a_page_at_a_time(tmp_path, pki, fts):
+    host = installation(tmp_path, fts)
+    (user,) = users_for(pki, host, 1)
+    host.inject(host.make_requests([user], 23))
+    paged = transfer_pass(host, page_rows=5)
+    try:
+        summary = paged.run()
+    finally:
+        paged.backend.close()
+    assert (summary.files, summary.users) == (23, 1)
+    rows = host.rows()
+    assert {r["tm_transfer_state"] for r in rows} == {"SUBMITTED"}
+    assert_each_file_in_one_job(rows, fts.db)
+    # every job is of one page: at most 5 files, though a job may hold 50
+    sizes = Counter(r["tm_fts_id"] for r in rows)
+    assert max(sizes.values()) <= 5 and summary.jobs == len(sizes) >= 5
+    assert host.sandbox_entries()["submit"] == 0
+    host.run_until(all_in("DONE"), components=("monitor", "reporter"))
+
+
+def test_rows_planned_by_a_dead_host_are_resubmitted_whole_whatever_the_page(tmp_path, pki, fts):
+    # host-a plans chunks of 10 rows and records their sids, but cannot reach FTS, and dies.
+    # host-b, reading 4 rows a page, must not cut a chunk in two: the second part's sid
+    # would answer the first part's job, which lacks its files.
+    from tests.procs import free_port
+
+    db = tmp_path / "shared-state.db"
+    common = (f'state.url="sqlite:///{db}"', f"aso.heartbeat_timeout={TIMEOUT}")
+    down = type("Down", (), {"url": f"https://127.0.0.1:{free_port()}", "ca_dir": fts.ca_dir})()
+    host_a = installation(tmp_path / "a", down, *common, 'aso.worker="host-a"', "fts.timeout=2")
+    sites = {name: site.prefix for name, site in host_a.config.sites.items()}
+    host_b = Installation(tmp_path / "b" / "aso", fts.url, f'fts.ca_dir="{fts.ca_dir}"', "transfer.max_files_per_job=50",
+                          *common, 'aso.worker="host-b"', sites=sites)
+    users = users_for(pki, host_a, 2)
+    for user in users:
+        host_b.add_proxy(user, pki.users[user].proxy_path)
+    host_a.inject(host_a.make_requests(users, 10))
+    assert host_a.aso("transfer", check=False).returncode == 3  # FTS unreachable: chunks kept
+    assert all(r["tm_sid"] and r["tm_transfer_state"] == "ACQUIRED" for r in host_a.rows())
+    die(host_a)
+
+    host_b.aso("retry-manager")  # a pass of host-b's heartbeats and takes host-a's rows over
+    paged = transfer_pass(host_b, page_rows=4)
+    try:
+        summary = paged.run()
+    finally:
+        paged.backend.close()
+    rows = host_b.rows()
+    assert summary.adopted == 20 and {r["tm_transfer_state"] for r in rows} == {"SUBMITTED"}
+    assert_each_file_in_one_job(rows, fts.db)
+    host_b.run_until(all_in("DONE"), components=("monitor", "reporter"))
