@@ -480,13 +480,14 @@ class TransferPass:
             self.tools.release(user)
         return done
 
-    def pending_ids(self) -> set[str]:
-        """Rows named in write-ahead records still on disk (not to be chunked again)."""
-        ids: set[str] = set()
+    def pending_ids(self) -> dict[str, set[str]]:
+        """Rows named in write-ahead records still on disk (not to be chunked again), by the
+        user whose folder holds the record."""
+        ids: dict[str, set[str]] = defaultdict(set)
         for entry in self.submit_box.entries():
             record = self.submit_box.load_record(entry)
             if record is not None:
-                ids.update(record.ids())
+                ids[entry.user].update(record.ids())
         return ids
 
     def run_user(self, user: str, pending: set[str]) -> _UserResult:
@@ -507,8 +508,8 @@ class TransferPass:
         left = self.settings.acquire_limit
         while left > 0:
             want = min(self.page_rows, left)
-            # the rows of interrupted submissions (``pending``) come first and are not this
-            # page's: read past them
+            # the user's rows in interrupted submissions (``pending``) are not this page's:
+            # read past them
             limit = want + len(pending)
             page = self.backend.acquired_transfers(user, limit, request_type=self.kind)
             if len(page) == limit and any(r.get("tm_sid") for r in page):
@@ -644,7 +645,7 @@ class TransferPass:
             self._group = GroupCommit(self._apply, size=_rows, name="transfer-recorder")
             self._sids = GroupCommit(self._record_sids, size=len, name="sid-recorder")
             with ThreadPoolExecutor(max_workers=max(1, self.settings.transfer_threads)) as pool:
-                futures = {u: pool.submit(self.run_user, u, pending) for u in users}
+                futures = {u: pool.submit(self.run_user, u, pending.get(u, set())) for u in users}
                 for done, (user, future) in enumerate(futures.items(), 1):
                     try:
                         r = future.result()

@@ -239,7 +239,6 @@ class Transfers(StoreEngine):
             # largest wish takes each one's; a piece of one user's rows is a batch alone.
             # (Rows injected since the count may add to a user's share, never past ``limit``.)
             cap = max(n for _, n in batch)
-            takeable = _takeable(worker, chunk, pinned)
             with self._write() as conn:
                 self._fence(conn, worker, generation)
                 if not self.is_sqlite:
@@ -253,12 +252,7 @@ class Transfers(StoreEngine):
                         .over(partition_by=_c.tm_username, order_by=(_c.tm_creation_time, _c.tm_id))
                         .label("rn"),
                     )
-                    .where(
-                        _c.tm_username.in_(chunk),
-                        _c.tm_transfer_state == int(T.NEW),
-                        takeable,
-                        *kind,
-                    )
+                    .where(*_takeable_new(worker, chunk, pinned, kind))
                     .subquery()
                 )
                 picked = select(ranked.c.tm_id).where(ranked.c.rn <= cap)
@@ -293,8 +287,7 @@ class Transfers(StoreEngine):
             for chunk in _chunks(users):
                 query = (
                     select(_c.tm_username, func.count())
-                    .where(_c.tm_username.in_(chunk), _c.tm_transfer_state == int(T.NEW),
-                           _takeable(worker, chunk, pinned), *kind)
+                    .where(*_takeable_new(worker, chunk, pinned, kind))
                     .group_by(_c.tm_username)
                 )
                 found.update((user, n) for user, n in conn.execute(query))
@@ -321,8 +314,7 @@ class Transfers(StoreEngine):
             for chunk in _chunks(users):
                 query = (
                     select(_c.tm_username, _c.tm_source, _c.tm_destination, func.count(), func.min(_c.tm_creation_time))
-                    .where(_c.tm_username.in_(chunk), _c.tm_transfer_state == int(T.NEW),
-                           _takeable(worker, chunk, pinned), *kind)
+                    .where(*_takeable_new(worker, chunk, pinned, kind))
                     .group_by(_c.tm_username, _c.tm_source, _c.tm_destination)
                 )
                 for user, src, dst, n, first in conn.execute(query):
@@ -671,6 +663,12 @@ _SET_SID = (
     .where(_c.tm_id == bindparam("s_id"), _c.tm_transfer_state == int(T.ACQUIRED), _c.tm_aso_worker == bindparam("s_worker"))
     .values(tm_sid=bindparam("s_sid"))
 )
+
+
+def _takeable_new(worker: str, users, pinned: set[str], kind: tuple = ()) -> tuple:
+    """The NEW rows of ``users`` (of the request type ``kind`` says) this worker may take:
+    what acquisition counts and what it ranks, the same terms in both."""
+    return _c.tm_username.in_(users), _c.tm_transfer_state == int(T.NEW), _takeable(worker, users, pinned), *kind
 
 
 def _takeable(worker: str, users, pinned: set[str]):
