@@ -458,16 +458,15 @@ def run_case(args, case: Case, work: Path, fts_port: int, with_delegation: bool 
         aso = work / "aso"
         for round_no in range(200):
             out = run_pass(config, "transfer", stats["transfer"], aso, tree)
-            stats["transfer"].files += out.get("files", 0)
+            stats["transfer"].files += files_handled("transfer", out)
             time.sleep(0.3)  # the simulated FTS finishes a round's files within its next scheduling round
             out = run_pass(config, "monitor", stats["monitor"], aso, tree)
-            stats["monitor"].files += sum(out.get("handed_over", {}).values())
+            stats["monitor"].files += files_handled("monitor", out)
             out = run_pass(config, "reporter", stats["reporter"], aso, tree)
-            stats["reporter"].files += sum(out.get("states", {}).values())
+            stats["reporter"].files += files_handled("reporter", out)
             done += out.get("states", {}).get("DONE", 0)
             out = run_pass(config, "publisher", stats["publisher"], aso, tree)
-            handled = sum(out.get(k, 0) for k in ("published", "already_in_catalog", "failed", "retry"))
-            stats["publisher"].files += handled
+            stats["publisher"].files += files_handled("publisher", out)
             published += out.get("published", 0) + out.get("already_in_catalog", 0)
             out = run_pass(config, "retry-manager", stats["retry-manager"], aso, tree)
             console.print(f"  round {round_no + 1}: submitted {stats['transfer'].files}, reported "
@@ -494,6 +493,21 @@ def run_case(args, case: Case, work: Path, fts_port: int, with_delegation: bool 
             "to_publish": to_publish, "published": published,
             "first_delegation_seconds_per_user": round(deleg, 3) if deleg else None, "components": rows,
             "mode": "aso fts-server --simulate (FTS bookkeeping real, no data moved)"}
+
+
+def files_handled(component: str, summary: dict) -> int:
+    """The files one pass of ``component`` handled, from its ``--json`` summary: submitted,
+    handed over by the monitor, reported, or published (or found in the catalog, failed,
+    sent to retry)."""
+    if component == "transfer":
+        return int(summary.get("files", 0))
+    if component == "monitor":
+        return int(sum(summary.get("handed_over", {}).values()))
+    if component == "reporter":
+        return int(sum(summary.get("states", {}).values()))
+    if component == "publisher":
+        return int(sum(summary.get(k, 0) for k in ("published", "already_in_catalog", "failed", "retry")))
+    return 0
 
 
 def compare(args, fts_port: int, base: Path) -> list[dict]:
