@@ -8,7 +8,6 @@ A reader starts here: :class:`StateBackend` is the interface every component use
 from aso.state.backend import StateBackend
 from aso.state.factory import backend_from_config, open_backend
 from aso.state.records import (
-    TRANSFER_COLUMNS,
     InjectResult,
     KillResult,
     PublicationUpdate,
@@ -27,3 +26,12 @@ __all__ = [
     "InjectResult",
     "KillResult",
 ]
+
+
+def __getattr__(name: str):
+    # TRANSFER_COLUMNS comes from the schema, which loads SQLAlchemy: only when asked for
+    if name == "TRANSFER_COLUMNS":
+        from aso.state import records
+
+        return records.TRANSFER_COLUMNS
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

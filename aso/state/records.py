@@ -11,12 +11,20 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from aso.state.schema import transfers
 from aso.state.states import PublicationState, TransferState
 
-#: Columns of a transfer row, in the schema's order (CRAB's, plus ours); REST reads answer
-#: with these.
-TRANSFER_COLUMNS = [c.name for c in transfers.columns]
+
+def __getattr__(name: str) -> Any:
+    """``TRANSFER_COLUMNS``: the columns of a transfer row, in the schema's order (CRAB's,
+    plus ours); REST reads answer with these. Read from the schema when first asked for, so
+    that SQLAlchemy loads only where the columns are needed (the store, the server): a
+    component on the REST backend starts without it."""
+    if name == "TRANSFER_COLUMNS":
+        from aso.state.schema import transfers
+
+        columns = globals()[name] = [c.name for c in transfers.columns]
+        return columns
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 class Acquired(int):
