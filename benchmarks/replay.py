@@ -163,15 +163,16 @@ def replay(base: Path, component: str, tree: Path, code: str, wrap: list[str], k
         command = [*wrap, sys.executable, "-c", _WITH_HWM, "--config", str(work / "aso" / "aso.toml"),
                    "--log-level", "WARNING", component, "--json"]
         fts_before = _process_cpu(fts.proc.pid)
-        _children_usage_since_last()  # what was reaped before (an FTS service stopped) is not this pass's
+        # the children reaped between these two readings: the pass (or its wrapper, perf or
+        # strace, with the pass under it); the FTS service is reaped only once stopped
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
         start = time.perf_counter()
         proc = subprocess.Popen(command, env={**tree_env(tree), "ASO_BENCH_HWM": str(hwm)}, cwd=work / "aso",
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         out, err = proc.communicate()
         seconds = time.perf_counter() - start
         fts_cpu = _process_cpu(fts.proc.pid) - fts_before
-        # a wrapper (perf, strace) is the direct child: its usage includes the pass's
-        usage = _children_usage_since_last()
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
         if proc.returncode != 0:
             raise SystemExit(f"replay: aso {component} exited {proc.returncode}: {err.decode()[-2000:]}")
         if keep_next and component in NEXT:
@@ -182,22 +183,9 @@ def replay(base: Path, component: str, tree: Path, code: str, wrap: list[str], k
         _keep(base, NEXT[component])
     text = out.decode()
     summary = json.JSONDecoder().raw_decode(text[text.find("{"):])[0] if "{" in text else {}
-    return PassRun(code, component, seconds, usage[0], usage[1], usage[2],
-                   int(hwm.read_text()) / 1024 if hwm.exists() else 0.0, fts_cpu, files_handled(component, summary))
-
-
-#: the children's usage counted so far (user CPU, system CPU, voluntary switches)
-_USAGE_SEEN = [0.0, 0.0, 0]
-
-
-def _children_usage_since_last() -> tuple[float, float, int]:
-    """User and system CPU and voluntary context switches of the children reaped since the
-    last call (communicate() reaps the pass, or its wrapper, and everything under it)."""
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    now = [usage.ru_utime, usage.ru_stime, usage.ru_nvcsw]
-    delta = tuple(a - b for a, b in zip(now, _USAGE_SEEN, strict=True))
-    _USAGE_SEEN[:] = now
-    return delta[0], delta[1], int(delta[2])
+    return PassRun(code, component, seconds, after.ru_utime - before.ru_utime, after.ru_stime - before.ru_stime,
+                   after.ru_nvcsw - before.ru_nvcsw, int(hwm.read_text()) / 1024 if hwm.exists() else 0.0, fts_cpu,
+                   files_handled(component, summary))
 
 
 def main() -> int:

@@ -28,7 +28,7 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str):
+def __getattr__(name: str) -> list[str]:
     # TRANSFER_COLUMNS comes from the schema, which loads SQLAlchemy: only when asked for
     if name == "TRANSFER_COLUMNS":
         from aso.state import records
