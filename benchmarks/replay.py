@@ -9,6 +9,7 @@ or to look inside one pass with a profiler, without running the whole pipeline e
     python benchmarks/replay.py run transfer --wrap "perf record -F 499 -o /tmp/perf.data --"
     python benchmarks/replay.py run transfer --wrap "strace -f -c -o /tmp/strace.txt"
     python benchmarks/replay.py run transfer --wrap "py-spy record --gil --format raw -o /tmp/transfer.stacks --"
+    python benchmarks/replay.py writes --repeat 3                       # the transfer pass's state writes alone
 
 ``setup`` builds the pipeline benchmark's case (``benchmarks/pipeline.py``: the same requests,
 proxies, tasks and publication metadata, ``acquire_limit`` 100,000) in ``--workdir`` and keeps
@@ -22,6 +23,12 @@ manager), so each pass can be replayed on the state the previous one left. With
 ``--baseline PATH``, ``setup`` also builds the case with that checkout's own code (its
 configuration and schema may differ) and ``run`` alternates the two, each on its own
 snapshots.
+
+``writes`` makes the transfer pass's calls to the state backend alone, in one thread, on the
+transfer snapshot of this checkout: the acquisition, then for each group of
+``--users-per-write`` users (the pass's group commits hold a few) the users' reads of their
+acquired rows, one write of their submission ids (50 rows a job) and one of their SUBMITTED
+rows. It says how much of the pass is the database's work when nothing competes with it.
 
 A pass moves by 10% or more between identical runs on a shared 2-core machine: compare
 checkouts in alternating runs (``--baseline``, ``--repeat``) and read the medians.
@@ -188,6 +195,55 @@ def replay(base: Path, component: str, tree: Path, code: str, wrap: list[str], k
                    files_handled(component, summary))
 
 
+@dataclass
+class WritesRun:
+    """The state backend's share of a transfer pass, in seconds per kind of call."""
+
+    acquire: float
+    read: float
+    sids: float
+    submitted: float
+    rows: int
+
+    def row(self) -> list[str]:
+        return [f"{self.acquire:.2f}", f"{self.read:.2f}", f"{self.sids:.2f}", f"{self.submitted:.2f}",
+                f"{self.acquire + self.read + self.sids + self.submitted:.2f}", f"{self.rows}"]
+
+
+def replay_writes(base: Path, users_per_write: int, job_files: int = 50) -> WritesRun:
+    """The transfer pass's state-backend calls, without FTS, sandboxes or threads."""
+    import uuid
+
+    from aso.config import load_config
+    from aso.state import TransferUpdate
+    from aso.state.factory import backend_from_config
+
+    _restore(base, "transfer")
+    backend = backend_from_config(load_config(_live(base) / "aso" / "aso.toml"))
+    start = time.perf_counter()
+    users = backend.active_users()
+    rows_taken = int(backend.acquire_transfers(users, 100_000))
+    acquire = time.perf_counter() - start
+    read = sids = submitted = 0.0
+    for k in range(0, len(users), users_per_write):
+        start = time.perf_counter()
+        rows = [r for user in users[k:k + users_per_write] for r in backend.acquired_transfers(user, 2000)]
+        read += time.perf_counter() - start
+        by_row: dict[str, str] = {}
+        for i in range(0, len(rows), job_files):
+            sid = uuid.uuid4().hex
+            by_row.update((r["tm_id"], sid) for r in rows[i:i + job_files])
+        start = time.perf_counter()
+        backend.set_submission_ids(by_row)
+        sids += time.perf_counter() - start
+        updates = [TransferUpdate(id=r["tm_id"], state="SUBMITTED", fts_id=f"job-{by_row[r['tm_id']]}",
+                                  fts_instance="http://127.0.0.1:8446", expect_state="ACQUIRED") for r in rows]
+        start = time.perf_counter()
+        backend.update_transfers(updates)
+        submitted += time.perf_counter() - start
+    return WritesRun(acquire, read, sids, submitted, rows_taken)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "aso-replay",
@@ -208,8 +264,14 @@ def main() -> int:
     r.add_argument("--wrap", default="", metavar="COMMAND",
                    help="run the pass under this command prefix (a profiler, strace), quoted as one argument")
     r.add_argument("--json", action="store_true")
+    w = sub.add_parser("writes", help="the transfer pass's state-backend calls alone, in one thread")
+    w.add_argument("--repeat", type=int, default=1)
+    w.add_argument("--users-per-write", type=int, default=4, help="users whose rows one write holds")
+    w.add_argument("--json", action="store_true")
     args = ap.parse_args()
     base = args.workdir.resolve()
+    if args.command == "writes":
+        return _writes(base / "this", args.repeat, args.users_per_write, args.json)
     if args.baseline and not (args.baseline / "aso" / "cli").is_dir():
         ap.error(f"--baseline: {args.baseline} is not an aso checkout (no aso/cli in it)")
     # each checkout replays its own case: this one's in WORKDIR/this, the baseline's in WORKDIR/baseline
@@ -243,6 +305,23 @@ def main() -> int:
     if args.baseline:
         line += f"; speed-up {medians['baseline'] / medians['this']:.2f}x"
     console.print(line)
+    return 0
+
+
+def _writes(base: Path, repeat: int, users_per_write: int, as_json: bool) -> int:
+    if not (base / "replay.json").exists():
+        raise SystemExit(f"replay: nothing set up in {base} (run `benchmarks/replay.py setup` first)")
+    runs = [replay_writes(base, max(1, users_per_write)) for _ in range(max(1, repeat))]
+    if as_json:
+        print(json.dumps({"users_per_write": users_per_write, "runs": [asdict(r) for r in runs]}, indent=2))
+        return 0
+    table = Table(title=f"the transfer pass's state-backend calls alone, {users_per_write} user(s) a write, "
+                        f"from {base}/snapshots/transfer")
+    for name in ("acquire s", "read s", "sids s", "SUBMITTED s", "total s", "rows"):
+        table.add_column(name, justify="right", no_wrap=True)
+    for run in runs:
+        table.add_row(*run.row())
+    console.print(table)
     return 0
 
 
