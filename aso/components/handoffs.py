@@ -17,8 +17,8 @@ wrong, which the sandbox uses to quarantine the entry.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from dataclasses import dataclass, field, fields
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 from aso.transfertools.base import Transfer
@@ -263,6 +263,12 @@ class ReporterEntry:
 
     def ids(self) -> list[str]:
         return [f.id for f in self.files]
+
+    @classmethod
+    def of_jobs(cls, entries: Sequence[ReporterEntry], user: str | None = None,
+                endpoint: str | None = None) -> ReporterEntry:
+        """One entry holding the files of several entries, each file naming its FTS job."""
+        return cls(None, [replace(f, job_id=job_id) for e in entries for job_id, f in e.results()], user, endpoint)
 
     def results(self) -> list[tuple[str, ReportedFile]]:
         """(FTS job id, file) for every file."""

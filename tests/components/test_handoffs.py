@@ -90,3 +90,28 @@ def test_a_chunk_writes_its_transfers_as_asdict_would():
     assert doc["transfers"] == [asdict(t) for t in transfers]
     assert [list(t) for t in doc["transfers"]] == [list(asdict(t)) for t in transfers]
     assert Chunk.from_json(doc).transfers == transfers
+
+
+def test_a_polls_handoffs_become_one_entry_named_by_its_jobs(tmp_path):
+    from aso.components.monitor import one_handoff
+
+    a = ("job-a_0", ReporterEntry("job-a", [ReportedFile("r1", "FINISHED"), ReportedFile("r2", "FAILED", "no space")],
+                                  "alice", "https://fts"))
+    b = ("job-b_2", ReporterEntry("job-b", [ReportedFile("r3", "FINISHED")], "alice", "https://fts"))
+    # one job's hand-over keeps its own entry and name
+    assert one_handoff([a]) == [a]
+    assert one_handoff([]) == []
+    [(name, merged)] = one_handoff([a, b])
+    assert merged.job_id is None and (merged.user, merged.endpoint) == ("alice", "https://fts")
+    assert merged.results() == [("job-a", ReportedFile("r1", "FINISHED", None, "job-a")),
+                                ("job-a", ReportedFile("r2", "FAILED", "no space", "job-a")),
+                                ("job-b", ReportedFile("r3", "FINISHED", None, "job-b"))]
+    # the same jobs at the same hand-over counts (a pass killed before it recorded them, run
+    # again) give the same name, whatever their order; another count gives another
+    assert one_handoff([b, a])[0][0] == name and name.startswith("jobs-")
+    assert one_handoff([a, ("job-b_3", b[1])])[0][0] != name
+    # what the reporter reads back is what was handed over
+    box = Sandbox(tmp_path, "reporter")
+    box.write_records("alice", [(name, merged)])
+    [entry] = box.entries()
+    assert entry.name == name and box.load_record(entry).results() == merged.results()

@@ -60,4 +60,9 @@ def test_counts_from_many_threads_are_not_lost(tmp_path):
         sys.setswitchinterval(old)
     assert summary.jobs == summary.finished_jobs == USERS * JOBS
     assert summary.handed_over == {"FINISHED": USERS * JOBS * FILES}
-    assert box.count() == 0 and Sandbox(tmp_path, "reporter").count() == USERS * JOBS
+    # one reporter entry per poll (a user's jobs at their endpoint), each file naming its job
+    reporter = Sandbox(tmp_path, "reporter")
+    assert box.count() == 0 and reporter.count() == USERS
+    results = [(job, f.id, f.state) for e in reporter.entries() for job, f in reporter.load_record(e).results()]
+    assert sorted(results) == sorted((f"job-{u}-{j}", f"job-{u}-{j}-{i}", "FINISHED")
+                                     for u in range(USERS) for j in range(JOBS) for i in range(FILES))
