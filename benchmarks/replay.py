@@ -214,33 +214,39 @@ def replay_writes(base: Path, users_per_write: int, job_files: int = 50) -> Writ
     """The transfer pass's state-backend calls, without FTS, sandboxes or threads."""
     import uuid
 
+    from aso.components.transfer import PAGE_ROWS
     from aso.config import load_config
     from aso.state import TransferUpdate
     from aso.state.factory import backend_from_config
 
     _restore(base, "transfer")
-    backend = backend_from_config(load_config(_live(base) / "aso" / "aso.toml"))
-    start = time.perf_counter()
-    users = backend.active_users()
-    rows_taken = int(backend.acquire_transfers(users, 100_000))
-    acquire = time.perf_counter() - start
-    read = sids = submitted = 0.0
-    for k in range(0, len(users), users_per_write):
+    config = load_config(_live(base) / "aso" / "aso.toml")
+    backend = backend_from_config(config)
+    try:
         start = time.perf_counter()
-        rows = [r for user in users[k:k + users_per_write] for r in backend.acquired_transfers(user, 2000)]
-        read += time.perf_counter() - start
-        by_row: dict[str, str] = {}
-        for i in range(0, len(rows), job_files):
-            sid = uuid.uuid4().hex
-            by_row.update((r["tm_id"], sid) for r in rows[i:i + job_files])
-        start = time.perf_counter()
-        backend.set_submission_ids(by_row)
-        sids += time.perf_counter() - start
-        updates = [TransferUpdate(id=r["tm_id"], state="SUBMITTED", fts_id=f"job-{by_row[r['tm_id']]}",
-                                  fts_instance="http://127.0.0.1:8446", expect_state="ACQUIRED") for r in rows]
-        start = time.perf_counter()
-        backend.update_transfers(updates)
-        submitted += time.perf_counter() - start
+        users = backend.active_users()
+        rows_taken = int(backend.acquire_transfers(users, config.transfer.acquire_limit))
+        acquire = time.perf_counter() - start
+        read = sids = submitted = 0.0
+        for k in range(0, len(users), users_per_write):
+            start = time.perf_counter()
+            # a page of each user's rows, as the pass reads them
+            rows = [r for user in users[k:k + users_per_write] for r in backend.acquired_transfers(user, PAGE_ROWS)]
+            read += time.perf_counter() - start
+            by_row: dict[str, str] = {}
+            for i in range(0, len(rows), job_files):
+                sid = uuid.uuid4().hex
+                by_row.update((r["tm_id"], sid) for r in rows[i:i + job_files])
+            start = time.perf_counter()
+            backend.set_submission_ids(by_row)
+            sids += time.perf_counter() - start
+            updates = [TransferUpdate(id=r["tm_id"], state="SUBMITTED", fts_id=f"job-{by_row[r['tm_id']]}",
+                                      fts_instance="http://127.0.0.1:8446", expect_state="ACQUIRED") for r in rows]
+            start = time.perf_counter()
+            backend.update_transfers(updates)
+            submitted += time.perf_counter() - start
+    finally:
+        backend.close()
     return WritesRun(acquire, read, sids, submitted, rows_taken)
 
 

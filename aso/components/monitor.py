@@ -147,9 +147,9 @@ class MonitorPass:
         job.batches += 1
 
     def _write(self, user: str, out: _Writes) -> None:
-        """A group's sandbox writes, in the order that keeps every file findable: all its
-        reporter entries (durable, one fsync of the folder), then the monitor entries'
-        records of them (rewritten or removed)."""
+        """A group's sandbox writes, in the order that keeps every file findable: its one
+        reporter entry (durable), then the monitor entries' records of it (rewritten or
+        removed)."""
         self.reporter_box.write_records(user, one_handoff(out.reporter))
         self.monitor_box.write_records(user, out.monitor)
         for name, job in out.quiet:
