@@ -135,11 +135,11 @@ def fts_server(app, host, port, db_path, cert, key, ca_dir, workers, per_link, l
     or CA folder, port already in use).
     """
     import logging
-    import signal
     from pathlib import Path
 
     from cheroot import wsgi
 
+    from aso.cli.serving import serve_until_stopped
     from aso.ftsd.executor import ExecutorSettings
     from aso.ftsd.service import DEFAULT_LOCAL_USER, FtsService, ServiceSettings
     from aso.ftsd.staging import TapeSettings
@@ -218,10 +218,6 @@ def fts_server(app, host, port, db_path, cert, key, ca_dir, workers, per_link, l
         log.warning("aso fts-server on http://%s:%d WITHOUT authentication: every caller is %s (single local user); "
                     "give --cert, --key and --ca-dir for HTTPS", host, port, settings.local_user_dn)
 
-    def _terminate(*_):
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, _terminate)
     if settings.roots:  # (the tape roots are among them: FtsService adds them)
         log.info("file:// roots (from %s): %s", roots_from, ", ".join(settings.roots))
     else:
@@ -232,10 +228,7 @@ def fts_server(app, host, port, db_path, cert, key, ca_dir, workers, per_link, l
         log.warning("SIMULATION: no file is copied; every submitted file is reported FINISHED")
     service.start()
     try:
-        httpd.serve()
-    except KeyboardInterrupt:
-        pass
+        serve_until_stopped(httpd)
     finally:
-        httpd.stop()
         service.stop()
         log.info("aso fts-server stopped")
